@@ -1,0 +1,23 @@
+"""Multi-head (optionally grouped-query) softmax attention through ``jax.nn.dot_product_attention``."""
+
+from __future__ import annotations
+
+import jax
+
+from hetnet.attention import projections
+from hetnet.config import AttentionConfig
+
+init = projections.init
+
+
+def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array | None = None, state=None):
+    """Returns ``(y, state)``: attention output and the forward-pass state, passed through unchanged.
+
+    x: [batch, seq, d_model]; padding_mask: [batch, seq] bool, True for real tokens (keys marked False are ignored);
+    y: [batch, seq, d_model]. Outputs at padded query positions are defined but meaningless.
+    """
+    projections.check_padding_mask(padding_mask, x)
+    q, k, v = projections.project_qkv(params, x)
+    mask = None if padding_mask is None else padding_mask[:, None, None, :].astype(bool)
+    o = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=cfg.causal)
+    return projections.project_out(params, o), state

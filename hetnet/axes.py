@@ -1,0 +1,107 @@
+"""Axis labels: one label per parameter axis, naming the permutation group that acts on it.
+
+Every hetnet ``init`` returns ``(params, axes)``. ``axes`` has the structure of ``params``, and each of its leaves is a
+tuple with one entry per array axis:
+
+- a label in :data:`SHARED_LABELS` (the residual stream ``"embed"``) names one group shared by every layer;
+- a label in :data:`UNPERMUTED_LABELS` (``"vocab"``, ``"pos"``, ``"classes"``) names an axis that sharding rules may
+  refer to but that no permutation acts on: permuting it would change the network's function;
+- ``None`` is an axis that is neither permuted nor named;
+- any other label is local to the layer that made it; :func:`scope` prefixes it with the layer's path
+  (``"blocks/0/mlp"``), so two layers' hidden units are two different groups.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+import jax
+import numpy as np
+
+Label = Hashable
+Axes = tuple  # tuple[Label | None, ...], one entry per array axis
+
+SHARED_LABELS = frozenset({"embed"})
+UNPERMUTED_LABELS = frozenset({"vocab", "pos", "classes", "batch", "seq"})
+SCOPE_SEPARATOR = "/"
+
+
+def is_axes_leaf(node: Any) -> bool:
+    """Returns whether ``node`` is one leaf of an axes tree: a tuple of labels (strings, ints or None)."""
+    return isinstance(node, tuple) and all(isinstance(e, (str, int, type(None))) for e in node)
+
+
+def axes_leaves(axes: Any) -> list[Axes]:
+    """Returns the axes tuples of ``axes`` in the order ``jax.tree.leaves`` visits the matching params."""
+    return jax.tree.leaves(axes, is_leaf=is_axes_leaf)
+
+
+def map_labels(fn, axes: Any) -> Any:
+    """Returns ``axes`` with every non-None label replaced by ``fn(label)``."""
+    return jax.tree.map(
+        lambda leaf: tuple(None if lab is None else fn(lab) for lab in leaf), axes, is_leaf=is_axes_leaf
+    )
+
+
+def scope(axes: Any, prefix: str) -> Any:
+    """Returns ``axes`` with every layer-local label prefixed by ``prefix``; shared and unpermuted labels are kept."""
+
+    def scoped(label: Label) -> Label:
+        if label in SHARED_LABELS or label in UNPERMUTED_LABELS:
+            return label
+        return f"{prefix}{SCOPE_SEPARATOR}{label}"
+
+    return map_labels(scoped, axes)
+
+
+def base_label(label: Label) -> Label:
+    """Returns the layer-independent part of a label: ``"blocks/3/mlp" -> "mlp"``."""
+    if isinstance(label, str):
+        return label.rsplit(SCOPE_SEPARATOR, 1)[-1]
+    return label
+
+
+def is_permuted(label: Label | None) -> bool:
+    """Returns whether a permutation group acts on axes carrying ``label``."""
+    return label is not None and label not in UNPERMUTED_LABELS
+
+
+def _path_name(path) -> str:
+    return jax.tree_util.keystr(path) or "<root>"
+
+
+def check_axes(params: Any, axes: Any) -> dict[Label, int]:
+    """Returns the size of every permuted label after checking that ``axes`` describes ``params``.
+
+    Raises ValueError naming the offending leaf when the trees differ in structure, a leaf's label tuple has the
+    wrong length, or one label is used on axes of different sizes.
+    """
+    params_def = jax.tree.structure(params)
+    axes_def = jax.tree.structure(axes, is_leaf=is_axes_leaf)
+    if params_def != axes_def:
+        raise ValueError(
+            f"axes must have the structure of params; params is {params_def} but axes is {axes_def}."
+        )
+    sizes: dict[Label, int] = {}
+    where: dict[Label, str] = {}
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    for (path, leaf), labels in zip(flat, axes_leaves(axes)):
+        shape = np.shape(leaf)
+        name = _path_name(path)
+        if len(labels) != len(shape):
+            raise ValueError(
+                f"axes{name} has {len(labels)} labels {labels} but params{name} has shape {shape}; "
+                "give exactly one label (or None) per array axis."
+            )
+        for label, size in zip(labels, shape):
+            if not is_permuted(label):
+                continue
+            if label in sizes and sizes[label] != size:
+                raise ValueError(
+                    f"label {label!r} has size {size} at params{name} but size {sizes[label]} at params{where[label]}; "
+                    "one label must name axes of one size."
+                )
+            sizes[label] = size
+            where[label] = name
+    return sizes

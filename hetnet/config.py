@@ -1,0 +1,167 @@
+"""Frozen configs for hetnet layers and models; each checks itself and names the field to fix."""
+
+from __future__ import annotations
+
+import dataclasses
+
+NORM_KINDS = ("rms", "layer")
+FFN_KINDS = ("gelu", "swiglu")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+
+
+def _one_of(name: str, value: str, accepted: tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise ValueError(f"{name} must be one of {accepted}, got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class NormConfig:
+    """RMSNorm (``kind="rms"``) or LayerNorm (``kind="layer"``) over ``d_model`` features."""
+
+    d_model: int
+    kind: str = "rms"
+    eps: float = 1e-6
+
+    def __post_init__(self):
+        _positive("d_model", self.d_model)
+        _one_of("norm kind", self.kind, NORM_KINDS)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeedForwardConfig:
+    """Position-wise feed-forward: GELU MLP or SwiGLU, ``d_model -> d_ff -> d_model``, no biases."""
+
+    d_model: int
+    d_ff: int
+    kind: str = "gelu"
+
+    def __post_init__(self):
+        _positive("d_model", self.d_model)
+        _positive("d_ff", self.d_ff)
+        _one_of("ffn kind", self.kind, FFN_KINDS)
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionConfig:
+    """Multi-head attention; ``num_kv_heads < num_heads`` gives grouped-query attention.
+
+    ``variant`` names the attention implementation in :mod:`hetnet.attention`; ``options`` holds that variant's
+    own settings as ``(name, value)`` pairs so the config stays hashable.
+    """
+
+    d_model: int
+    num_heads: int
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    causal: bool = True
+    variant: str = "softmax"
+    options: tuple = ()
+
+    def __post_init__(self):
+        _positive("d_model", self.d_model)
+        _positive("num_heads", self.num_heads)
+        if self.num_kv_heads is not None:
+            _positive("num_kv_heads", self.num_kv_heads)
+            if self.num_heads % self.num_kv_heads:
+                raise ValueError(
+                    f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads}) "
+                    "for grouped-query attention."
+                )
+        if self.head_dim is None:
+            if self.d_model % self.num_heads:
+                raise ValueError(
+                    f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads}), "
+                    "or set head_dim explicitly."
+                )
+        else:
+            _positive("head_dim", self.head_dim)
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_heads if self.num_kv_heads is None else self.num_kv_heads
+
+    @property
+    def q_per_kv(self) -> int:
+        return self.num_heads // self.kv_heads
+
+    @property
+    def dim_per_head(self) -> int:
+        return self.d_model // self.num_heads if self.head_dim is None else self.head_dim
+
+    def option(self, name: str, default):
+        """Returns the variant option ``name``, or ``default`` when it is not set."""
+        return dict(self.options).get(name, default)
+
+
+@dataclasses.dataclass(frozen=True)
+class TransformerConfig:
+    """A pre-norm transformer: token (or feature) embedding, ``num_layers`` residual blocks, final norm, head.
+
+    ``attention`` names the attention variant (see :func:`hetnet.attention.variants`); ``attention_options`` are
+    that variant's settings as ``(name, value)`` pairs. ``dtype`` is the compute dtype; params stay float32.
+    """
+
+    vocab_size: int = 256
+    d_model: int = 64
+    num_heads: int = 4
+    num_kv_heads: int | None = None
+    head_dim: int | None = None
+    d_ff: int | None = None
+    num_layers: int = 2
+    max_len: int = 128
+    norm: str = "rms"
+    ffn: str = "gelu"
+    attention: str = "softmax"
+    attention_options: tuple = ()
+    causal: bool = True
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        for name in ("vocab_size", "num_layers", "max_len"):
+            _positive(name, getattr(self, name))
+        _one_of("dtype", self.dtype, DTYPES)
+        # Building the sub-configs runs their checks now, at construction, rather than at the first apply.
+        self.attention_config, self.ffn_config, self.norm_config  # noqa: B018
+
+    @property
+    def attention_config(self) -> AttentionConfig:
+        return AttentionConfig(
+            d_model=self.d_model,
+            num_heads=self.num_heads,
+            num_kv_heads=self.num_kv_heads,
+            head_dim=self.head_dim,
+            causal=self.causal,
+            variant=self.attention,
+            options=self.attention_options,
+        )
+
+    @property
+    def ffn_config(self) -> FeedForwardConfig:
+        return FeedForwardConfig(self.d_model, self.d_ff or 4 * self.d_model, self.ffn)
+
+    @property
+    def norm_config(self) -> NormConfig:
+        return NormConfig(self.d_model, self.norm)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig:
+    """A sequence classifier: a non-causal transformer body, mean pooling over real tokens, a linear head.
+
+    With ``input_dim`` set the inputs are features ``[batch, seq, input_dim]`` (e.g. image patches) projected into
+    the residual stream; otherwise they are tokens ``[batch, seq]`` below ``backbone.vocab_size``.
+    """
+
+    backbone: TransformerConfig
+    num_classes: int
+    input_dim: int | None = None
+
+    def __post_init__(self):
+        _positive("num_classes", self.num_classes)
+        if self.input_dim is not None:
+            _positive("input_dim", self.input_dim)

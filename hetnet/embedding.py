@@ -1,0 +1,62 @@
+"""Token embedding, learned positions, feature projection and unembedding."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+_embed_init = jax.nn.initializers.normal(stddev=0.02)
+_dense_init = jax.nn.initializers.lecun_normal()
+
+
+def check_tokens(tokens, vocab_size: int, name: str = "tokens") -> None:
+    """Raises ValueError when concrete ``tokens`` are not integers in ``[0, vocab_size)``.
+
+    Traced tokens cannot be checked eagerly; :func:`embed_tokens` turns their out-of-range entries into NaN so the
+    mistake shows in the loss instead of silently reading a clamped row.
+    """
+    if isinstance(tokens, jax.core.Tracer):
+        return
+    arr = np.asarray(tokens)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}.")
+    if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
+        raise ValueError(
+            f"{name} must lie in [0, vocab_size) = [0, {vocab_size}); got values in [{arr.min()}, {arr.max()}]. "
+            "Raise vocab_size in the config or re-tokenise the data."
+        )
+
+
+def init_tokens(key: jax.Array, vocab_size: int, d_model: int):
+    """Returns ``(params, axes)`` of a token table ``[vocab, d_model]``."""
+    return _embed_init(key, (vocab_size, d_model), jnp.float32), ("vocab", "embed")
+
+
+def embed_tokens(table: jax.Array, tokens: jax.Array, dtype) -> jax.Array:
+    """Returns the rows of ``table`` for ``tokens``; out-of-range tokens give NaN rows.
+
+    table: [vocab, d_model]; tokens: [batch, seq] int -> [batch, seq, d_model]
+    """
+    return jnp.take(table.astype(dtype), tokens, axis=0, mode="fill", fill_value=jnp.nan)
+
+
+def init_positions(key: jax.Array, max_len: int, d_model: int):
+    """Returns ``(params, axes)`` of learned absolute positions ``[max_len, d_model]``."""
+    return _embed_init(key, (max_len, d_model), jnp.float32), ("pos", "embed")
+
+
+def add_positions(table: jax.Array, x: jax.Array) -> jax.Array:
+    """Returns ``x`` plus the first ``seq`` rows of the position table.
+
+    table: [max_len, d_model]; x: [batch, seq, d_model]
+    """
+    seq, max_len = x.shape[1], table.shape[0]
+    if seq > max_len:
+        raise ValueError(f"sequence length {seq} exceeds max_len {max_len}; raise max_len in the config.")
+    return x + table[None, :seq].astype(x.dtype)
+
+
+def init_dense(key: jax.Array, d_in: int, d_out: int, in_label, out_label):
+    """Returns ``(params, axes)`` of a kernel ``[d_in, d_out]`` labelled ``(in_label, out_label)``."""
+    return _dense_init(key, (d_in, d_out), jnp.float32), (in_label, out_label)

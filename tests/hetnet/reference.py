@@ -1,0 +1,85 @@
+"""Slow, obvious float64 NumPy references for hetnet layers: explicit loops and an explicit softmax."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def _np(tree):
+    if isinstance(tree, dict):
+        return {k: _np(v) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_np(v) for v in tree]
+    return np.asarray(tree, dtype=np.float64)
+
+
+def norm(params, x, kind: str, eps: float):
+    params, x = _np(params), _np(x)
+    out = np.empty_like(x)
+    for idx in np.ndindex(*x.shape[:-1]):
+        row = x[idx]
+        if kind == "layer":
+            row = row - row.mean()
+        row = row / math.sqrt(np.mean(row**2) + eps) * params["scale"]
+        if kind == "layer":
+            row = row + params["bias"]
+        out[idx] = row
+    return out
+
+
+def gelu(z):
+    # jax.nn.gelu defaults to the tanh approximation.
+    return 0.5 * z * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (z + 0.044715 * z**3)))
+
+
+def feedforward(params, x, kind: str):
+    params, x = _np(params), _np(x)
+    h = x @ params["w_in"]
+    if kind == "swiglu":
+        g = x @ params["w_gate"]
+        h = g / (1.0 + np.exp(-g)) * h
+    else:
+        h = gelu(h)
+    return h @ params["w_out"]
+
+
+def softmax_attention(params, x, *, causal: bool, padding_mask=None):
+    """Per batch element and head: scores over the full [seq, seq] matrix, masked, softmaxed, summed over heads."""
+    params, x = _np(params), _np(x)
+    batch, seq, d_model = x.shape
+    kv_heads, q_per_kv, head_dim, _ = params["out"].shape
+    out = np.zeros_like(x)
+    for b in range(batch):
+        for kv in range(kv_heads):
+            k = x[b] @ params["key"][:, kv, :]
+            v = x[b] @ params["value"][:, kv, :]
+            for g in range(q_per_kv):
+                q = x[b] @ params["query"][:, kv, g, :]
+                scores = np.empty((seq, seq))
+                for i in range(seq):
+                    for j in range(seq):
+                        allowed = (not causal or j <= i) and (padding_mask is None or bool(padding_mask[b, j]))
+                        scores[i, j] = q[i] @ k[j] / math.sqrt(head_dim) if allowed else -np.inf
+                weights = np.exp(scores - scores.max(axis=1, keepdims=True))
+                weights /= weights.sum(axis=1, keepdims=True)
+                out[b] += (weights @ v) @ params["out"][kv, g]
+    return out
+
+
+def block(params, x, cfg, padding_mask=None):
+    h = norm(params["attn_norm"], x, cfg.norm, 1e-6)
+    x = _np(x) + softmax_attention(params["attn"], h, causal=cfg.causal, padding_mask=padding_mask)
+    h = norm(params["ffn_norm"], x, cfg.norm, 1e-6)
+    return x + feedforward(params["ffn"], h, cfg.ffn_config.kind)
+
+
+def transformer_lm(params, tokens, cfg, padding_mask=None):
+    p = _np(params)
+    tokens = np.asarray(tokens)
+    x = p["tokens"][tokens] + p["positions"][: tokens.shape[1]]
+    for blk in params["blocks"]:
+        x = block(blk, x, cfg, padding_mask)
+    x = norm(p["final_norm"], x, cfg.norm, 1e-6)
+    return x @ p["unembed"]

@@ -1,0 +1,90 @@
+"""Bad input gets an error that names the argument and the fix."""
+
+import copy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hetnet import axes as axes_lib
+from hetnet.attention import softmax
+from hetnet.config import AttentionConfig, TransformerConfig
+from hetnet.models import TransformerLM
+
+CFG = TransformerConfig(vocab_size=10, d_model=8, num_heads=2, num_layers=1, max_len=8)
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return TransformerLM.init(jax.random.key(0), CFG)
+
+
+def test_d_model_not_divisible_by_heads():
+    with pytest.raises(ValueError, match=r"d_model \(10\) must be divisible by num_heads \(4\)"):
+        TransformerConfig(d_model=10, num_heads=4)
+
+
+def test_heads_not_multiple_of_kv_heads():
+    with pytest.raises(ValueError, match="num_heads .* must be a multiple of num_kv_heads"):
+        AttentionConfig(d_model=12, num_heads=6, num_kv_heads=4)
+
+
+@pytest.mark.parametrize("field,value", [("norm", "batch"), ("ffn", "relu6"), ("dtype", "int8"), ("num_layers", 0)])
+def test_bad_config_field_is_named(field, value):
+    with pytest.raises(ValueError, match=field.replace("_", "_")):
+        TransformerConfig(**{field: value})
+
+
+def test_unknown_attention_variant(lm):
+    with pytest.raises(ValueError, match="attention must be one of"):
+        TransformerLM.init(jax.random.key(0), TransformerConfig(attention="nope"))
+
+
+@pytest.mark.parametrize("bad", [-1, 10, 99])
+def test_tokens_outside_vocabulary(lm, bad):
+    params, _ = lm
+    tokens = np.zeros((1, 4), np.int32)
+    tokens[0, 2] = bad
+    with pytest.raises(ValueError, match=r"tokens must lie in \[0, vocab_size\) = \[0, 10\)"):
+        TransformerLM.apply(params, tokens, CFG)
+
+
+def test_traced_out_of_range_tokens_give_nan_not_a_clamped_row(lm):
+    params, _ = lm
+    apply = jax.jit(lambda p, t: TransformerLM.apply(p, t, CFG))
+    assert np.all(np.isfinite(apply(params, jnp.array([[1, 2, 9]]))))
+    assert np.any(np.isnan(apply(params, jnp.array([[1, 2, 10]]))))
+
+
+def test_float_tokens_rejected(lm):
+    with pytest.raises(TypeError, match="integer"):
+        TransformerLM.apply(lm[0], np.zeros((1, 4), np.float32), CFG)
+
+
+def test_sequence_longer_than_max_len(lm):
+    with pytest.raises(ValueError, match="exceeds max_len 8"):
+        TransformerLM.apply(lm[0], np.zeros((1, 9), np.int32), CFG)
+
+
+@pytest.mark.parametrize("shape", [(2, 5), (3, 4), (2, 4, 1)])
+def test_mask_of_wrong_shape(shape):
+    cfg = AttentionConfig(d_model=8, num_heads=2)
+    params, _ = softmax.init(jax.random.key(0), cfg)
+    x = jnp.zeros((2, 4, 8))
+    with pytest.raises(ValueError, match=r"padding_mask must have shape \[batch, seq\] = \(2, 4\)"):
+        softmax.apply(params, x, cfg, padding_mask=jnp.ones(shape, bool))
+
+
+def test_axes_that_do_not_match_params(lm):
+    params, axes = lm[0], copy.deepcopy(lm[1])
+    axes["final_norm"]["scale"] = ("embed", None)
+    with pytest.raises(ValueError, match=r"axes\['final_norm'\]\['scale'\] has 2 labels"):
+        axes_lib.check_axes(params, axes)
+
+
+def test_label_with_two_sizes(lm):
+    params, axes = lm[0], copy.deepcopy(lm[1])
+    axes["unembed"] = ("embed", "embed")
+    with pytest.raises(ValueError, match="label 'embed' has size"):
+        axes_lib.check_axes(params, axes)

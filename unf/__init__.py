@@ -1,0 +1,1 @@
+"""unf: universal neural functionals over weight spaces described by axis labels."""
