@@ -28,8 +28,10 @@ SCOPE_SEPARATOR = "/"
 
 
 def is_axes_leaf(node: Any) -> bool:
-    """Returns whether ``node`` is one leaf of an axes tree: a tuple of labels (strings, ints or None)."""
-    return isinstance(node, tuple) and all(isinstance(e, (str, int, type(None))) for e in node)
+    """Returns whether ``node`` is one leaf of an axes tree: a tuple of labels (hashable non-containers, or None)."""
+    return isinstance(node, tuple) and all(
+        e is None or (isinstance(e, Hashable) and not isinstance(e, (tuple, list, dict))) for e in node
+    )
 
 
 def axes_leaves(axes: Any) -> list[Axes]:
@@ -71,8 +73,8 @@ def _path_name(path) -> str:
     return jax.tree_util.keystr(path) or "<root>"
 
 
-def check_axes(params: Any, axes: Any) -> dict[Label, int]:
-    """Returns the size of every permuted label after checking that ``axes`` describes ``params``.
+def check_axes(params: Any, axes: Any, permuted=is_permuted) -> dict[Label, int]:
+    """Returns the size of every label for which ``permuted(label)`` holds, after checking ``axes`` against ``params``.
 
     Raises ValueError naming the offending leaf when the trees differ in structure, a leaf's label tuple has the
     wrong length, or one label is used on axes of different sizes.
@@ -95,7 +97,7 @@ def check_axes(params: Any, axes: Any) -> dict[Label, int]:
                 "give exactly one label (or None) per array axis."
             )
         for label, size in zip(labels, shape):
-            if not is_permuted(label):
+            if not permuted(label):
                 continue
             if label in sizes and sizes[label] != size:
                 raise ValueError(

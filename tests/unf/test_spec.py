@@ -1,0 +1,108 @@
+"""Spec helpers are sound: permuting a real network's params by any sampled group element keeps its function."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from unf import spec as spec_lib
+
+
+class MLP(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        for width in (6, 5):
+            x = jax.nn.relu(nn.Dense(width)(x))
+        return nn.Dense(3)(x)
+
+
+class CNN(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = jax.nn.relu(nn.Conv(4, (3, 3))(x))
+        x = jax.nn.relu(nn.Conv(5, (3, 3))(x))
+        x = jnp.mean(x, axis=(1, 2))
+        return nn.Dense(3)(x)
+
+
+def assert_same_function(apply, params, spec, x, seeds=3):
+    want = apply(params)
+    for seed in range(seeds):
+        perms = spec.sample(jax.random.key(seed))
+        np.testing.assert_allclose(apply(spec.apply(perms, params)), want, rtol=1e-4, atol=1e-5)
+
+
+def test_mlp_spec_of_flax_dense_stack():
+    model, x = MLP(), jax.random.normal(jax.random.key(0), (4, 7))
+    variables = model.init(jax.random.key(1), x)
+    spec = spec_lib.mlp(variables)
+    assert dict(spec.sizes) == {0: 6, 1: 5}
+    assert_same_function(lambda v: model.apply(v, x), variables, spec, x)
+
+
+def test_mlp_spec_of_plain_list():
+    params = [{"w": jnp.ones((3, 4)), "b": jnp.zeros(4)}, {"w": jnp.ones((4, 2))}]
+    spec = spec_lib.mlp(params)
+    assert spec.leaf_axes == ((0,), (None, 0), (0, None))
+
+
+def test_cnn_spec_of_flax_convnet():
+    model, x = CNN(), jax.random.normal(jax.random.key(0), (2, 6, 6, 2))
+    variables = model.init(jax.random.key(1), x)
+    spec = spec_lib.cnn(variables)
+    named = dict(zip(spec.leaf_names, spec.leaf_axes))
+    assert named["['params']['Conv_1']['kernel']"] == (None, None, 0, 1)
+    assert named["['params']['Dense_0']['kernel']"] == (1, None)
+    assert_same_function(lambda v: model.apply(v, x), variables, spec, x)
+
+
+@pytest.mark.parametrize("cell_cls", [nn.LSTMCell, nn.GRUCell, nn.SimpleCell])
+def test_rnn_spec_of_flax_cells(cell_cls):
+    cell, hidden = cell_cls(5), 5
+    xs = jax.random.normal(jax.random.key(0), (2, 4, 3))
+    carry = cell.initialize_carry(jax.random.key(1), xs[:, 0].shape)
+    variables = cell.init(jax.random.key(2), carry, xs[:, 0])
+    spec = spec_lib.rnn(variables)
+    assert dict(spec.sizes) == {"hidden": hidden}
+
+    def run(v):
+        c = carry
+        outs = []
+        for t in range(xs.shape[1]):
+            c, y = cell.apply(v, c, xs[:, t])
+            outs.append(y)
+        return jnp.stack(outs, axis=-1)  # [batch, hidden, time]
+
+    want = run(variables)
+    for seed in range(2):
+        perms = spec.sample(jax.random.key(seed))
+        # The hidden units are permuted, so the outputs come out permuted along the hidden axis.
+        got = run(spec.apply(perms, variables))
+        np.testing.assert_allclose(got, want[:, perms["hidden"]], rtol=1e-4, atol=1e-5)
+
+
+def test_from_labels_errors_name_the_problem():
+    params = {"a": jnp.zeros((3, 4)), "b": jnp.zeros((5,))}
+    with pytest.raises(ValueError, match="structure"):
+        spec_lib.from_labels(params, {"a": (0, 1)})
+    with pytest.raises(ValueError, match=r"axes\['a'\] has 1 labels"):
+        spec_lib.from_labels(params, {"a": (0,), "b": (1,)})
+    with pytest.raises(ValueError, match=r"label 1 has size 5 at params\['b'\] but size 4 at params\['a'\]"):
+        spec_lib.from_labels(params, {"a": (0, 1), "b": (1,)})
+
+
+def test_apply_rejects_wrong_shapes():
+    params = {"a": jnp.zeros((3, 4))}
+    spec = spec_lib.from_labels(params, {"a": (0, 1)})
+    with pytest.raises(ValueError, match=r"\['a'\] has shape \(4, 3\)"):
+        spec.apply(spec.sample(jax.random.key(0)), {"a": jnp.zeros((4, 3))})
+
+
+def test_helpers_reject_unknown_layouts():
+    with pytest.raises(ValueError, match="expected 'kernel' or 'w'"):
+        spec_lib.mlp([{"weight": jnp.zeros((2, 2))}])
+    with pytest.raises(ValueError, match="rank 3"):
+        spec_lib.mlp([{"w": jnp.zeros((2, 2, 2))}])
+    with pytest.raises(TypeError, match="non-empty dict"):
+        spec_lib.rnn([])

@@ -1,0 +1,321 @@
+"""Equivariant and invariant layers over a weight space, and pointwise layers; pure ``init``/``apply``.
+
+Features live on the weight space: a tree with the spec's structure whose leaves are ``[*leaf_shape, channels]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import string
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from unf.plan import LeafLayout, Plan, Signature, build_plan
+from unf.spec import WeightSpaceSpec
+
+_LETTERS = string.ascii_letters.replace("Z", "")
+REDUCTIONS = ("mean", "sum")
+
+
+def _layouts(spec: WeightSpaceSpec) -> tuple[LeafLayout, ...]:
+    return tuple(LeafLayout(a, s) for a, s in zip(spec.leaf_axes, spec.leaf_shapes))
+
+
+def fold(x: jax.Array, layout: LeafLayout) -> jax.Array:
+    """Returns ``x: [*shape, c]`` as ``[*permuted sizes, none sizes x c]``."""
+    order = layout.permuted + layout.unpermuted + (len(layout.shape),)
+    x = jnp.transpose(x, order)
+    return x.reshape(layout.folded_sizes + (-1,))
+
+
+def unfold(y: jax.Array, layout: LeafLayout, c: int) -> jax.Array:
+    """Returns the inverse of :func:`fold`: ``[*permuted sizes, none sizes x c] -> [*shape, c]``."""
+    none_sizes = tuple(layout.shape[i] for i in layout.unpermuted)
+    y = y.reshape(layout.folded_sizes + none_sizes + (c,))
+    order = layout.permuted + layout.unpermuted + (len(layout.shape),)
+    return jnp.transpose(y, np.argsort(order))
+
+
+def _reduce(x: jax.Array, groups, kept, sizes, reduction: str) -> jax.Array:
+    letter = {p: _LETTERS[g] for g, group in enumerate(groups) for p in group}
+    subs_in = "".join(letter[p] for p in range(len(sizes))) + "Z"
+    subs_out = "".join(_LETTERS[g] for g in kept) + "Z"
+    r = jnp.einsum(f"{subs_in}->{subs_out}", x)
+    if reduction == "mean":
+        dropped = [sizes[groups[g][0]] for g in range(len(groups)) if g not in kept]
+        if dropped:
+            r = r / float(np.prod(dropped))
+    return r
+
+
+def _diagonal_mask(sig: Signature, sizes: tuple[int, ...]) -> np.ndarray | None:
+    """Returns the 0/1 mask ``[*sizes, 1]`` (size-1 where no multi-axis group lies) of positions where every
+    multi-axis group's axes share one index, or None when no group has several axes."""
+    mask = None
+    for group in sig.groups:
+        if len(group) < 2:
+            continue
+        n = sizes[group[0]]
+        for p in group[1:]:
+            shape = [1] * (len(sizes) + 1)
+            shape[group[0]], shape[p] = n, n
+            eq = np.eye(n, dtype=np.float32).reshape(shape)
+            mask = eq if mask is None else mask * eq
+    return mask
+
+
+def _place(z: jax.Array, sig: Signature, sizes: tuple[int, ...]) -> jax.Array:
+    """Returns ``z: [*linked group sizes, C]`` written into ``[*sizes, C]``: diagonals for multi-axis groups,
+    broadcast over unlinked groups.
+
+    Only reshapes, broadcasts and a constant mask: elementwise work that XLA fuses with the other signatures'
+    placements and the accumulation into one loop per output leaf.
+    """
+    linked_first = {sig.groups[g][0] for g in sig.linked}
+    shape = [sizes[p] if p in linked_first else 1 for p in range(len(sizes))] + [z.shape[-1]]
+    out = jnp.broadcast_to(z.reshape(shape), tuple(sizes) + (z.shape[-1],))
+    mask = _diagonal_mask(sig, sizes)
+    return out if mask is None else out * jnp.asarray(mask, z.dtype)
+
+
+def _check_features(spec: WeightSpaceSpec, x: Any, c_in: int, name: str = "x") -> list:
+    leaves = spec.leaves(x, name)
+    for leaf, shape, leaf_name in zip(leaves, spec.leaf_shapes, spec.leaf_names):
+        if tuple(leaf.shape) != tuple(shape) + (c_in,):
+            raise ValueError(
+                f"{name}{leaf_name} has shape {tuple(leaf.shape)}; expected {tuple(shape) + (c_in,)} "
+                f"(the leaf's shape plus {c_in} channels)."
+            )
+    return leaves
+
+
+def _init_weights(key: jax.Array, plan: Plan) -> list:
+    """Returns one weight matrix per matmul group: normal(0, 1 / fan_in of the output leaf), bias rows zero.
+
+    One normal draw of the total size is split up: a separate draw per matrix would compile one random-bits program
+    each, which dominates compile time for weight spaces with many leaves.
+    """
+    fan_in = [
+        sum(c.rows[1] - c.rows[0] for sig in sigs for c in sig.contributions if c.reduction >= 0)
+        for sigs in plan.signatures
+    ]
+    shapes, scales = [], []
+    for grp in plan.groups:
+        scale = np.zeros((grp.num_rows, grp.num_cols), np.float32)
+        for o, _, c0, c1 in grp.members:
+            scale[:, c0:c1] = 1.0 / np.sqrt(max(fan_in[o], 1))
+        for c in grp.contributions:
+            if c.reduction < 0:
+                scale[c.rows[0] : c.rows[1]] = 0.0
+        shapes.append(scale.shape)
+        scales.append(scale)
+    sizes = [r * c for r, c in shapes]
+    draws = jnp.split(jax.random.normal(key, (sum(sizes),), jnp.float32), np.cumsum(sizes)[:-1]) if sizes else []
+    return [d.reshape(shape) * scale for d, shape, scale in zip(draws, shapes, scales)]
+
+
+def _jitted_init(plan: Plan) -> Callable[[jax.Array], dict]:
+    # One compiled init per layer: eagerly, every distinct weight shape would compile its own small program.
+    return jax.jit(lambda key: {"weights": _init_weights(key, plan)})
+
+
+def signature_weights(plan: Plan, weights: list) -> list:
+    """Returns ``[[W per signature] per output leaf]``, views of the group matrices; W rows follow the signature's
+    contributions, columns its output leaf's ``none x c_out`` channels."""
+    where = plan.group_of()
+    return [
+        [weights[where[(o, s)][0]][:, where[(o, s)][1] : where[(o, s)][2]] for s in range(len(sigs))]
+        for o, sigs in enumerate(plan.signatures)
+    ]
+
+
+def _aligned(r: jax.Array, order: tuple[int, ...]) -> jax.Array:
+    return jnp.transpose(r, tuple(order) + (r.ndim - 1,))
+
+
+def _reducer(plan: Plan, folded: list, reduction: str) -> Callable[[int], jax.Array]:
+    """Returns ``reduced(index)``, computing each reduction once, from its cheapest parent in the lattice.
+
+    A reduction keeping groups K is the reduction keeping K plus one more group g, reduced over g; choosing the
+    smallest such g reads the smallest parent, so a leaf with q axes costs about one pass over the input per axis
+    rather than one per kept-subset (2^q).
+    """
+    index = {(r.leaf, r.groups, r.kept): i for i, r in enumerate(plan.reductions)}
+    cache: dict[int, jax.Array] = {}
+
+    def reduced(idx: int) -> jax.Array:
+        if idx in cache:
+            return cache[idx]
+        red = plan.reductions[idx]
+        sizes = plan.in_layouts[red.leaf].folded_sizes
+        dropped = [g for g in range(len(red.groups)) if g not in red.kept]
+        if not dropped:
+            out = _reduce(folded[red.leaf], red.groups, red.kept, sizes, reduction)
+        else:
+            g = min(dropped, key=lambda k: sizes[red.groups[k][0]])
+            parent_kept = tuple(sorted(red.kept + (g,)))
+            parent = reduced(index[(red.leaf, red.groups, parent_kept)])
+            axis = parent_kept.index(g)
+            out = jnp.mean(parent, axis=axis) if reduction == "mean" else jnp.sum(parent, axis=axis)
+        cache[idx] = out
+        return out
+
+    return reduced
+
+
+def _apply_plan(plan: Plan, weights, xs: list, reduction: str) -> list:
+    folded = [fold(x, layout) for x, layout in zip(xs, plan.in_layouts)]
+    reduced = _reducer(plan, folded, reduction)
+
+    dtype = folded[0].dtype if folded else jnp.float32
+    acc: list = [None] * len(plan.out_layouts)
+    for grp, w in zip(plan.groups, weights):
+        parts = [jnp.ones((1,), dtype) if c.reduction < 0 else _aligned(reduced(c.reduction), c.order)
+                 for c in grp.contributions]
+        z = jnp.concatenate(parts, axis=-1) @ w.astype(dtype)
+        for o, s, c0, c1 in grp.members:
+            placed = _place(z[..., c0:c1], plan.signatures[o][s], plan.out_layouts[o].folded_sizes)
+            acc[o] = placed if acc[o] is None else acc[o] + placed
+    outputs = []
+    for a, layout in zip(acc, plan.out_layouts):
+        if a is None:
+            a = jnp.zeros(layout.folded_sizes + (layout.channel_factor * plan.c_out,), dtype)
+        outputs.append(unfold(a, layout, plan.c_out))
+    return outputs
+
+
+def _apply_term_by_term(plan: Plan, weights, xs: list, reduction: str) -> list:
+    """The same map computed one term at a time with no shared work: the naive reference for benchmarks."""
+    folded = [fold(x, layout) for x, layout in zip(xs, plan.in_layouts)]
+    dtype = folded[0].dtype if folded else jnp.float32
+    outputs = []
+    for sigs, layout, leaf_weights in zip(plan.signatures, plan.out_layouts, signature_weights(plan, weights)):
+        acc = jnp.zeros(layout.folded_sizes + (layout.channel_factor * plan.c_out,), dtype)
+        for sig, w in zip(sigs, leaf_weights):
+            for c in sig.contributions:
+                rows = w[c.rows[0] : c.rows[1]].astype(dtype)
+                if c.reduction < 0:
+                    z = rows[0]
+                else:
+                    red = plan.reductions[c.reduction]
+                    sizes = plan.in_layouts[red.leaf].folded_sizes
+                    z = _aligned(_reduce(folded[red.leaf], red.groups, red.kept, sizes, reduction), c.order) @ rows
+                acc = acc + _place(z, sig, layout.folded_sizes)
+        outputs.append(unfold(acc, layout, plan.c_out))
+    return outputs
+
+
+def _check_reduction(reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}.")
+
+
+def _check_channels(**channels: int) -> None:
+    for name, value in channels.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class EquivariantLinear:
+    """The complete equivariant linear map from features on ``spec`` (``c_in`` channels) to ``c_out`` channels.
+
+    Every output leaf receives every basis term from every input leaf, each mixed by its own ``[c_in, c_out]`` matrix
+    (``None`` axes widen it), plus the complete equivariant bias. x, y: trees like the params, leaves
+    ``[*leaf_shape, c]``.
+    """
+
+    spec: WeightSpaceSpec
+    c_in: int
+    c_out: int
+    reduction: str = "mean"
+    plan: Plan = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        _check_channels(c_in=self.c_in, c_out=self.c_out)
+        _check_reduction(self.reduction)
+        layouts = _layouts(self.spec)
+        object.__setattr__(self, "plan", build_plan(layouts, layouts, self.c_in, self.c_out))
+        object.__setattr__(self, "_init", _jitted_init(self.plan))
+
+    @property
+    def num_terms(self) -> int:
+        return self.plan.num_terms
+
+    def init(self, key: jax.Array) -> dict:
+        """Returns ``{"weights": [W per matmul group]}``; :func:`signature_weights` gives per-signature views."""
+        return self._init(key)
+
+    def apply(self, params: dict, x: Any) -> Any:
+        """Returns the layer's output features: same tree as ``x``, leaves ``[*leaf_shape, c_out]``."""
+        xs = _check_features(self.spec, x, self.c_in)
+        return self.spec.unflatten(_apply_plan(self.plan, params["weights"], xs, self.reduction))
+
+    def apply_term_by_term(self, params: dict, x: Any) -> Any:
+        """Returns the same as :meth:`apply`, one term at a time (slow; for reference and benchmarks)."""
+        xs = _check_features(self.spec, x, self.c_in)
+        return self.spec.unflatten(_apply_term_by_term(self.plan, params["weights"], xs, self.reduction))
+
+
+@dataclasses.dataclass(frozen=True)
+class InvariantLinear:
+    """An invariant map from features on ``spec`` to ``out_features`` numbers: every invariant pooling of every
+    leaf (means over each grouping of its permuted axes, ``None`` axes kept as channels), then a dense head."""
+
+    spec: WeightSpaceSpec
+    c_in: int
+    out_features: int
+    reduction: str = "mean"
+    plan: Plan = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        _check_channels(c_in=self.c_in, out_features=self.out_features)
+        _check_reduction(self.reduction)
+        object.__setattr__(
+            self, "plan", build_plan(_layouts(self.spec), (LeafLayout((), ()),), self.c_in, self.out_features)
+        )
+        object.__setattr__(self, "_init", _jitted_init(self.plan))
+
+    def init(self, key: jax.Array) -> dict:
+        """Returns ``{"weights": [W]}``: one matrix over every leaf's pooled features (plus a bias row)."""
+        return self._init(key)
+
+    def apply(self, params: dict, x: Any) -> jax.Array:
+        """Returns ``[out_features]``."""
+        xs = _check_features(self.spec, x, self.c_in)
+        return _apply_plan(self.plan, params["weights"], xs, self.reduction)[0]
+
+
+@dataclasses.dataclass(frozen=True)
+class PointwiseLinear:
+    """One ``[c_in, c_out]`` matrix and bias applied to the channels at every position of every leaf."""
+
+    c_in: int
+    c_out: int
+
+    def __post_init__(self):
+        _check_channels(c_in=self.c_in, c_out=self.c_out)
+
+    def init(self, key: jax.Array) -> dict:
+        w = jax.random.normal(key, (self.c_in, self.c_out), jnp.float32) / np.sqrt(self.c_in)
+        return {"w": w, "b": jnp.zeros((self.c_out,), jnp.float32)}
+
+    def apply(self, params: dict, x: Any) -> Any:
+        def one(leaf):
+            if leaf.shape[-1] != self.c_in:
+                raise ValueError(f"pointwise input has {leaf.shape[-1]} channels; expected {self.c_in}.")
+            lead = tuple(range(leaf.ndim - 1))
+            return leaf @ params["w"].astype(leaf.dtype) + jnp.expand_dims(params["b"].astype(leaf.dtype), lead)
+
+        return jax.tree.map(one, x)
+
+
+def pointwise(fn: Callable[[jax.Array], jax.Array], x: Any) -> Any:
+    """Returns ``fn`` applied to every leaf of ``x`` (a pointwise nonlinearity such as ``jax.nn.relu``)."""
+    return jax.tree.map(fn, x)
+
+
+__all__ = ["EquivariantLinear", "InvariantLinear", "PointwiseLinear", "pointwise", "fold", "unfold", "signature_weights"]

@@ -1,0 +1,234 @@
+"""Weight-space specs: for each leaf of a params tree, one label per axis naming the permutation group acting on it.
+
+A label is any hashable (strings from hetnet, ints as in the original UNF code); ``None`` marks an axis that is not
+permuted. Labels shared between leaves name one group: permuting that group reindexes every axis carrying it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from hetnet import axes as hetnet_axes
+from hetnet import symmetry
+
+Label = Hashable
+
+
+def _any_label(label) -> bool:
+    return label is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightSpaceSpec:
+    """The labels and shapes of every leaf of a weight space, in ``jax.tree.leaves`` order.
+
+    treedef: structure of the params tree; leaf_axes: one label tuple per leaf; leaf_shapes: array shapes;
+    leaf_names: readable paths; sizes: the size of every label, as ``((label, size), ...)``.
+    """
+
+    treedef: Any
+    leaf_axes: tuple[tuple[Label | None, ...], ...]
+    leaf_shapes: tuple[tuple[int, ...], ...]
+    leaf_names: tuple[str, ...]
+    sizes: tuple[tuple[Label, int], ...]
+
+    @property
+    def num_leaves(self) -> int:
+        return len(self.leaf_axes)
+
+    @property
+    def labels(self) -> tuple[Label, ...]:
+        return tuple(label for label, _ in self.sizes)
+
+    def size(self, label: Label) -> int:
+        return dict(self.sizes)[label]
+
+    def axes_tree(self) -> Any:
+        """Returns the labels as a tree with the params' structure."""
+        return jax.tree.unflatten(self.treedef, list(self.leaf_axes))
+
+    def leaves(self, tree: Any, name: str = "tree") -> list:
+        """Returns the leaves of ``tree`` after checking it has this spec's structure."""
+        leaves, treedef = jax.tree.flatten(tree)
+        if treedef != self.treedef:
+            raise ValueError(f"{name} must have the weight space's structure {self.treedef}; got {treedef}.")
+        return leaves
+
+    def unflatten(self, leaves: Sequence) -> Any:
+        return jax.tree.unflatten(self.treedef, list(leaves))
+
+    def sample(self, key: jax.Array) -> symmetry.Permutations:
+        """Returns a uniformly random group element: one permutation per label."""
+        labels = sorted(self.labels, key=repr)
+        keys = jax.random.split(key, max(len(labels), 1))
+        return {label: jax.random.permutation(k, self.size(label)) for label, k in zip(labels, keys)}
+
+    def apply(self, perms: symmetry.Permutations, tree: Any) -> Any:
+        """Returns ``tree`` acted on by ``perms``. Leaves may carry trailing axes (channels) beyond the labelled ones."""
+        leaves = self.leaves(tree)
+        for leaf, shape, name in zip(leaves, self.leaf_shapes, self.leaf_names):
+            if tuple(np.shape(leaf)[: len(shape)]) != shape:
+                raise ValueError(f"leaf {name} has shape {np.shape(leaf)}; expected {shape} + trailing axes.")
+        return self.unflatten(
+            [symmetry.permute_leaf(x, labels, perms) for x, labels in zip(leaves, self.leaf_axes)]
+        )
+
+
+def from_labels(params: Any, labels: Any) -> WeightSpaceSpec:
+    """Returns the spec of ``params`` whose axes carry ``labels`` (a tree of label tuples, ``None`` for unpermuted).
+
+    Raises ValueError when the trees differ, a leaf has the wrong number of labels, or one label names axes of
+    different sizes.
+    """
+    sizes = hetnet_axes.check_axes(params, labels, permuted=_any_label)
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    leaf_axes = tuple(tuple(a) for a in hetnet_axes.axes_leaves(labels))
+    return WeightSpaceSpec(
+        treedef=jax.tree.structure(params),
+        leaf_axes=leaf_axes,
+        leaf_shapes=tuple(tuple(np.shape(x)) for _, x in flat),
+        leaf_names=tuple(jax.tree_util.keystr(p) or "<root>" for p, _ in flat),
+        sizes=tuple(sorted(sizes.items(), key=lambda kv: repr(kv[0]))),
+    )
+
+
+def from_hetnet(params: Any, axes: Any, *, io_as_groups: bool = False) -> WeightSpaceSpec:
+    """Returns the spec of a hetnet model from its axes labels.
+
+    By default the vocabulary, position and class axes are unpermuted (``None``): the spec's group is exactly the
+    model's symmetry, and layers mix those axes densely through their channels. With ``io_as_groups=True`` each of
+    those labels becomes a group of its own (shared by every leaf carrying it), the original UNF code's convention:
+    layers are then equivariant to a larger group than the model's, with far fewer weights.
+    """
+    if io_as_groups:
+        return from_labels(params, axes)
+    return from_labels(params, hetnet_axes.map_labels(lambda l: l if hetnet_axes.is_permuted(l) else None, axes))
+
+
+def _layer_keys(params: Any, name: str, order: Sequence | None) -> list:
+    """Returns the layer keys (dict) or indices (list) in network order: ``order`` if given, else the dict's own
+    order, which is call order for params made by flax's ``init``."""
+    if isinstance(params, Mapping):
+        keys = list(params) if order is None else list(order)
+        if sorted(map(repr, keys)) != sorted(map(repr, params)):
+            raise ValueError(f"{name} order {keys} must name every layer of the params exactly once: {list(params)}.")
+        return keys
+    if isinstance(params, (list, tuple)):
+        if order is not None:
+            raise ValueError(f"{name} order applies to a dict of layers; a list is already in order.")
+        return list(range(len(params)))
+    raise TypeError(f"{name} params must be a list of layers or a dict of layers, got {type(params).__name__}.")
+
+
+def _kernel_and_bias(layer: Any, name: str, i: int):
+    if not isinstance(layer, Mapping):
+        raise TypeError(f"{name} layer {i} must be a dict with a kernel ('kernel' or 'w'), got {type(layer).__name__}.")
+    k_key = next((k for k in ("kernel", "w") if k in layer), None)
+    if k_key is None:
+        raise ValueError(f"{name} layer {i} has keys {sorted(layer)}; expected 'kernel' or 'w' (and 'bias' or 'b').")
+    b_key = next((k for k in ("bias", "b") if k in layer), None)
+    extra = set(layer) - {k_key, b_key}
+    if extra:
+        raise ValueError(f"{name} layer {i} has unexpected keys {sorted(extra)}.")
+    return k_key, b_key
+
+
+def _feedforward_labels(params: Any, name: str, input_label, output_label, spatial_ok: bool, order) -> Any:
+    keys = _layer_keys(params, name, order)
+    labels = {}
+    prev = input_label
+    for i, key in enumerate(keys):
+        layer = params[key]
+        k_key, b_key = _kernel_and_bias(layer, name, i)
+        kernel_rank = np.ndim(layer[k_key])
+        if kernel_rank != 2 and not (spatial_ok and kernel_rank >= 3):
+            raise ValueError(f"{name} layer {i} kernel has rank {kernel_rank}; expected [in, out]"
+                             + (" or [*spatial, in, out]" if spatial_ok else "") + ".")
+        out = output_label if i == len(keys) - 1 else i
+        entry = {k_key: (None,) * (kernel_rank - 2) + (prev, out)}
+        if b_key is not None:
+            entry[b_key] = (out,)
+        labels[key] = entry
+        prev = out
+    if isinstance(params, Mapping):
+        return {k: labels[k] for k in params}
+    return type(params)(labels[i] for i in range(len(keys)))
+
+
+def _flax_variables(helper):
+    """Lets a helper take flax's ``{"params": ...}`` variables as well as the bare params tree."""
+
+    def wrapped(params, **kwargs):
+        if isinstance(params, Mapping) and list(params) == ["params"]:
+            inner = helper(params["params"], **kwargs)
+            return from_labels(params, {"params": inner.axes_tree()})
+        return helper(params, **kwargs)
+
+    wrapped.__doc__, wrapped.__name__ = helper.__doc__, helper.__name__
+    return wrapped
+
+
+@_flax_variables
+def mlp(
+    params: Any,
+    *,
+    input_label: Label | None = None,
+    output_label: Label | None = None,
+    order: Sequence | None = None,
+) -> WeightSpaceSpec:
+    """Returns the spec of an MLP: a list of layers, or a dict of layers in network order (flax's ``init`` output
+    is; else pass ``order``, the keys in network order). Each layer has a kernel ``[in, out]`` (``kernel`` or
+    ``w``) and optional bias ``[out]``. Hidden layer ``i``'s units carry label ``i``; the network's input and output
+    axes are unpermuted unless labels are given.
+    """
+    return from_labels(params, _feedforward_labels(params, "mlp", input_label, output_label, False, order))
+
+
+@_flax_variables
+def cnn(
+    params: Any,
+    *,
+    input_label: Label | None = None,
+    output_label: Label | None = None,
+    order: Sequence | None = None,
+) -> WeightSpaceSpec:
+    """Returns the spec of a CNN with global pooling before its dense head: layers (ordered as for :func:`mlp`)
+    with kernels ``[*spatial, in, out]`` (conv) or ``[in, out]`` (dense). Spatial kernel axes are not permuted; the
+    pooled channels keep the last conv layer's label, so the first dense layer's input axis shares it.
+    """
+    return from_labels(params, _feedforward_labels(params, "cnn", input_label, output_label, True, order))
+
+
+@_flax_variables
+def rnn(params: Any, *, hidden_label: Label = "hidden", input_label: Label | None = None) -> WeightSpaceSpec:
+    """Returns the spec of a recurrent cell's params: a dict of dense parts (flax's LSTMCell/GRUCell/SimpleCell
+    layout: ``{"ii": {"kernel": [in, h]}, "hi": {"kernel": [h, h], "bias": [h]}, ...}``), or of raw arrays with
+    the same shapes. A kernel whose first axis reads the hidden state (key starting with ``h``) carries the hidden
+    group on both axes; input kernels carry ``input_label`` then the hidden group; biases the hidden group.
+    """
+    if not isinstance(params, Mapping) or not params:
+        raise TypeError("rnn params must be a non-empty dict of the cell's dense parts.")
+
+    def labels_for(key: str, leaf_name: str, arr) -> tuple:
+        rank = np.ndim(arr)
+        if rank == 1:
+            return (hidden_label,)
+        if rank != 2:
+            raise ValueError(f"rnn part {key!r}/{leaf_name} has rank {rank}; expected a [in, h] kernel or [h] bias.")
+        return (hidden_label if str(key).startswith("h") else input_label, hidden_label)
+
+    labels = {}
+    for key, part in params.items():
+        if isinstance(part, Mapping):
+            labels[key] = {name: labels_for(key, name, arr) for name, arr in part.items()}
+        else:
+            labels[key] = labels_for(key, key, part)
+    return from_labels(params, labels)
+
+
+__all__ = ["WeightSpaceSpec", "from_labels", "from_hetnet", "mlp", "cnn", "rnn"]
