@@ -219,6 +219,14 @@ def _check_channels(**channels: int) -> None:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
 
 
+def _attach_plan(layer, out_layouts: tuple[LeafLayout, ...], c_out: int) -> None:
+    """Checks a frozen layer's settings and stores its plan and compiled init on it."""
+    _check_reduction(layer.reduction)
+    plan = build_plan(_layouts(layer.spec), out_layouts, layer.c_in, c_out)
+    object.__setattr__(layer, "plan", plan)
+    object.__setattr__(layer, "_init", _jitted_init(plan))
+
+
 @dataclasses.dataclass(frozen=True)
 class EquivariantLinear:
     """The complete equivariant linear map from features on ``spec`` (``c_in`` channels) to ``c_out`` channels.
@@ -236,10 +244,7 @@ class EquivariantLinear:
 
     def __post_init__(self):
         _check_channels(c_in=self.c_in, c_out=self.c_out)
-        _check_reduction(self.reduction)
-        layouts = _layouts(self.spec)
-        object.__setattr__(self, "plan", build_plan(layouts, layouts, self.c_in, self.c_out))
-        object.__setattr__(self, "_init", _jitted_init(self.plan))
+        _attach_plan(self, _layouts(self.spec), self.c_out)
 
     @property
     def num_terms(self) -> int:
@@ -273,11 +278,7 @@ class InvariantLinear:
 
     def __post_init__(self):
         _check_channels(c_in=self.c_in, out_features=self.out_features)
-        _check_reduction(self.reduction)
-        object.__setattr__(
-            self, "plan", build_plan(_layouts(self.spec), (LeafLayout((), ()),), self.c_in, self.out_features)
-        )
-        object.__setattr__(self, "_init", _jitted_init(self.plan))
+        _attach_plan(self, (LeafLayout((), ()),), self.out_features)
 
     def init(self, key: jax.Array) -> dict:
         """Returns ``{"weights": [W]}``: one matrix over every leaf's pooled features (plus a bias row)."""

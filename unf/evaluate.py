@@ -1,0 +1,149 @@
+"""Training held-out tasks with every optimizer over several seeds: Adam tuned by a sweep, learned optimizers
+from their meta-params; a markdown table (mean +- standard error over seeds) and a loss-curve plot."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from unf.tasks.base import Task
+
+ADAM_SWEEP = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+
+
+@functools.lru_cache(maxsize=64)
+def _trainer(task: Task, steps: int, make_opt: Callable) -> Callable:
+    """Returns jitted ``run(hyper, seeds_key_data [n, k]) -> losses [n, steps]``; ``hyper`` is traced."""
+
+    def one(hyper, key_data):
+        key = jax.random.wrap_key_data(key_data)
+        k_init, k_data = jax.random.split(key)
+        opt = make_opt(hyper)
+        params = task.init(k_init)
+
+        def body(carry, i):
+            p, s = carry
+            batch = task.sample_batch(jax.random.fold_in(k_data, i))
+            loss, grads = jax.value_and_grad(task.loss)(p, batch)
+            updates, s = opt.update(grads, s, p, value=loss)
+            return (optax.apply_updates(p, updates), s), loss
+
+        _, losses = jax.lax.scan(body, (params, opt.init(params)), jnp.arange(steps))
+        return losses
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0)))
+
+
+def _adam(lr):
+    return optax.with_extra_args_support(optax.adam(lr))
+
+
+def seed_keys(seeds: Sequence[int], salt: int = 0) -> jax.Array:
+    """Returns raw key data ``[len(seeds), k]``; ``salt`` separates evaluation seeds from meta-training's."""
+    return jnp.stack([jax.random.key_data(jax.random.fold_in(jax.random.key(salt), s)) for s in seeds])
+
+
+def train_losses(task: Task, make_opt: Callable, hyper: Any, steps: int, seeds: Sequence[int], salt: int = 1) -> np.ndarray:
+    """Returns training losses ``[seeds, steps]`` of ``task`` under ``make_opt(hyper)``."""
+    return np.asarray(_trainer(task, steps, make_opt)(hyper, seed_keys(seeds, salt)))
+
+
+def final_loss(losses: np.ndarray) -> np.ndarray:
+    """Returns each run's final training loss: the mean of its last 10% of steps (at least one). losses: [runs, steps]"""
+    tail = max(1, losses.shape[-1] // 10)
+    return losses[..., -tail:].mean(axis=-1)
+
+
+def tune_adam(task: Task, steps: int, seeds: Sequence[int], sweep: Sequence[float] = ADAM_SWEEP) -> tuple[float, dict]:
+    """Returns ``(best learning rate, {lr: mean final loss})`` on ``task``; diverged runs count as infinite loss."""
+    scores = {}
+    for lr in sweep:
+        f = final_loss(train_losses(task, _adam, jnp.float32(lr), steps, seeds, salt=2))
+        scores[lr] = float(np.mean(np.where(np.isfinite(f), f, np.inf)))
+    return min(scores, key=scores.get), scores
+
+
+@dataclasses.dataclass(frozen=True)
+class Contender:
+    """An optimizer under evaluation: ``make(task) -> (make_opt, hyper)``."""
+
+    name: str
+    make: Callable[[Task], tuple[Callable, Any]]
+
+
+def adam_contender(lr: float) -> Contender:
+    return Contender(f"adam (lr {lr:g})", lambda task: (_adam, jnp.float32(lr)))
+
+
+def learned_contender(name: str, build: Callable[[Task], Any], meta_params: Any) -> Contender:
+    """``build(task)`` returns the learned optimizer for that task's weight space."""
+
+    def make(task):
+        lopt = build(task)
+        return lopt.opt_fn, meta_params
+
+    return Contender(name, make)
+
+
+def evaluate(tasks: Sequence[Task], contenders: Sequence[Contender], steps: int, seeds: Sequence[int]) -> list[dict]:
+    """Returns one row per (task, optimizer): final and mean training loss, mean and standard error over seeds, and
+    the mean loss curve."""
+    rows = []
+    for task in tasks:
+        for c in contenders:
+            make_opt, hyper = c.make(task)
+            losses = train_losses(task, make_opt, hyper, steps, seeds)
+            finals, means = final_loss(losses), losses.mean(axis=-1)
+            se = lambda v: float(np.std(v, ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0  # noqa: E731
+            rows.append({
+                "task": task.label, "optimizer": c.name, "final": float(np.mean(finals)), "final_se": se(finals),
+                "mean": float(np.mean(means)), "mean_se": se(means), "curve": losses.mean(axis=0).tolist(),
+                "seeds": len(seeds),
+            })
+    return rows
+
+
+def markdown(rows: Sequence[dict]) -> str:
+    """Returns the results as a markdown table, the best final loss per task in bold."""
+    best = {}
+    for r in rows:
+        best[r["task"]] = min(best.get(r["task"], np.inf), r["final"])
+    lines = ["| task | optimizer | final train loss | mean train loss |", "|---|---|---|---|"]
+    for r in rows:
+        final = f"{r['final']:.4f} ± {r['final_se']:.4f}"
+        if r["final"] == best[r["task"]]:
+            final = f"**{final}**"
+        lines.append(f"| {r['task']} | {r['optimizer']} | {final} | {r['mean']:.4f} ± {r['mean_se']:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: Sequence[dict], path: str | Path) -> None:
+    """Writes a PNG of mean training-loss curves, one panel per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 3.8), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for r in rows:
+            if r["task"] == task:
+                curve = np.asarray(r["curve"])
+                window = max(1, len(curve) // 50)
+                smooth = np.convolve(curve, np.ones(window) / window, mode="valid")
+                ax.plot(np.arange(len(smooth)) + window - 1, smooth, label=r["optimizer"])
+        ax.set_title(task, fontsize=8)
+        ax.set_xlabel("inner step")
+        ax.set_ylabel("training loss")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,84 @@
+"""Image tasks on the embedded 8x8 digits: an MLP and a small CNN with global pooling."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from hetnet import data
+from unf import spec as spec_lib
+from unf.tasks.base import Task
+
+_dense_init = jax.nn.initializers.lecun_normal()
+
+
+@functools.lru_cache(maxsize=1)
+def _digits():
+    train, _ = data.digits()
+    return jnp.asarray(train.images), jnp.asarray(train.labels)
+
+
+def _sampler(batch: int, flatten: bool):
+    images, labels = _digits()
+
+    def sample(key):
+        idx = jax.random.randint(key, (batch,), 0, labels.shape[0])
+        x = images[idx]
+        x = x.reshape(batch, -1) if flatten else x[..., None]
+        return {"x": x, "y": labels[idx]}
+
+    return sample
+
+
+def _cross_entropy(logits, y):
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+
+@functools.lru_cache(maxsize=32)
+def mlp_digits(width: int = 32, depth: int = 2, batch: int = 64) -> Task:
+    """An MLP ``64 -> width x depth -> 10`` with ReLU on the digits."""
+    sizes = (64,) + (width,) * depth + (10,)
+
+    def init(key):
+        keys = jax.random.split(key, len(sizes) - 1)
+        return [{"w": _dense_init(k, (a, b)), "b": jnp.zeros((b,))} for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+
+    def loss(params, batch_):
+        h = batch_["x"]
+        for i, layer in enumerate(params):
+            h = h @ layer["w"] + layer["b"][None]
+            if i < len(params) - 1:
+                h = jax.nn.relu(h)
+        return _cross_entropy(h, batch_["y"])
+
+    example = jax.eval_shape(init, jax.random.key(0))
+    spec = spec_lib.mlp(example, input_label="input", output_label="output")
+    return Task("mlp_digits", (("width", width), ("depth", depth), ("batch", batch)), init, loss,
+                _sampler(batch, True), spec)
+
+
+@functools.lru_cache(maxsize=32)
+def cnn_digits(channels: int = 8, batch: int = 64) -> Task:
+    """Two 3x3 conv layers (ReLU), global mean pooling and a dense layer to 10 classes, on the digits."""
+    shapes = [((3, 3, 1, channels), channels), ((3, 3, channels, channels), channels), ((channels, 10), 10)]
+
+    def init(key):
+        keys = jax.random.split(key, len(shapes))
+        return [{"w": _dense_init(k, s) if len(s) == 2 else jax.nn.initializers.lecun_normal(
+            in_axis=(0, 1, 2), out_axis=3)(k, s), "b": jnp.zeros((b,))} for k, (s, b) in zip(keys, shapes)]
+
+    def loss(params, batch_):
+        h = batch_["x"]
+        for layer in params[:-1]:
+            h = jax.lax.conv_general_dilated(h, layer["w"], (1, 1), "SAME",
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            h = jax.nn.relu(h + layer["b"][None, None, None])
+        h = jnp.mean(h, axis=(1, 2))
+        return _cross_entropy(h @ params[-1]["w"] + params[-1]["b"][None], batch_["y"])
+
+    example = jax.eval_shape(init, jax.random.key(0))
+    spec = spec_lib.cnn(example, input_label="input", output_label="output")
+    return Task("cnn_digits", (("channels", channels), ("batch", batch)), init, loss, _sampler(batch, False), spec)

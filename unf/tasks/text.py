@@ -1,0 +1,88 @@
+"""Language-model tasks on the embedded standard-library text: a character LSTM and a hetnet TransformerLM."""
+
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from hetnet import data
+from hetnet.config import TransformerConfig
+from hetnet.models import TransformerLM
+from hetnet.train import lm_loss
+from unf import spec as spec_lib
+from unf.tasks.base import Task
+
+TEXT_BYTES = 1_000_000
+
+
+@functools.lru_cache(maxsize=1)
+def _train_tokens() -> jax.Array:
+    return jnp.asarray(data.stdlib_corpus(max_bytes=TEXT_BYTES).train)
+
+
+def _window_sampler(batch: int, length: int):
+    tokens = _train_tokens()
+    return lambda key: {"tokens": data.sample_windows(key, tokens, batch, length)}
+
+
+@functools.lru_cache(maxsize=32)
+def lstm_lm(hidden: int = 32, embed: int = 16, seq: int = 32, batch: int = 16) -> Task:
+    """A byte-level LSTM language model: embedding, one LSTM cell, linear readout."""
+    cell = nn.LSTMCell(hidden)
+    vocab = data.BYTE_VOCAB
+
+    def init(key):
+        k_embed, k_cell, k_out = jax.random.split(key, 3)
+        carry = cell.initialize_carry(k_cell, (1, embed))
+        return {
+            "embed": jax.random.normal(k_embed, (vocab, embed)) * 0.1,
+            "cell": cell.init(k_cell, carry, jnp.zeros((1, embed)))["params"],
+            "readout": {"w": jax.nn.initializers.lecun_normal()(k_out, (hidden, vocab)), "b": jnp.zeros((vocab,))},
+        }
+
+    def loss(params, batch_):
+        tokens = batch_["tokens"]
+        x = params["embed"][tokens[:, :-1]]
+        carry = cell.initialize_carry(jax.random.key(0), x[:, 0].shape)
+
+        def step(c, xt):
+            c, h = cell.apply({"params": params["cell"]}, c, xt)
+            return c, h
+
+        _, hs = jax.lax.scan(step, carry, jnp.swapaxes(x, 0, 1))
+        logits = jnp.swapaxes(hs, 0, 1) @ params["readout"]["w"] + params["readout"]["b"][None, None]
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]))
+
+    example = jax.eval_shape(init, jax.random.key(0))
+    cell_labels = spec_lib.rnn(example["cell"], input_label="embed", hidden_label="hidden").axes_tree()
+    labels = {"embed": ("vocab", "embed"), "cell": cell_labels, "readout": {"w": ("hidden", "vocab"), "b": ("vocab",)}}
+    spec = spec_lib.from_labels(example, labels)
+    config = (("hidden", hidden), ("embed", embed), ("seq", seq), ("batch", batch))
+    return Task("lstm_lm", config, init, loss, _window_sampler(batch, seq + 1), spec)
+
+
+@functools.lru_cache(maxsize=32)
+def transformer_lm(
+    d_model: int = 16, layers: int = 1, heads: int = 2, seq: int = 16, batch: int = 8, attention: str = "softmax"
+) -> Task:
+    """A byte-level hetnet TransformerLM (any attention variant). Its spec permutes vocabulary and position axes as
+    groups of their own, as the original UNF code does, which keeps equivariant optimizers small."""
+    cfg = TransformerConfig(vocab_size=data.BYTE_VOCAB, d_model=d_model, num_heads=heads, num_layers=layers,
+                            max_len=seq, attention=attention)
+    init = lambda key: TransformerLM.init(key, cfg)[0]  # noqa: E731
+    traced_axes = {}
+
+    def params_only(key):
+        p, traced_axes["axes"] = TransformerLM.init(key, cfg)
+        return p
+
+    params = jax.eval_shape(params_only, jax.random.key(0))
+    axes = traced_axes["axes"]
+    spec = spec_lib.from_hetnet(params, axes, io_as_groups=True)
+    config = (("d_model", d_model), ("layers", layers), ("heads", heads), ("seq", seq), ("batch", batch),
+              ("attention", attention))
+    return Task("transformer_lm", config, init, lambda p, b: lm_loss(p, b, cfg), _window_sampler(batch, seq + 1), spec)
