@@ -69,14 +69,21 @@ def main(argv=None) -> int:
               f"(horizon {args.horizon}); evaluation {args.eval_steps} inner steps x {args.seeds} seeds")
     results, tables = {}, []
     for fam in args.families:
-        contenders = []
-        for name in ("unf", "mlp", "sgdm"):
-            print(f"[{fam}] meta-training {name}: {budget}", flush=True)
-            path = cli.run_meta_train(fam, name, cfg, args.runs / fam / name, progress=False)
-            contenders.append(cli.load_contender(path))
-        print(f"[{fam}] evaluating", flush=True)
-        table = cli.run_eval(fam, contenders, args.eval_steps, args.seeds, args.runs / fam / "eval")
-        rows = json.loads((args.runs / fam / "eval" / "results.json").read_text())
+        done = args.runs / fam / "eval" / "results.json"
+        previous = json.loads(done.read_text()) if done.exists() else {}
+        if previous.get("steps") == args.eval_steps and previous.get("seeds") == args.seeds:
+            # A finished family of an interrupted run (same budget) is reused, not recomputed.
+            print(f"[{fam}] reusing {done}", flush=True)
+            table = previous["table"]
+        else:
+            contenders = []
+            for name in ("unf", "mlp", "sgdm"):
+                print(f"[{fam}] meta-training {name}: {budget}", flush=True)
+                path = cli.run_meta_train(fam, name, cfg, args.runs / fam / name, progress=False)
+                contenders.append(cli.load_contender(path))
+            print(f"[{fam}] evaluating", flush=True)
+            table = cli.run_eval(fam, contenders, args.eval_steps, args.seeds, args.runs / fam / "eval")
+        rows = json.loads(done.read_text())
         speed = step_time_ratio(tasks.family(fam).train_tasks()[0], repeats=20)
         results[fam] = {"eval": rows, "step_time": speed}
         tables.append(f"### {fam}\n\n{table}\nPer inner step: Adam {speed['adam_s'] * 1e3:.2f} ms, "

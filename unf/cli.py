@@ -88,6 +88,7 @@ def run_eval(task_name: str, contenders: list, steps: int, seeds: int, out: Path
               + ", ".join(f"{k:g}: {v:.4f}" for k, v in scores.items()) + "\n\n")
     (out / "results.md").write_text(header + table)
     (out / "results.json").write_text(json.dumps({"adam_sweep": {str(k): v for k, v in scores.items()},
+                                                  "steps": steps, "seeds": seeds, "table": header + table,
                                                   "rows": rows}, indent=1) + "\n")
     evaluate.plot(rows, out / "loss_curves.png")
     return header + table
