@@ -7,6 +7,8 @@ tuple with one entry per array axis:
 - a label in :data:`UNPERMUTED_LABELS` (``"vocab"``, ``"pos"``, ``"classes"``) names an axis that sharding rules may
   refer to but that no permutation acts on: permuting it would change the network's function;
 - ``None`` is an axis that is neither permuted nor named;
+- a label starting with :data:`MODEL_PREFIX` (``"model/v_dim"``) is one group across every layer, for layers
+  whose math ties them together (NeuTRENO subtracts layer 0's values from every layer's);
 - any other label is local to the layer that made it; :func:`scope` prefixes it with the layer's path
   (``"blocks/0/mlp"``), so two layers' hidden units are two different groups.
 """
@@ -25,6 +27,7 @@ Axes = tuple  # tuple[Label | None, ...], one entry per array axis
 SHARED_LABELS = frozenset({"embed"})
 UNPERMUTED_LABELS = frozenset({"vocab", "pos", "classes", "batch", "seq"})
 SCOPE_SEPARATOR = "/"
+MODEL_PREFIX = "model/"
 
 
 def is_axes_leaf(node: Any) -> bool:
@@ -51,6 +54,8 @@ def scope(axes: Any, prefix: str) -> Any:
 
     def scoped(label: Label) -> Label:
         if label in SHARED_LABELS or label in UNPERMUTED_LABELS:
+            return label
+        if isinstance(label, str) and label.startswith(MODEL_PREFIX):
             return label
         return f"{prefix}{SCOPE_SEPARATOR}{label}"
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from hetnet.attention import softmax
+from hetnet.attention import neutreno, softmax
 
-_VARIANTS: dict[str, ModuleType] = {"softmax": softmax}
+_VARIANTS: dict[str, ModuleType] = {"softmax": softmax, "neutreno": neutreno}
 
 
 def variants() -> tuple[str, ...]:

@@ -83,3 +83,26 @@ def transformer_lm(params, tokens, cfg, padding_mask=None):
         x = block(blk, x, cfg, padding_mask)
     x = norm(p["final_norm"], x, cfg.norm, 1e-6)
     return x @ p["unembed"]
+
+
+def neutreno_lm(params, tokens, cfg, lam: float):
+    """TransformerLM with NeuTRENO attention: each layer adds lam * (V^0 - V^l) per head before the output
+    projection, V^0 being layer 0's values (computed the obvious way, head by head)."""
+    p = _np(params)
+    tokens = np.asarray(tokens)
+    x = p["tokens"][tokens] + p["positions"][: tokens.shape[1]]
+    first = None
+    for blk in p["blocks"]:
+        h = norm(blk["attn_norm"], x, cfg.norm, 1e-6)
+        attn = blk["attn"]
+        values = np.einsum("bsd,dkh->bskh", h, attn["value"])
+        first = values if first is None else first
+        out = softmax_attention(attn, h, causal=cfg.causal)
+        kv_heads, q_per_kv = attn["out"].shape[:2]
+        for kv in range(kv_heads):
+            for g in range(q_per_kv):
+                out += lam * (first[:, :, kv] - values[:, :, kv]) @ attn["out"][kv, g]
+        x = x + out
+        h = norm(blk["ffn_norm"], x, cfg.norm, 1e-6)
+        x = x + feedforward(blk["ffn"], h, cfg.ffn_config.kind)
+    return norm(p["final_norm"], x, cfg.norm, 1e-6) @ p["unembed"]
