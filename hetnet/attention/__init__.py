@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from hetnet.attention import neutreno, softmax
+from hetnet.attention import linear, neutreno, softmax
 
-_VARIANTS: dict[str, ModuleType] = {"softmax": softmax, "neutreno": neutreno}
+_VARIANTS: dict[str, ModuleType] = {"softmax": softmax, "neutreno": neutreno, "linear": linear}
 
 
 def variants() -> tuple[str, ...]:

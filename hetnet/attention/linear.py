@@ -1,0 +1,110 @@
+"""Linear attention for language models, in O(N) time and memory by a chunked scan.
+
+Per head, with a feature map ``phi``:
+    y_i = sum_{j <= i} (phi(q_i) . phi(k_j)) v_j / Z_i
+where ``Z_i = sum_{j <= i} phi(q_i) . phi(k_j)`` when ``normalize`` (the default for positive feature maps) and
+``Z_i`` = the number of attended positions otherwise (the identity map's scores can be negative, so it averages).
+Non-causal attention sums over every real position. Inside a chunk of ``chunk`` positions the scores are formed
+exactly; across chunks a running ``sum phi(k) v^T`` state carries the prefix, so nothing of size N x N exists.
+
+Options (``AttentionConfig.options``): ``feature_map`` ("elu", "relu" or "identity"; default "elu", i.e. elu+1),
+``normalize`` (bool; default: feature map is not "identity"), ``chunk`` (default 64).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from hetnet.attention import projections
+from hetnet.config import AttentionConfig
+
+init = projections.init
+
+FEATURE_MAPS = {
+    "elu": lambda x: jax.nn.elu(x) + 1.0,
+    "relu": jax.nn.relu,
+    "identity": lambda x: x,
+}
+EPS = 1e-6
+
+
+def settings(cfg: AttentionConfig) -> tuple[str, bool, int]:
+    """Returns ``(feature_map, normalize, chunk)`` from the config's options, checked."""
+    fmap = cfg.option("feature_map", "elu")
+    if fmap not in FEATURE_MAPS:
+        raise ValueError(f"linear attention feature_map must be one of {tuple(FEATURE_MAPS)}, got {fmap!r}.")
+    normalize = bool(cfg.option("normalize", fmap != "identity"))
+    chunk = int(cfg.option("chunk", 64))
+    if chunk < 1:
+        raise ValueError(f"linear attention chunk must be positive, got {chunk}.")
+    return fmap, normalize, chunk
+
+
+def _chunked_causal(q, k, v, real, normalize: bool, chunk: int):
+    """q, k: [b, n, h, d]; v: [b, n, h, e]; real: [b, n] float -> [b, n, h, e], by a scan over chunks."""
+    b, n, h, d = q.shape
+    pad = (-n) % chunk
+    if pad:
+        widths = lambda x: [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)  # noqa: E731
+        q, k, v, real = (jnp.pad(x, widths(x)) for x in (q, k, v, real))
+    m = (n + pad) // chunk
+    split = lambda x: jnp.moveaxis(x.reshape(b, m, chunk, *x.shape[2:]), 1, 0)  # noqa: E731
+    qs, ks, vs, rs = split(q), split(k), split(v), split(real)
+    tril = jnp.tril(jnp.ones((chunk, chunk), q.dtype))
+
+    def body(carry, xs):
+        kv_state, k_state, count = carry  # [b, h, d, e], [b, h, d], [b]
+        qc, kc, vc, rc = xs
+        kc = kc * rc[..., None, None]
+        scores = jnp.einsum("bihd,bjhd->bhij", qc, kc) * tril[None, None]
+        intra = jnp.einsum("bhij,bjhe->bihe", scores, vc)
+        inter = jnp.einsum("bihd,bhde->bihe", qc, kv_state)
+        counts = count[:, None] + jnp.cumsum(rc, axis=1)  # attended real positions, [b, chunk]
+        if normalize:
+            z = jnp.sum(scores, axis=-1).transpose(0, 2, 1) + jnp.einsum("bihd,bhd->bih", qc, k_state)
+        else:
+            z = jnp.broadcast_to(counts[:, :, None], qc.shape[:3])
+        out = (intra + inter) / (z[..., None] + EPS if normalize else jnp.maximum(z, 1.0)[..., None])
+        kv_state = kv_state + jnp.einsum("bjhd,bjhe->bhde", kc, vc)
+        k_state = k_state + jnp.sum(kc, axis=1).astype(k_state.dtype)
+        return (kv_state, k_state, counts[:, -1]), out
+
+    init_carry = (
+        jnp.zeros((b, h, d, v.shape[-1]), q.dtype),
+        jnp.zeros((b, h, d), q.dtype),
+        jnp.zeros((b,), q.dtype),
+    )
+    _, outs = jax.lax.scan(body, init_carry, (qs, ks, vs, rs))
+    return jnp.moveaxis(outs, 0, 1).reshape(b, m * chunk, h, -1)[:, :n]
+
+
+def _global(q, k, v, real, normalize: bool):
+    k = k * real[..., None, None]
+    kv = jnp.einsum("bjhd,bjhe->bhde", k, v)
+    out = jnp.einsum("bihd,bhde->bihe", q, kv)
+    if normalize:
+        z = jnp.einsum("bihd,bhd->bih", q, jnp.sum(k, axis=1))
+        return out / (z[..., None] + EPS)
+    count = jnp.maximum(jnp.sum(real, axis=1), 1.0)
+    return out / count[:, None, None, None]
+
+
+def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array | None = None, state=None):
+    """Returns ``(y, state)``; state passes through unchanged.
+
+    x: [batch, seq, d_model]; padding_mask: [batch, seq] bool or None (keys marked False are ignored);
+    y: [batch, seq, d_model].
+    """
+    projections.check_padding_mask(padding_mask, x)
+    fmap, normalize, chunk = settings(cfg)
+    q, k, v = projections.project_qkv(params, x)
+    phi = FEATURE_MAPS[fmap]
+    q, k = phi(q), phi(k)
+    k, v = jnp.repeat(k, cfg.q_per_kv, axis=2), jnp.repeat(v, cfg.q_per_kv, axis=2)
+    real = jnp.ones(x.shape[:2], q.dtype) if padding_mask is None else padding_mask.astype(q.dtype)
+    if cfg.causal:
+        o = _chunked_causal(q, k, v, real, normalize, chunk)
+    else:
+        o = _global(q, k, v, real, normalize)
+    return projections.project_out(params, o), state
