@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from hetnet.attention import projections
+from hetnet.attention.softmax import attend
 from hetnet.axes import MODEL_PREFIX
 from hetnet.config import AttentionConfig
 
@@ -38,8 +39,7 @@ def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array
     projections.check_padding_mask(padding_mask, x)
     state = {} if state is None else state
     q, k, v = projections.project_qkv(params, x)
-    mask = None if padding_mask is None else padding_mask[:, None, None, :].astype(bool)
-    o = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=cfg.causal)
+    o = attend(q, k, v, cfg, padding_mask)
     if FIRST_VALUES not in state:
         state = {**state, FIRST_VALUES: v}
     first = state[FIRST_VALUES]

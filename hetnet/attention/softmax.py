@@ -10,6 +10,16 @@ from hetnet.config import AttentionConfig
 init = projections.init
 
 
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, padding_mask: jax.Array | None):
+    """Returns per-head softmax attention outputs.
+
+    q: [batch, seq, num_heads, head_dim]; k, v: [batch, seq, kv_heads, head_dim]; padding_mask: [batch, seq] or None
+    -> [batch, seq, num_heads, head_dim]
+    """
+    mask = None if padding_mask is None else padding_mask[:, None, None, :].astype(bool)
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=cfg.causal)
+
+
 def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array | None = None, state=None):
     """Returns ``(y, state)``: attention output and the forward-pass state, passed through unchanged.
 
@@ -18,6 +28,4 @@ def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array
     """
     projections.check_padding_mask(padding_mask, x)
     q, k, v = projections.project_qkv(params, x)
-    mask = None if padding_mask is None else padding_mask[:, None, None, :].astype(bool)
-    o = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=cfg.causal)
-    return projections.project_out(params, o), state
+    return projections.project_out(params, attend(q, k, v, cfg, padding_mask)), state
