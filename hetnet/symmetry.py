@@ -13,11 +13,15 @@ Permutations = dict  # dict[Label, jax.Array of int32, shape [size]]
 
 
 def sample_permutations(key: jax.Array, params: Any, axes: Any) -> Permutations:
-    """Returns a uniformly random permutation for every permuted label in ``axes``.
+    """Returns a uniformly random permutation for every permuted label in ``axes``."""
+    return sample_from_sizes(key, check_axes(params, axes))
+
+
+def sample_from_sizes(key: jax.Array, sizes: dict) -> Permutations:
+    """Returns a uniformly random permutation of ``range(size)`` for every ``label: size``.
 
     Labels are visited in sorted order of their ``repr`` so the same key gives the same element.
     """
-    sizes = check_axes(params, axes)
     labels = sorted(sizes, key=repr)
     keys = jax.random.split(key, max(len(labels), 1))
     return {label: jax.random.permutation(k, sizes[label]) for label, k in zip(labels, keys)}
@@ -49,4 +53,4 @@ def labels_in(axes: Any) -> set[Label]:
     return {lab for leaf in axes_leaves(axes) for lab in leaf if lab is not None}
 
 
-__all__ = ["Permutations", "sample_permutations", "permute", "permute_leaf", "invert", "labels_in", "is_axes_leaf"]
+__all__ = ["Permutations", "sample_permutations", "sample_from_sizes", "permute", "permute_leaf", "invert", "labels_in", "is_axes_leaf"]

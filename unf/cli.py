@@ -12,6 +12,7 @@ import jax
 
 from unf import evaluate, lopt, tasks
 from unf.meta import MetaTrainConfig, PESConfig, load_meta_params, meta_train, save_meta_params
+from unf.meta.train import read_meta_info
 
 OPTIMIZERS = ("unf", "mlp", "sgdm")
 
@@ -64,9 +65,7 @@ def run_meta_train(task_name: str, optimizer: str, cfg: MetaTrainConfig, out: Pa
 
 def load_contender(path: Path) -> evaluate.Contender:
     """Returns the evaluation contender for meta-params saved by ``unf-meta-train``."""
-    info = json.loads((Path(path) / "info.json").read_text()) if (Path(path) / "info.json").exists() else None
-    if info is None:
-        raise FileNotFoundError(f"no meta-params at {str(path)!r}: expected info.json from unf-meta-train.")
+    info = read_meta_info(path)
     family = tasks.family(info["task"])
     like = build_lopt(info["optimizer"], family.train_tasks()[0]).init(jax.random.key(0))
     meta_params, _ = load_meta_params(path, like)

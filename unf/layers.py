@@ -6,6 +6,7 @@ Features live on the weight space: a tree with the spec's structure whose leaves
 from __future__ import annotations
 
 import dataclasses
+import functools
 import string
 from typing import Any, Callable
 
@@ -314,9 +315,22 @@ class PointwiseLinear:
         return jax.tree.map(one, x)
 
 
+@functools.lru_cache(maxsize=64)
+def cached_equivariant(spec: WeightSpaceSpec, c_in: int, c_out: int, reduction: str = "mean") -> EquivariantLinear:
+    """Returns the :class:`EquivariantLinear` for these settings, built once: its plan is static, so callers that
+    rebuild a layer on every trace (optimizers, linen modules) share one."""
+    return EquivariantLinear(spec, c_in, c_out, reduction)
+
+
+@functools.lru_cache(maxsize=64)
+def cached_invariant(spec: WeightSpaceSpec, c_in: int, out_features: int, reduction: str = "mean") -> InvariantLinear:
+    """Returns the :class:`InvariantLinear` for these settings, built once."""
+    return InvariantLinear(spec, c_in, out_features, reduction)
+
+
 def pointwise(fn: Callable[[jax.Array], jax.Array], x: Any) -> Any:
     """Returns ``fn`` applied to every leaf of ``x`` (a pointwise nonlinearity such as ``jax.nn.relu``)."""
     return jax.tree.map(fn, x)
 
 
-__all__ = ["EquivariantLinear", "InvariantLinear", "PointwiseLinear", "pointwise", "fold", "unfold", "signature_weights"]
+__all__ = ["cached_equivariant", "cached_invariant", "EquivariantLinear", "InvariantLinear", "PointwiseLinear", "pointwise", "fold", "unfold", "signature_weights"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -10,16 +9,6 @@ import jax
 
 from unf import layers
 from unf.spec import WeightSpaceSpec
-
-
-@functools.lru_cache(maxsize=64)
-def _equivariant(spec: WeightSpaceSpec, c_in: int, c_out: int, reduction: str) -> layers.EquivariantLinear:
-    return layers.EquivariantLinear(spec, c_in, c_out, reduction)
-
-
-@functools.lru_cache(maxsize=64)
-def _invariant(spec: WeightSpaceSpec, c_in: int, out: int, reduction: str) -> layers.InvariantLinear:
-    return layers.InvariantLinear(spec, c_in, out, reduction)
 
 
 def _channels(x: Any) -> int:
@@ -38,7 +27,7 @@ class EquivariantLinear(nn.Module):
 
     @nn.compact
     def __call__(self, x: Any) -> Any:
-        layer = _equivariant(self.spec, _channels(x), self.features, self.reduction)
+        layer = layers.cached_equivariant(self.spec, _channels(x), self.features, self.reduction)
         weights = self.param("weights", lambda key: layer.init(key)["weights"])
         return layer.apply({"weights": weights}, x)
 
@@ -52,6 +41,6 @@ class InvariantLinear(nn.Module):
 
     @nn.compact
     def __call__(self, x: Any) -> jax.Array:
-        layer = _invariant(self.spec, _channels(x), self.features, self.reduction)
+        layer = layers.cached_invariant(self.spec, _channels(x), self.features, self.reduction)
         weights = self.param("weights", lambda key: layer.init(key)["weights"])
         return layer.apply({"weights": weights}, x)

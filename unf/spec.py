@@ -64,9 +64,7 @@ class WeightSpaceSpec:
 
     def sample(self, key: jax.Array) -> symmetry.Permutations:
         """Returns a uniformly random group element: one permutation per label."""
-        labels = sorted(self.labels, key=repr)
-        keys = jax.random.split(key, max(len(labels), 1))
-        return {label: jax.random.permutation(k, self.size(label)) for label, k in zip(labels, keys)}
+        return symmetry.sample_from_sizes(key, dict(self.sizes))
 
     def apply(self, perms: symmetry.Permutations, tree: Any) -> Any:
         """Returns ``tree`` acted on by ``perms``. Leaves may carry trailing axes (channels) beyond the labelled ones."""

@@ -139,7 +139,7 @@ class UNFOptimizer:
 
     @property
     def equivariant(self) -> layers.EquivariantLinear:
-        return _equivariant_layer(self.spec, self.hidden)
+        return layers.cached_equivariant(self.spec, self.hidden, 1)
 
     def init(self, key: jax.Array) -> dict:
         k1, k2 = jax.random.split(key)
@@ -161,16 +161,6 @@ class UNFOptimizer:
             return jax.tree.map(lambda y: y[..., 0], out)
 
         return _transformation(meta_params, direction, use_features=True)
-
-
-_LAYER_CACHE: dict = {}
-
-
-def _equivariant_layer(spec: WeightSpaceSpec, hidden: int) -> layers.EquivariantLinear:
-    key = (spec, hidden)
-    if key not in _LAYER_CACHE:
-        _LAYER_CACHE[key] = layers.EquivariantLinear(spec, hidden, 1)
-    return _LAYER_CACHE[key]
 
 
 def adam(learning_rate: float) -> optax.GradientTransformation:

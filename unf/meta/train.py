@@ -196,12 +196,18 @@ def save_meta_params(path: str | Path, meta_params: Any, info: dict) -> None:
     (path / "info.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
-def load_meta_params(path: str | Path, like: Any) -> tuple[Any, dict]:
-    """Returns ``(meta_params, info)`` saved by :func:`save_meta_params`; ``like`` gives the tree's structure."""
+def read_meta_info(path: str | Path) -> dict:
+    """Returns the description saved beside meta-params by :func:`save_meta_params`."""
     path = Path(path).absolute()
     if not (path / "params").exists() or not (path / "info.json").exists():
         raise FileNotFoundError(f"no meta-params at {str(path)!r}: expected params/ and info.json from unf-meta-train.")
+    return json.loads((path / "info.json").read_text())
+
+
+def load_meta_params(path: str | Path, like: Any) -> tuple[Any, dict]:
+    """Returns ``(meta_params, info)`` saved by :func:`save_meta_params`; ``like`` gives the tree's structure."""
+    info = read_meta_info(path)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     with ocp.StandardCheckpointer() as ckpt:
-        params = ckpt.restore(path / "params", abstract)
-    return params, json.loads((path / "info.json").read_text())
+        params = ckpt.restore(Path(path).absolute() / "params", abstract)
+    return params, info
