@@ -7,6 +7,7 @@ import dataclasses
 NORM_KINDS = ("rms", "layer")
 FFN_KINDS = ("gelu", "swiglu")
 DTYPES = ("float32", "bfloat16", "float16")
+BLOCK_KINDS = ("standard", "recurrent", "hyperset")
 
 
 def _positive(name: str, value: int) -> None:
@@ -104,6 +105,11 @@ class TransformerConfig:
 
     ``attention`` names the attention variant (see :func:`hetnet.attention.variants`); ``attention_options`` are
     that variant's settings as ``(name, value)`` pairs. ``dtype`` is the compute dtype; params stay float32.
+
+    ``block`` picks the body: ``"standard"`` (``num_layers`` blocks with their own weights), ``"recurrent"`` (one
+    block applied ``num_layers`` times) or ``"hyperset"`` (the Hyper-SET layer of :mod:`hetnet.hyperset`, iterated
+    ``num_layers`` times, with ``num_heads`` subspaces and a dictionary of ``d_ff`` atoms). In the last two the
+    params do not depend on ``num_layers``, so the same params run at any depth.
     """
 
     vocab_size: int = 256
@@ -120,11 +126,18 @@ class TransformerConfig:
     attention_options: tuple = ()
     causal: bool = True
     dtype: str = "float32"
+    block: str = "standard"
 
     def __post_init__(self):
         for name in ("vocab_size", "num_layers", "max_len"):
             _positive(name, getattr(self, name))
         _one_of("dtype", self.dtype, DTYPES)
+        _one_of("block", self.block, BLOCK_KINDS)
+        if self.block == "hyperset" and (self.attention != "softmax" or self.attention_options):
+            raise ValueError(
+                f"block='hyperset' brings its own attention step; leave attention at 'softmax' with no options "
+                f"(got attention={self.attention!r}, attention_options={self.attention_options!r})."
+            )
         # Building the sub-configs runs their checks now, at construction, rather than at the first apply.
         self.attention_config, self.ffn_config, self.norm_config  # noqa: B018
 

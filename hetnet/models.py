@@ -11,7 +11,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from hetnet import attention, axes as axes_lib, blocks, embedding, norms
+from hetnet import attention, axes as axes_lib, blocks, embedding, hyperset, norms
 from hetnet.config import ClassifierConfig, TransformerConfig
 
 
@@ -27,30 +27,47 @@ def _dtype(cfg: TransformerConfig):
 
 
 def init_body(key: jax.Array, cfg: TransformerConfig):
-    """Returns ``(params, axes)`` of positions, ``num_layers`` blocks (labels scoped ``blocks/i``) and a final norm."""
+    """Returns ``(params, axes)`` of positions, the blocks and a final norm.
+
+    ``cfg.block == "standard"``: ``blocks`` is a list of ``num_layers`` blocks (labels scoped ``blocks/i``);
+    ``"recurrent"``: ``shared_block`` is one block; ``"hyperset"``: ``hyperset`` is the Hyper-SET layer.
+    """
     attention.get(cfg.attention)
     k_pos, *k_blocks = jax.random.split(key, cfg.num_layers + 1)
+    k_shared = k_blocks[0]
     pos, pos_axes = embedding.init_positions(k_pos, cfg.max_len, cfg.d_model)
-    block_params, block_axes = [], []
-    for i, k in enumerate(k_blocks):
-        p, a = blocks.init(k, cfg)
-        block_params.append(p)
-        block_axes.append(axes_lib.scope(a, f"blocks/{i}"))
     norm, norm_axes = norms.init(key, cfg.norm_config)
-    params = {"positions": pos, "blocks": block_params, "final_norm": norm}
-    axes = {"positions": pos_axes, "blocks": block_axes, "final_norm": norm_axes}
+    params = {"positions": pos, "final_norm": norm}
+    axes = {"positions": pos_axes, "final_norm": norm_axes}
+    if cfg.block == "standard":
+        params["blocks"], axes["blocks"] = [], []
+        for i, k in enumerate(k_blocks):
+            p, a = blocks.init(k, cfg)
+            params["blocks"].append(p)
+            axes["blocks"].append(axes_lib.scope(a, f"blocks/{i}"))
+    elif cfg.block == "recurrent":
+        params["shared_block"], shared_axes = blocks.init(k_shared, cfg)
+        axes["shared_block"] = axes_lib.scope(shared_axes, "shared")
+    else:
+        params["hyperset"], axes["hyperset"] = hyperset.init(k_shared, cfg)
     return params, axes
 
 
 def apply_body(params, x: jax.Array, cfg: TransformerConfig, *, padding_mask=None) -> jax.Array:
-    """Returns the final-normed residual stream after adding positions and running every block.
+    """Returns the final-normed residual stream after adding positions and running the body.
 
     x: [batch, seq, d_model] embedded inputs; padding_mask: [batch, seq] bool or None -> [batch, seq, d_model]
     """
     x = embedding.add_positions(params["positions"], x)
     state: dict = {}
-    for block in params["blocks"]:
-        x, state = blocks.apply(block, x, cfg, padding_mask=padding_mask, state=state)
+    if cfg.block == "standard":
+        for block in params["blocks"]:
+            x, state = blocks.apply(block, x, cfg, padding_mask=padding_mask, state=state)
+    elif cfg.block == "recurrent":
+        for _ in range(cfg.num_layers):
+            x, state = blocks.apply(params["shared_block"], x, cfg, padding_mask=padding_mask, state=state)
+    else:
+        x, _ = hyperset.iterate(params["hyperset"], x, cfg, padding_mask=padding_mask)
     return norms.apply(params["final_norm"], x, cfg.norm_config)
 
 

@@ -19,6 +19,8 @@ TENSOR_PARALLEL_RULES: Rules = {
     "heads": "model",
     "kv_heads": "model",
     "mlp": "model",
+    "hs_heads": "model",
+    "hs_atoms": "model",
     "embed": None,
     "vocab": None,
 }

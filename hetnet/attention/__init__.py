@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from hetnet.attention import linear, neutreno, softmax
+from hetnet.attention import linear, neutreno, softmax, sparse
 
-_VARIANTS: dict[str, ModuleType] = {"softmax": softmax, "neutreno": neutreno, "linear": linear}
+_VARIANTS: dict[str, ModuleType] = {"softmax": softmax, "neutreno": neutreno, "linear": linear, "sparse": sparse}
 
 
 def variants() -> tuple[str, ...]:

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from hetnet import symmetry
+from hetnet import attention, symmetry
 from hetnet.config import ClassifierConfig, TransformerConfig
 from hetnet.models import SequenceClassifier, TransformerLM
 
@@ -20,8 +20,9 @@ CONFIGS = {
 
 
 def lm_logits_close_after(params, axes, perms, cfg, tokens):
-    before = TransformerLM.apply(params, tokens, cfg)
-    after = TransformerLM.apply(symmetry.permute(params, axes, perms), tokens, cfg)
+    apply = jax.jit(TransformerLM.apply, static_argnums=2)
+    before = apply(params, tokens, cfg)
+    after = apply(symmetry.permute(params, axes, perms), tokens, cfg)
     return np.allclose(before, after, rtol=1e-4, atol=1e-5), float(np.max(np.abs(before - after)))
 
 
@@ -100,3 +101,16 @@ def test_permute_then_invert_is_identity():
     perms = symmetry.sample_permutations(jax.random.key(1), params, axes)
     back = symmetry.permute(symmetry.permute(params, axes, perms), axes, symmetry.invert(perms))
     jax.tree.map(np.testing.assert_array_equal, back, params)
+
+
+VARIANT_OPTIONS = {"sparse": (("block", 2), ("top_k", 1)), "linear": (("chunk", 4),)}
+
+
+@pytest.mark.parametrize("variant", attention.variants())
+def test_every_attention_variant_keeps_the_symmetry(variant):
+    cfg = dataclasses.replace(BASE, num_layers=2, attention=variant, attention_options=VARIANT_OPTIONS.get(variant, ()))
+    params, axes = TransformerLM.init(jax.random.key(0), cfg)
+    tokens = jax.random.randint(jax.random.key(1), (2, 6), 0, cfg.vocab_size)
+    perms = symmetry.sample_permutations(jax.random.key(2), params, axes)
+    close, err = lm_logits_close_after(params, axes, perms, cfg, tokens)
+    assert close, f"{variant}: logits moved by {err}"

@@ -1,0 +1,195 @@
+"""Robust sparse attention against dense attention: time, peak memory, output error and LM loss.
+
+1. Forward time and XLA's compiled peak-memory estimate of one causal attention call (q, k, v given) for
+   ``jax.nn.dot_product_attention`` and hetnet's sparse attention, side by side at each length.
+2. A causal byte LM trained with dense attention on the standard library's source; on its validation windows, the
+   relative error of each layer's sparse attention output against dense on the same (trained) activations, and the
+   model's loss with each attention swapped in. A second model trained from scratch with sparse attention gives the
+   trained-sparse loss.
+
+    python -m benchmarks.sparse_attention             # N = 1k, 4k, 16k; LM at 1k context (CPU, a few minutes)
+    python -m benchmarks.sparse_attention --large     # adds N = 32k, 64k and a longer LM run (GPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm import tqdm
+
+from benchmarks import report, timing
+from hetnet import blocks, data, embedding, norms
+from hetnet.attention import softmax, sparse
+from hetnet.config import AttentionConfig, TransformerConfig
+from hetnet.train import lm_loss, make_train_step
+
+SPARSE_OPTIONS = (("block", 64), ("top_k", 4), ("window", 1))
+LM_OPTIONS = (("block", 32), ("top_k", 4), ("window", 1))
+HEADS, HEAD_DIM = 2, 64
+
+
+def attention_fns(n: int):
+    dense_cfg = AttentionConfig(d_model=HEADS * HEAD_DIM, num_heads=HEADS)
+    sparse_cfg = dataclasses.replace(dense_cfg, variant="sparse", options=SPARSE_OPTIONS)
+    dense = jax.jit(lambda q, k, v: softmax.attend(q, k, v, dense_cfg, None))
+    sparse_fn = jax.jit(lambda q, k, v: sparse.attend(q, k, v, sparse_cfg, None))
+    return dense, sparse_fn
+
+
+def measure_length(n: int, repeats: int) -> dict:
+    kq, kk, kv = jax.random.split(jax.random.key(n), 3)
+    shape = (1, n, HEADS, HEAD_DIM)
+    q, k, v = (jax.random.normal(key, shape) for key in (kq, kk, kv))
+    dense, sparse_fn = attention_fns(n)
+    times = timing.time_interleaved(
+        {"dense": lambda: dense(q, k, v), "sparse": lambda: sparse_fn(q, k, v)}, repeats=repeats, warmup=1
+    )
+    mem = {"dense": timing.compiled_memory_bytes(dense, q, k, v), "sparse": timing.compiled_memory_bytes(sparse_fn, q, k, v)}
+    return {
+        "n": n,
+        "time_s": {name: t["median"] for name, t in times.items()},
+        "memory_bytes": mem,
+        "time_ratio": times["sparse"]["median"] / times["dense"]["median"],
+        "memory_ratio": mem["sparse"] / mem["dense"],
+    }
+
+
+def train_lm(cfg: TransformerConfig, corpus, steps: int, batch: int, seed: int):
+    from hetnet.models import TransformerLM
+
+    params, _ = TransformerLM.init(jax.random.key(seed), cfg)
+    optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(optax.cosine_decay_schedule(3e-3, steps)))
+    step = make_train_step(lambda p, b: lm_loss(p, b, cfg), optimizer)
+    opt_state = optimizer.init(params)
+    tokens = jnp.asarray(corpus.train)
+    sample = jax.jit(lambda key: data.sample_windows(key, tokens, batch, cfg.max_len + 1))
+    key = jax.random.key(seed + 1)
+    for _ in tqdm(range(steps), desc=f"train {cfg.attention}", leave=False):
+        key, sub = jax.random.split(key)
+        params, opt_state, metrics = step(params, opt_state, {"tokens": sample(sub)})
+    return params
+
+
+def attention_inputs(params, tokens, cfg: TransformerConfig):
+    """Returns each block's normed attention input on ``tokens``, running the model with ``cfg``'s attention."""
+    x = embedding.embed_tokens(params["tokens"], tokens, jnp.float32)
+    x = embedding.add_positions(params["positions"], x)
+    inputs, state = [], {}
+    for block in params["blocks"]:
+        inputs.append(norms.apply(block["attn_norm"], x, cfg.norm_config))
+        x, state = blocks.apply(block, x, cfg, state=state)
+    return inputs
+
+
+def relative_output_errors(params, tokens, dense_cfg: TransformerConfig, sparse_cfg: TransformerConfig):
+    errors = []
+    dense_attn, sparse_attn = dense_cfg.attention_config, sparse_cfg.attention_config
+    for block, h in zip(params["blocks"], jax.jit(lambda p, t: attention_inputs(p, t, dense_cfg))(params, tokens)):
+        want, _ = jax.jit(lambda p, h: softmax.apply(p, h, dense_attn))(block["attn"], h)
+        got, _ = jax.jit(lambda p, h: sparse.apply(p, h, sparse_attn))(block["attn"], h)
+        errors.append(float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want)))
+    return errors
+
+
+def lm_study(context: int, steps: int, batch: int, eval_batches: int) -> dict:
+    corpus = data.stdlib_corpus(max_bytes=2_000_000)
+    dense_cfg = TransformerConfig(vocab_size=256, d_model=64, num_heads=4, num_layers=2, max_len=context)
+    sparse_cfg = dataclasses.replace(dense_cfg, attention="sparse", attention_options=LM_OPTIONS)
+    valid = jnp.asarray(corpus.valid)
+    windows = [data.sample_windows(jax.random.key(1000 + i), valid, batch, context + 1) for i in range(eval_batches)]
+    loss = {c: jax.jit(lambda p, b, c=c: lm_loss(p, b, c)) for c in (dense_cfg, sparse_cfg)}
+
+    def mean_loss(params, cfg):
+        return float(np.mean([loss[cfg](params, {"tokens": w}) for w in windows]))
+
+    dense_params = train_lm(dense_cfg, corpus, steps, batch, seed=0)
+    sparse_params = train_lm(sparse_cfg, corpus, steps, batch, seed=0)
+    errors = relative_output_errors(dense_params, windows[0][:, :-1], dense_cfg, sparse_cfg)
+    losses = {
+        "dense-trained, dense": mean_loss(dense_params, dense_cfg),
+        "dense-trained, sparse swapped in": mean_loss(dense_params, sparse_cfg),
+        "sparse-trained, sparse": mean_loss(sparse_params, sparse_cfg),
+    }
+    return {"context": context, "steps": steps, "batch": batch, "options": dict(LM_OPTIONS),
+            "relative_output_error_per_layer": errors, "valid_loss": losses}
+
+
+def plot(lengths: list[dict], lm: dict):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    ns = [r["n"] for r in lengths]
+    for name in ("dense", "sparse"):
+        axes[0].plot(ns, [r["time_s"][name] * 1e3 for r in lengths], "o-", label=name)
+        axes[1].plot(ns, [r["memory_bytes"][name] / 2**20 for r in lengths], "o-", label=name)
+    for ax, label in ((axes[0], "forward time (ms)"), (axes[1], "peak memory (MiB, XLA estimate)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length N")
+        ax.set_ylabel(label)
+        ax.legend()
+    names = list(lm["valid_loss"])
+    axes[2].bar(range(len(names)), [lm["valid_loss"][n] for n in names], color=["C0", "C1", "C2"])
+    axes[2].set_xticks(range(len(names)), [n.replace(", ", ",\n") for n in names], fontsize=8)
+    axes[2].set_ylabel("validation loss (nats/byte)")
+    low = min(lm["valid_loss"].values())
+    axes[2].set_ylim(low * 0.95, max(lm["valid_loss"].values()) * 1.02)
+    fig.suptitle(f"sparse vs dense causal attention ({HEADS} heads x {HEAD_DIM}; options {dict(SPARSE_OPTIONS)})")
+    fig.tight_layout()
+    return fig
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--large", action="store_true", help="add N = 32k, 64k and train the LM longer (GPU)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    args = parser.parse_args(argv)
+    ns = [1024, 4096, 16384] + ([32768, 65536] if args.large else [])
+    lengths = []
+    for n in ns:
+        lengths.append(measure_length(n, args.repeats))
+        r = lengths[-1]
+        print(f"N={n}: time ratio {r['time_ratio']:.3f}, memory ratio {r['memory_ratio']:.4f}", flush=True)
+    lm = lm_study(context=1024, steps=1500 if args.large else 250, batch=4, eval_batches=4)
+    print("LM:", lm["valid_loss"], "errors", lm["relative_output_error_per_layer"], flush=True)
+
+    rows = [[r["n"], r["time_s"]["dense"] * 1e3, r["time_s"]["sparse"] * 1e3, r["time_ratio"],
+             r["memory_bytes"]["dense"] / 2**20, r["memory_bytes"]["sparse"] / 2**20, r["memory_ratio"]]
+            for r in lengths]
+    table = report.markdown_table(
+        ["N", "dense ms", "sparse ms", "time ratio", "dense MiB", "sparse MiB", "memory ratio"], rows
+    )
+    table += (f"\nForward pass of one causal attention call, batch 1, {HEADS} heads of {HEAD_DIM}; sparse options "
+              f"{dict(SPARSE_OPTIONS)}. Ratios are sparse / dense (targets at N = 16k: memory <= 0.125, time < 1). "
+              "Memory is XLA's compiled estimate (arguments + outputs + temporaries).\n\n")
+    dense_loss = lm["valid_loss"]["dense-trained, dense"]
+    table += report.markdown_table(
+        ["byte LM (context %d, %d steps)" % (lm["context"], lm["steps"]), "validation loss", "vs dense"],
+        [[name, value, f"{100 * (value / dense_loss - 1):+.2f}%"] for name, value in lm["valid_loss"].items()],
+    )
+    errors = ", ".join(f"{e:.4f}" for e in lm["relative_output_error_per_layer"])
+    table += (f"\nRelative output error of sparse attention against dense on the dense-trained model's activations, "
+              f"per layer: {errors} (target < 5e-2). LM sparse options {dict(LM_OPTIONS)}; targets: loss within 2% "
+              "of dense.\n")
+    command = "python -m benchmarks.sparse_attention" + (" --large" if args.large else "")
+    payload = {"device": timing.device_description(), "command": command, "lengths": lengths, "lm": lm,
+               "options": dict(SPARSE_OPTIONS)}
+    name = "sparse_attention_large" if args.large else "sparse_attention"
+    paths = report.write(name, payload, table, plot(lengths, lm), args.out)
+    print(table)
+    print("wrote", ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Robust sparse attention: exact softmax over routed key blocks plus a summary of the blocks left out.
+
+The sequence is cut into blocks of ``block`` positions. For each query block ``i`` (per head) the attended set is
+
+- **exact keys** of ``1 + window (+ window when non-causal) + 1 + top_k`` blocks: the query's own block (causally
+  masked), the ``window`` neighbouring blocks before it (and after it when non-causal), the first block, and the
+  ``top_k`` remaining blocks that score highest against the block's mean query, scored with mean-pooled block keys
+  (MoBA's routing; no extra parameters);
+- **one summary token per other block**: the mean key and mean value of each eligible block that was not selected,
+  with its logit raised by ``log(block size)`` so it stands for that many keys (``c exp(q . k_mean)`` approximates the
+  block's share of the softmax mass), so dropped attention mass is approximated rather than zeroed.
+
+Both enter one softmax. Nothing of size N x N exists: the logits per query number
+``(1 + window + 1 + top_k) * block + N / block``. With ``top_k`` at least the number of blocks every block is exact and
+the result equals dense attention.
+
+Options (``AttentionConfig.options``): ``block`` (default 64), ``top_k`` (default 4), ``window`` (neighbouring blocks,
+default 1), ``summary`` (bool, default True; False drops unselected blocks, as MoBA and NSA do).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from hetnet.attention import projections
+from hetnet.config import AttentionConfig
+
+init = projections.init
+
+
+class SparseSettings(NamedTuple):
+    block: int
+    top_k: int
+    window: int
+    summary: bool
+
+
+def settings(cfg: AttentionConfig) -> SparseSettings:
+    """Returns the variant's options, checked."""
+    block, top_k, window = (int(cfg.option(n, d)) for n, d in (("block", 64), ("top_k", 4), ("window", 1)))
+    if block < 1:
+        raise ValueError(f"sparse attention block must be a positive number of positions, got {block}.")
+    if top_k < 0 or window < 0:
+        raise ValueError(f"sparse attention top_k and window must be >= 0, got top_k={top_k}, window={window}.")
+    return SparseSettings(block, top_k, window, bool(cfg.option("summary", True)))
+
+
+def _forced_blocks(num_blocks: int, window: int, causal: bool):
+    """Returns ``(index, valid)``, both [num_blocks, slots]: own block, window neighbours, first block; duplicates invalid."""
+    own = jnp.arange(num_blocks)[:, None]
+    offsets = [0] + [-o for o in range(1, window + 1)] + ([] if causal else list(range(1, window + 1)))
+    index = jnp.concatenate([own + jnp.array(offsets)[None], jnp.zeros((num_blocks, 1), jnp.int32)], axis=1)
+    valid = (index >= 0) & (index < num_blocks)
+    index = jnp.clip(index, 0, num_blocks - 1)
+    earlier_same = (index[:, :, None] == index[:, None, :]) & valid[:, None, :]
+    earlier_same = earlier_same & jnp.tril(jnp.ones(earlier_same.shape[1:], bool), k=-1)[None]
+    return index, valid & ~jnp.any(earlier_same, axis=-1)
+
+
+def _masked_softmax_weights(logits: jax.Array, mask: jax.Array) -> jax.Array:
+    """Returns softmax weights over the last axis restricted to ``mask``; rows with nothing allowed get zeros."""
+    logits = jnp.where(mask, logits, -jnp.inf)
+    top = jnp.max(logits, axis=-1, keepdims=True)
+    top = jnp.where(jnp.isfinite(top), top, 0.0)
+    weights = jnp.where(mask, jnp.exp(logits - jax.lax.stop_gradient(top)), 0.0)
+    return weights / jnp.maximum(jnp.sum(weights, axis=-1, keepdims=True), jnp.finfo(logits.dtype).tiny)
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, padding_mask: jax.Array | None):
+    """Returns per-head sparse attention outputs.
+
+    q: [batch, seq, num_heads, head_dim]; k, v: [batch, seq, kv_heads, head_dim]; padding_mask: [batch, seq] or None
+    -> [batch, seq, num_heads, head_dim]
+    """
+    opts = settings(cfg)
+    b, n, _, d = q.shape
+    kv_heads, groups, bs = cfg.kv_heads, cfg.q_per_kv, opts.block
+    pad = (-n) % bs
+    m = (n + pad) // bs
+    real = jnp.ones((b, n), bool) if padding_mask is None else padding_mask.astype(bool)
+    if pad:
+        q, k, v = (jnp.pad(t, [(0, 0), (0, pad), (0, 0), (0, 0)]) for t in (q, k, v))
+        real = jnp.pad(real, [(0, 0), (0, pad)])
+    # Blocked layouts: q [b, K, G, m, bs, d]; k, v [b, K, m, bs, d]; real [b, m, bs].
+    qb = q.reshape(b, m, bs, kv_heads, groups, d).transpose(0, 3, 4, 1, 2, 5)
+    kb = k.reshape(b, m, bs, kv_heads, d).transpose(0, 3, 1, 2, 4)
+    vb = v.reshape(b, m, bs, kv_heads, v.shape[-1]).transpose(0, 3, 1, 2, 4)
+    realb = real.reshape(b, m, bs)
+    count = jnp.sum(realb, axis=-1).astype(q.dtype)  # [b, m]
+    weights = realb.astype(q.dtype) / jnp.maximum(count, 1.0)[..., None]
+    k_mean = jnp.einsum("bkmld,bml->bkmd", kb, weights)
+    v_mean = jnp.einsum("bkmld,bml->bkmd", vb, weights)
+    scale = 1.0 / math.sqrt(d)
+
+    # Routing: the block's mean query against each block's mean key, among eligible blocks not already forced.
+    eligible = jnp.tril(jnp.ones((m, m), bool), k=-1) if cfg.causal else jnp.ones((m, m), bool)
+    eligible = eligible[None] & (count > 0)[:, None, :]  # [b, m_query, m_key]
+    forced, forced_valid = _forced_blocks(m, opts.window, cfg.causal)
+    forced_hit = jnp.any(jax.nn.one_hot(forced, m, dtype=bool) & forced_valid[..., None], axis=1)  # [m, m]
+    route = jnp.einsum("bkgmd,bkjd->bkgmj", jnp.mean(qb, axis=4), k_mean)
+    route = jnp.where((eligible & ~forced_hit[None])[:, None, None], route, -jnp.inf)
+    top_k = min(opts.top_k, m)
+    if top_k:
+        top_score, top_index = jax.lax.top_k(jax.lax.stop_gradient(route), top_k)
+        index = jnp.concatenate([jnp.broadcast_to(forced, top_index.shape[:-1] + forced.shape[-1:]), top_index], -1)
+        valid = jnp.concatenate(
+            [jnp.broadcast_to(forced_valid, index.shape[:-1] + forced.shape[-1:]), jnp.isfinite(top_score)], -1
+        )
+    else:
+        index = jnp.broadcast_to(forced, (b, kv_heads, groups) + forced.shape)
+        valid = jnp.broadcast_to(forced_valid, index.shape)
+
+    # Exact part: gather the selected blocks' keys and values, [b, K, G, m, slots, bs, d].
+    bi = jnp.arange(b)[:, None, None, None, None]
+    hi = jnp.arange(kv_heads)[None, :, None, None, None]
+    k_sel, v_sel = kb[bi, hi, index], vb[bi, hi, index]
+    key_real = realb[jnp.arange(b)[:, None, None, None, None], index]  # [b, K, G, m, slots, bs]
+    q_pos = (jnp.arange(m)[:, None] * bs + jnp.arange(bs)[None]).reshape(1, 1, 1, m, bs, 1, 1)
+    k_pos = index[..., None] * bs + jnp.arange(bs).reshape(1, 1, 1, 1, 1, bs)  # [b, K, G, m, slots, bs]
+    exact_mask = (valid[..., None] & key_real)[..., None, :, :]  # [b, K, G, m, 1, slots, bs]
+    if cfg.causal:
+        exact_mask = exact_mask & (k_pos[..., None, :, :] <= q_pos)
+    exact_logits = jnp.einsum("bkgmqd,bkgmsld->bkgmqsl", qb, k_sel) * scale
+    slots = index.shape[-1]
+    exact_logits = exact_logits.reshape(*exact_logits.shape[:5], slots * bs)
+    exact_mask = jnp.broadcast_to(exact_mask, exact_logits.shape[:5] + (slots, bs)).reshape(exact_logits.shape)
+
+    if opts.summary:
+        selected = jnp.any(jax.nn.one_hot(index, m, dtype=bool) & valid[..., None], axis=-2)  # [b, K, G, m, m]
+        summary_mask = (eligible[:, None, None] & ~selected)[..., None, :]  # [b, K, G, m, 1, m]
+        summary_logits = jnp.einsum("bkgmqd,bkjd->bkgmqj", qb, k_mean) * scale
+        summary_logits = summary_logits + jnp.log(jnp.maximum(count, 1.0))[:, None, None, None, None, :]
+        summary_mask = jnp.broadcast_to(summary_mask, summary_logits.shape)
+        logits = jnp.concatenate([exact_logits, summary_logits], axis=-1)
+        mask = jnp.concatenate([exact_mask, summary_mask], axis=-1)
+    else:
+        logits, mask = exact_logits, exact_mask
+    p = _masked_softmax_weights(logits, mask)
+    p_exact = p[..., : slots * bs].reshape(*p.shape[:5], slots, bs)
+    out = jnp.einsum("bkgmqsl,bkgmsle->bkgmqe", p_exact, v_sel)
+    if opts.summary:
+        out = out + jnp.einsum("bkgmqj,bkje->bkgmqe", p[..., slots * bs :], v_mean)
+    out = out.transpose(0, 3, 4, 1, 2, 5).reshape(b, m * bs, kv_heads * groups, -1)
+    return out[:, :n].astype(q.dtype)
+
+
+def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array | None = None, state=None):
+    """Returns ``(y, state)``; state passes through unchanged.
+
+    x: [batch, seq, d_model]; padding_mask: [batch, seq] bool or None (keys marked False are ignored);
+    y: [batch, seq, d_model].
+    """
+    projections.check_padding_mask(padding_mask, x)
+    settings(cfg)
+    q, k, v = projections.project_qkv(params, x)
+    return projections.project_out(params, attend(q, k, v, cfg, padding_mask)), state

@@ -1,0 +1,92 @@
+"""Robust sparse attention: dense when every block is selected, causal, no N x N intermediate, gradients, errors."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+from hetnet.attention import softmax, sparse
+from hetnet.config import AttentionConfig, TransformerConfig
+from hetnet.models import TransformerLM
+
+CASES = {
+    "causal-block4": dict(causal=True, options=(("block", 4), ("top_k", 8))),
+    "causal-gqa-block3-nowindow": dict(causal=True, num_heads=4, num_kv_heads=2,
+                                       options=(("block", 3), ("top_k", 8), ("window", 0))),
+    "bidirectional-block4": dict(causal=False, options=(("block", 4), ("top_k", 8))),
+    "bidirectional-window-covers-all": dict(causal=False, options=(("block", 5), ("top_k", 0), ("window", 3))),
+}
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["nomask", "padmask"])
+@pytest.mark.parametrize("case", CASES)
+def test_equals_dense_attention_when_every_block_is_selected(case, masked):
+    cfg = AttentionConfig(d_model=8, **{"num_heads": 2, **CASES[case]})
+    params, _ = sparse.init(jax.random.key(0), cfg)
+    x = jax.random.normal(jax.random.key(1), (2, 13, 8))  # 13 is no multiple of the block: the tail is padded
+    mask = jnp.ones((2, 13), bool).at[1, 3].set(False).at[1, 10].set(False) if masked else None
+    got, _ = jax.jit(lambda p, x, m: sparse.apply(p, x, cfg, padding_mask=m))(params, x, mask)
+    want, _ = softmax.apply(params, x, cfg, padding_mask=mask)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_summary_of_unselected_blocks_recovers_dropped_mass():
+    # Keys within a block nearly equal: the block's mean key then stands for it almost exactly.
+    base = AttentionConfig(d_model=8, num_heads=2, options=(("block", 4), ("top_k", 0), ("window", 0)))
+    params, _ = sparse.init(jax.random.key(0), base)
+    centers = jax.random.normal(jax.random.key(1), (1, 6, 1, 8))
+    x = (centers + 0.01 * jax.random.normal(jax.random.key(2), (1, 6, 4, 8))).reshape(1, 24, 8)
+    want, _ = jax.jit(lambda p, x: softmax.apply(p, x, base))(params, x)
+
+    def error(summary):
+        cfg = dataclasses.replace(base, options=base.options + (("summary", summary),))
+        got, _ = jax.jit(lambda p, x: sparse.apply(p, x, cfg))(params, x)
+        return float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want))
+
+    with_summary, without = error(True), error(False)
+    assert with_summary < 0.05 < without, (with_summary, without)
+
+
+def test_causal_lm_with_sparse_attention_ignores_the_future():
+    cfg = TransformerConfig(vocab_size=11, d_model=8, num_heads=2, num_layers=2, max_len=16, attention="sparse",
+                            attention_options=(("block", 4), ("top_k", 1)))
+    params, _ = TransformerLM.init(jax.random.key(0), cfg)
+    tokens = jax.random.randint(jax.random.key(1), (1, 16), 0, 11)
+    changed = tokens.at[0, 9].set((tokens[0, 9] + 1) % 11)
+    run = jax.jit(lambda t: TransformerLM.apply(params, t, cfg))
+    a, b = run(tokens), run(changed)
+    np.testing.assert_allclose(a[:, :9], b[:, :9], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(a[:, 9:], b[:, 9:])
+
+
+def test_no_intermediate_is_sequence_by_sequence():
+    n = 256
+    cfg = AttentionConfig(d_model=8, num_heads=2, options=(("block", 16), ("top_k", 2)))
+    params, _ = sparse.init(jax.random.key(0), cfg)
+    jaxpr = jax.make_jaxpr(lambda p, x: sparse.apply(p, x, cfg)[0])(params, jnp.zeros((1, n, 8)))
+    shapes = [v.aval.shape for eqn in jaxpr.jaxpr.eqns for v in eqn.outvars]
+    assert not [s for s in shapes if sum(dim >= n for dim in s) >= 2]
+    largest = max(int(np.prod(s)) for s in shapes)
+    assert largest < n * n * 2 // 2, largest  # below one head's dense score matrix
+
+
+def test_gradients():
+    cfg = AttentionConfig(d_model=6, num_heads=2, options=(("block", 2), ("top_k", 1)))
+    params, _ = sparse.init(jax.random.key(0), cfg)
+    x = np.random.default_rng(0).normal(size=(1, 9, 6))
+    with jax.enable_x64(True):
+        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        check_grads(jax.jit(lambda p, x: sparse.apply(p, x, cfg)[0]), (p64, jnp.asarray(x)), order=1, modes=("rev",),
+                    atol=1e-5, rtol=1e-5)
+
+
+def test_bad_options_are_named():
+    x = jnp.zeros((1, 4, 8))
+    for options, match in [((("block", 0),), "block"), ((("top_k", -1),), "top_k")]:
+        cfg = AttentionConfig(d_model=8, num_heads=2, options=options)
+        params, _ = sparse.init(jax.random.key(0), cfg)
+        with pytest.raises(ValueError, match=match):
+            sparse.apply(params, x, cfg)
