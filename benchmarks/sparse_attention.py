@@ -111,13 +111,23 @@ def lm_study(context: int, steps: int, batch: int, eval_batches: int) -> dict:
     dense_params = train_lm(dense_cfg, corpus, steps, batch, seed=0)
     sparse_params = train_lm(sparse_cfg, corpus, steps, batch, seed=0)
     errors = relative_output_errors(dense_params, windows[0][:, :-1], dense_cfg, sparse_cfg)
+    options = dict(LM_OPTIONS)
+    sweep = []
+    for top_k in (1, 2, 4, 8, 16):
+        for summary in ("mean", "none"):
+            swept = dataclasses.replace(sparse_cfg, attention_options=tuple(
+                {**options, "top_k": top_k, "summary": summary}.items()))
+            layer_errors = relative_output_errors(dense_params, windows[0][:, :-1], dense_cfg, swept)
+            exact = min(context, (top_k + options["window"] + 2) * options["block"])
+            sweep.append({"top_k": top_k, "summary": summary, "exact_keys_at_most": exact,
+                          "errors": layer_errors})
     losses = {
         "dense-trained, dense": mean_loss(dense_params, dense_cfg),
         "dense-trained, sparse swapped in": mean_loss(dense_params, sparse_cfg),
         "sparse-trained, sparse": mean_loss(sparse_params, sparse_cfg),
     }
     return {"context": context, "steps": steps, "batch": batch, "options": dict(LM_OPTIONS),
-            "relative_output_error_per_layer": errors, "valid_loss": losses}
+            "relative_output_error_per_layer": errors, "valid_loss": losses, "error_sweep": sweep}
 
 
 def plot(lengths: list[dict], lm: dict):
@@ -181,6 +191,14 @@ def main(argv=None) -> int:
     table += (f"\nRelative output error of sparse attention against dense on the dense-trained model's activations, "
               f"per layer: {errors} (target < 5e-2). LM sparse options {dict(LM_OPTIONS)}; targets: loss within 2% "
               "of dense.\n")
+    table += "\n" + report.markdown_table(
+        ["top_k", "summary", "exact keys per query (at most)", "relative output error per layer"],
+        [[r["top_k"], r["summary"], r["exact_keys_at_most"], ", ".join(f"{e:.4f}" for e in r["errors"])]
+         for r in lm["error_sweep"]],
+    )
+    table += (f"\nThe same dense-trained model's activations (context {lm['context']}, "
+              f"{lm['context'] // dict(LM_OPTIONS)['block']} blocks) under other top_k, with and without the summary "
+              "of unselected blocks.\n")
     command = "python -m benchmarks.sparse_attention" + (" --large" if args.large else "")
     payload = {"device": timing.device_description(), "command": command, "lengths": lengths, "lm": lm,
                "options": dict(SPARSE_OPTIONS)}

@@ -7,15 +7,17 @@ The sequence is cut into blocks of ``block`` positions. For each query block ``i
   ``top_k`` remaining blocks that score highest against the block's mean query, scored with mean-pooled block keys
   (MoBA's routing; no extra parameters);
 - **one summary token per other block**: the mean key and mean value of each eligible block that was not selected,
-  with its logit raised by ``log(block size)`` so it stands for that many keys (``c exp(q . k_mean)`` approximates the
-  block's share of the softmax mass), so dropped attention mass is approximated rather than zeroed.
+  with its logit raised by ``log(block size)`` so it stands for that many keys, so dropped attention mass is
+  approximated rather than zeroed (``c exp(q . k_mean)`` stands for ``sum_l exp(q . k_l)``; by Jensen it is a lower
+  bound, tight when the block's keys agree).
 
 Both enter one softmax. Nothing of size N x N exists: the logits per query number
 ``(1 + window + 1 + top_k) * block + N / block``. With ``top_k`` at least the number of blocks every block is exact and
 the result equals dense attention.
 
 Options (``AttentionConfig.options``): ``block`` (default 64), ``top_k`` (default 4), ``window`` (neighbouring blocks,
-default 1), ``summary`` (bool, default True; False drops unselected blocks, as MoBA and NSA do).
+default 1), ``summary`` (``"mean"``, the default, or ``"none"``, which drops unselected blocks as MoBA and
+NSA do).
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ from hetnet.config import AttentionConfig
 init = projections.init
 
 
+SUMMARIES = ("mean", "none")
+
+
 class SparseSettings(NamedTuple):
     block: int
     top_k: int
     window: int
-    summary: bool
+    summary: str
 
 
 def settings(cfg: AttentionConfig) -> SparseSettings:
@@ -46,7 +51,10 @@ def settings(cfg: AttentionConfig) -> SparseSettings:
         raise ValueError(f"sparse attention block must be a positive number of positions, got {block}.")
     if top_k < 0 or window < 0:
         raise ValueError(f"sparse attention top_k and window must be >= 0, got top_k={top_k}, window={window}.")
-    return SparseSettings(block, top_k, window, bool(cfg.option("summary", True)))
+    summary = cfg.option("summary", "mean")
+    if summary not in SUMMARIES:
+        raise ValueError(f"sparse attention summary must be one of {SUMMARIES}, got {summary!r}.")
+    return SparseSettings(block, top_k, window, summary)
 
 
 def _forced_blocks(num_blocks: int, window: int, causal: bool):
@@ -129,7 +137,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
     exact_logits = exact_logits.reshape(*exact_logits.shape[:5], slots * bs)
     exact_mask = jnp.broadcast_to(exact_mask, exact_logits.shape[:5] + (slots, bs)).reshape(exact_logits.shape)
 
-    if opts.summary:
+    if opts.summary != "none":
         selected = jnp.any(jax.nn.one_hot(index, m, dtype=bool) & valid[..., None], axis=-2)  # [b, K, G, m, m]
         summary_mask = (eligible[:, None, None] & ~selected)[..., None, :]  # [b, K, G, m, 1, m]
         summary_logits = jnp.einsum("bkgmqd,bkjd->bkgmqj", qb, k_mean) * scale
@@ -142,7 +150,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
     p = _masked_softmax_weights(logits, mask)
     p_exact = p[..., : slots * bs].reshape(*p.shape[:5], slots, bs)
     out = jnp.einsum("bkgmqsl,bkgmsle->bkgmqe", p_exact, v_sel)
-    if opts.summary:
+    if opts.summary != "none":
         out = out + jnp.einsum("bkgmqj,bkje->bkgmqe", p[..., slots * bs :], v_mean)
     out = out.transpose(0, 3, 4, 1, 2, 5).reshape(b, m * bs, kv_heads * groups, -1)
     return out[:, :n].astype(q.dtype)

@@ -46,7 +46,7 @@ def test_summary_of_unselected_blocks_recovers_dropped_mass():
         got, _ = jax.jit(lambda p, x: sparse.apply(p, x, cfg))(params, x)
         return float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want))
 
-    with_summary, without = error(True), error(False)
+    with_summary, without = error("mean"), error("none")
     assert with_summary < 0.05 < without, (with_summary, without)
 
 
@@ -85,7 +85,7 @@ def test_gradients():
 
 def test_bad_options_are_named():
     x = jnp.zeros((1, 4, 8))
-    for options, match in [((("block", 0),), "block"), ((("top_k", -1),), "top_k")]:
+    for options, match in [((("block", 0),), "block"), ((("top_k", -1),), "top_k"), ((("summary", True),), "summary")]:
         cfg = AttentionConfig(d_model=8, num_heads=2, options=options)
         params, _ = sparse.init(jax.random.key(0), cfg)
         with pytest.raises(ValueError, match=match):
