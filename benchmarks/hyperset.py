@@ -14,7 +14,6 @@ The paper's reference (one-layer recurrent models at ~2.4M parameters): CIFAR-10
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import time
@@ -194,9 +193,8 @@ def plot(tasks: dict):
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     for ax, (task, res) in zip(axes[:2], tasks.items()):
         for name, entry in res["models"].items():
-            depths = sorted(int(t) for t in entry["accuracy_by_iterations"])
-            acc = [entry["accuracy_by_iterations"][t] for t in depths]
-            acc = [a["board"] if isinstance(a, dict) else a for a in acc]
+            by_depth = sorted((int(t), _scalar(a)) for t, a in entry["accuracy_by_iterations"].items())
+            depths, acc = zip(*by_depth)
             ax.plot(depths, acc, "o-", label=name)
         ax.axvline(res["train_iterations"], color="grey", ls=":", label="training depth")
         ax.set_xlabel("iterations at inference")
@@ -205,9 +203,9 @@ def plot(tasks: dict):
         ax.legend()
     for task, res in tasks.items():
         energies = res["models"]["Hyper-SET"]["energies"]
-        for term, ls in (("attention", "-"), ("feedforward", "--")):
+        for term, symbol, ls in (("attention", "E_ATTN", "-"), ("feedforward", "E_FF", "--")):
             curve = np.asarray(energies[term])
-            axes[2].plot(curve - curve[0], ls, label=f"{task}: E_{term[:4].upper()}")
+            axes[2].plot(curve - curve[0], ls, label=f"{task}: {symbol}")
     axes[2].axvline(tasks["digits"]["train_iterations"], color="grey", ls=":")
     axes[2].set_xlabel("iteration")
     axes[2].set_ylabel("energy per token - start")
@@ -218,9 +216,7 @@ def plot(tasks: dict):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--large", action="store_true", help="wider models and longer training (GPU)")
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    parser = report.argument_parser(__doc__, "wider models and longer training (GPU)")
     args = parser.parse_args(argv)
     width = dict(d_model=128, num_heads=8, d_ff=256) if args.large else dict(d_model=64, num_heads=4, d_ff=128)
     base = TransformerConfig(num_layers=4, **width)

@@ -18,7 +18,6 @@ and runs them all at once (vmap); parameters are kept at a few snapshots, and th
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import jax
@@ -196,9 +195,7 @@ def plot(results: list[dict], noise: dict):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--large", action="store_true", help="more steps and seeds")
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    parser = report.argument_parser(__doc__, "more steps and seeds")
     args = parser.parse_args(argv)
     steps, seeds, snapshots = (5000, 5, 20) if args.large else (800, 3, 8)
     noise = {kind: gradient_noise(icl.ICLConfig(layers=3), kind, samples=1000) for kind in ("gaussian", "heavy")}

@@ -11,7 +11,6 @@ residual stream after every layer, at initialisation and after training, with th
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 
@@ -129,9 +128,7 @@ def plot(tasks: dict):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--large", action="store_true", help="24 layers, wider, longer training (GPU)")
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    parser = report.argument_parser(__doc__, "24 layers, wider, longer training (GPU)")
     args = parser.parse_args(argv)
     size = dict(d_model=128, num_heads=8, num_layers=24) if args.large else dict(d_model=32, num_heads=4, num_layers=12)
     steps = 3000 if args.large else 600

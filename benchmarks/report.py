@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def argument_parser(doc: str, large_help: str) -> argparse.ArgumentParser:
+    """Returns a parser with the options every benchmark takes: ``--large`` (``large_help`` says what grows) and
+    ``--out`` (the results folder)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--large", action="store_true", help=large_help)
+    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
+    return parser
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 
@@ -159,10 +158,8 @@ def plot(lengths: list[dict], lm: dict):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--large", action="store_true", help="add N = 32k, 64k and train the LM longer (GPU)")
+    parser = report.argument_parser(__doc__, "add N = 32k, 64k and train the LM longer (GPU)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
     ns = [1024, 4096, 16384] + ([32768, 65536] if args.large else [])
     lengths = []

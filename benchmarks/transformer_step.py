@@ -10,7 +10,6 @@ logits agree, then times Adam train steps of each, interleaved, and reads XLA's 
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import flax.linen as nn
@@ -171,10 +170,8 @@ def plot(results: dict):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--large", action="store_true", help="GPU-sized configs")
+    parser = report.argument_parser(__doc__, "GPU-sized configs")
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     args = parser.parse_args(argv)
     sizes = LARGE_SIZES if args.large else SIZES
     results = {}

@@ -106,3 +106,14 @@ def neutreno_lm(params, tokens, cfg, lam: float):
         h = norm(blk["ffn_norm"], x, cfg.norm, 1e-6)
         x = x + feedforward(blk["ffn"], h, cfg.ffn_config.kind)
     return norm(p["final_norm"], x, cfg.norm, 1e-6) @ p["unembed"]
+
+
+def assert_ignores_the_future(run, tokens, position: int, vocab_size: int) -> None:
+    """Asserts that changing ``tokens[:, position]`` leaves ``run``'s outputs before it unchanged and moves some after.
+
+    run: tokens [batch, seq] -> outputs [batch, seq, ...]
+    """
+    changed = tokens.at[:, position].set((tokens[:, position] + 1) % vocab_size)
+    a, b = np.asarray(run(tokens)), np.asarray(run(changed))
+    np.testing.assert_allclose(a[:, :position], b[:, :position], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(a[:, position:], b[:, position:]), "the changed token did not affect any output"
