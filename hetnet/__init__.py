@@ -1,6 +1,6 @@
 """hetnet: transformer layers as pure functions over explicit, axis-labelled parameter pytrees."""
 
-from hetnet import attention, axes, data, sharding, symmetry, train
+from hetnet import attention, axes, data, hyperset, sharding, symmetry, train
 from hetnet.config import AttentionConfig, ClassifierConfig, FeedForwardConfig, NormConfig, TransformerConfig
 from hetnet.models import Model, SequenceClassifier, TransformerLM
 
@@ -16,6 +16,7 @@ __all__ = [
     "attention",
     "axes",
     "data",
+    "hyperset",
     "sharding",
     "symmetry",
     "train",

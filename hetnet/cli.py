@@ -16,9 +16,22 @@ import optax
 from tqdm.auto import tqdm
 
 from hetnet import attention, data
-from hetnet.config import TransformerConfig
+from hetnet.config import BLOCK_KINDS, TransformerConfig
 from hetnet.models import TransformerLM
 from hetnet.train import lm_loss, make_eval_step, make_train_step
+
+
+def _option(text: str) -> tuple[str, object]:
+    """Parses ``NAME=VALUE`` into ``(name, value)``, the value as int, float, bool or else string."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    for convert in (int, float):
+        try:
+            return name, convert(raw)
+        except ValueError:
+            pass
+    return name, {"true": True, "false": False}.get(raw.lower(), raw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--norm", choices=("rms", "layer"), default="rms")
     p.add_argument("--ffn", choices=("gelu", "swiglu"), default="gelu")
     p.add_argument("--attention", choices=attention.variants(), default="softmax")
+    p.add_argument("--attention-option", action="append", default=[], metavar="NAME=VALUE", type=_option,
+                   help="a setting of the attention variant, e.g. --attention-option top_k=8 (repeatable)")
+    p.add_argument("--block", choices=BLOCK_KINDS, default="standard",
+                   help="stacked blocks, one recurrent block, or the Hyper-SET layer (--layers iterations)")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--eval-batches", type=int, default=8)
@@ -65,6 +82,8 @@ def run(args: argparse.Namespace) -> dict:
         norm=args.norm,
         ffn=args.ffn,
         attention=args.attention,
+        attention_options=tuple(args.attention_option),
+        block=args.block,
     )
     key = jax.random.key(args.seed)
     k_init, k_data, k_eval = jax.random.split(key, 3)

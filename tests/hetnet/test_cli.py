@@ -1,0 +1,33 @@
+"""hetnet-train: a tiny run with a chosen attention variant and body; bad settings end with a message, not a trace."""
+
+import math
+
+import pytest
+
+from hetnet import cli
+
+TINY = ["--max-bytes", "100000", "--steps", "3", "--batch", "2", "--seq-len", "16", "--d-model", "16", "--layers",
+        "2", "--heads", "2", "--eval-every", "3", "--eval-batches", "1", "--quiet"]
+
+
+def test_runs_sparse_attention_in_a_recurrent_body(capsys):
+    args = cli.build_parser().parse_args(
+        TINY + ["--attention", "sparse", "--attention-option", "block=4", "--attention-option", "top_k=1",
+                "--block", "recurrent"])
+    result = cli.run(args)
+    assert math.isfinite(result["final_valid_loss"]) and result["steps"] == 3
+    assert "final validation loss" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text,want", [("top_k=8", ("top_k", 8)), ("lambda=0.4", ("lambda", 0.4)),
+                                       ("normalize=false", ("normalize", False)), ("feature_map=relu",
+                                                                                   ("feature_map", "relu"))])
+def test_attention_options_parse_to_typed_values(text, want):
+    assert cli._option(text) == want
+
+
+def test_bad_settings_exit_with_a_message(capsys):
+    assert cli.main(TINY + ["--attention", "sparse", "--attention-option", "top_k=-1"]) == 2
+    assert "top_k" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(TINY + ["--attention-option", "novalue"])
