@@ -157,6 +157,9 @@ def main(argv=None) -> int:
     print("evaluating on held-out tasks", flush=True)
     print(run_eval(args.task, contenders, budget["eval_steps"], budget["seeds"], args.out / "eval"))
     print(f"results in {args.out / 'eval'} (results.md, results.json, loss_curves.png)")
+    if not args.full:
+        print(f"This was the quick budget ({budget['steps']} meta-steps); learned optimizers need far more to beat tuned "
+              "Adam. `unf-main --full` runs the paper's budget (hours on a CPU; an accelerator is advised).")
     return 0
 
 
