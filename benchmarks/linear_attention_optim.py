@@ -12,7 +12,7 @@ and runs them all at once (vmap); parameters are kept at a few snapshots, and th
 - directional smoothness ``||g(x_{t+1}) - g(x_t)|| / ||x_{t+1} - x_t||`` along the optimizer's own step, against
   ``||g(x_t)||``.
 
-    python -m benchmarks.linear_attention_optim            # CPU, a few minutes
+    python -m benchmarks.linear_attention_optim            # CPU, about 20 minutes on 2 cores
     python -m benchmarks.linear_attention_optim --large    # more steps and seeds
 """
 
@@ -31,7 +31,7 @@ from benchmarks import report, timing
 from hetnet import icl
 
 SETTINGS = [("sphere", 3), ("gaussian", 3), ("heavy", 3), ("gaussian", 1), ("gaussian", 6), ("heavy", 6)]
-LEARNING_RATES = (0.005, 0.02, 0.05)
+LEARNING_RATES = (0.001, 0.005, 0.02, 0.05)
 BATCH = 1000
 OPTIMIZERS = {
     "SGD(momentum 0.9)": lambda lr: optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(lr, momentum=0.9)),
@@ -91,7 +91,7 @@ def probes(cfg: icl.ICLConfig, covariates: str, before, after) -> dict:
 
     before, after: params pytrees with leading [seeds, snapshots] axes: the step into each snapshot.
     """
-    batch = icl.sample_batch(jax.random.key(99), cfg, BATCH, covariates)
+    batch = icl.sample_batch(jax.random.key(99), cfg, BATCH // 2, covariates)
     example = jax.tree.map(lambda a: a[0, 0], before)
     _, unravel = ravel_pytree(example)
     loss_flat = lambda v: icl.loss(unravel(v), batch, cfg)  # noqa: E731
@@ -127,7 +127,7 @@ def study(covariates: str, layers: int, steps: int, seeds: int, snapshots: int) 
             "final_loss_by_lr": dict(zip(map(str, LEARNING_RATES), final.tolist())),
             "best_lr": LEARNING_RATES[best],
             "final_loss": float(final[best]),
-            "final_loss_seed_sd": float(np.std(np.mean(tail[best], axis=1))),
+            "diverged_everywhere": bool(not np.isfinite(final[best])),
             "median_curve": np.median(losses[best], axis=0).tolist(),
             "probes": probes(cfg, covariates, pick(before), pick(after)),
         }
@@ -141,10 +141,11 @@ def summarize(results: list[dict], noise: dict) -> tuple[list[list], dict]:
         s, a = r["optimizers"][sgd], r["optimizers"][adam]
         cond = {k: float(np.median(v["probes"]["condition"])) for k, v in r["optimizers"].items()}
         setting = f"{r['covariates']}, L={r['layers']}"
-        rows.append([setting, s["best_lr"], s["final_loss"], a["best_lr"], a["final_loss"],
-                     s["final_loss"] / a["final_loss"], cond[sgd], cond[adam]])
-        findings[setting] = {"sgd_over_adam_loss": s["final_loss"] / a["final_loss"],
-                             "condition_sgd": cond[sgd], "condition_adam": cond[adam]}
+        loss = lambda o: "diverged at every lr" if o["diverged_everywhere"] else o["final_loss"]  # noqa: E731
+        both = np.isfinite(s["final_loss"]) and np.isfinite(a["final_loss"])
+        ratio = s["final_loss"] / a["final_loss"] if both else "-"
+        rows.append([setting, s["best_lr"], loss(s), a["best_lr"], loss(a), ratio, cond[sgd], cond[adam]])
+        findings[setting] = {"sgd_over_adam_loss": ratio, "condition_sgd": cond[sgd], "condition_adam": cond[adam]}
     for kind, n in noise.items():
         findings[f"noise {kind}"] = {k: v for k, v in n.items() if not k.endswith("norms")}
     return rows, findings
@@ -162,6 +163,7 @@ def plot(results: list[dict], noise: dict):
             curve = r["optimizers"][name]["median_curve"]
             axes[0, 0].plot(curve, ls, color=f"C{i}", label=f"{r['covariates']} L={r['layers']}, {name.split('(')[0]}")
     axes[0, 0].set_yscale("log")
+    axes[0, 0].set_ylim(top=1e2)  # Adam's spikes reach far higher; the clipped axis keeps the curves readable
     axes[0, 0].set_xlabel("step")
     axes[0, 0].set_ylabel("loss (median over seeds, best lr)")
     axes[0, 0].legend(fontsize=6, ncol=2)
@@ -197,7 +199,7 @@ def plot(results: list[dict], noise: dict):
 def main(argv=None) -> int:
     parser = report.argument_parser(__doc__, "more steps and seeds")
     args = parser.parse_args(argv)
-    steps, seeds, snapshots = (5000, 5, 20) if args.large else (500, 2, 5)
+    steps, seeds, snapshots = (5000, 5, 20) if args.large else (400, 2, 4)
     noise = {kind: gradient_noise(icl.ICLConfig(layers=3), kind, samples=500) for kind in ("gaussian", "heavy")}
     results = [study(c, layers, steps, seeds, snapshots) for c, layers in tqdm(SETTINGS, desc="settings")]
     rows, findings = summarize(results, noise)

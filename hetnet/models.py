@@ -33,7 +33,9 @@ def init_body(key: jax.Array, cfg: TransformerConfig):
     ``"recurrent"``: ``shared_block`` is one block; ``"hyperset"``: ``hyperset`` is the Hyper-SET layer.
     """
     attention.get(cfg.attention)
-    k_pos, *k_blocks = jax.random.split(key, cfg.num_layers + 1)
+    # A shared body draws a fixed number of keys, so its params do not depend on num_layers.
+    shared = cfg.block != "standard"
+    k_pos, *k_blocks = jax.random.split(key, 2 if shared else cfg.num_layers + 1)
     k_shared = k_blocks[0]
     pos, pos_axes = embedding.init_positions(k_pos, cfg.max_len, cfg.d_model)
     norm, norm_axes = norms.init(key, cfg.norm_config)
