@@ -16,19 +16,17 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tqdm import tqdm
 
-from benchmarks import report, timing
-from hetnet import data, embedding, hyperset
+from benchmarks import report, timing, training
+from hetnet import embedding, hyperset
 from hetnet.config import ClassifierConfig, TransformerConfig
 from hetnet.models import SequenceClassifier, TransformerLM
-from hetnet.train import classifier_loss, make_train_step
+from hetnet.train import classifier_loss
 
 PAPER = {"digits": "CIFAR-10: 90.11 vs 89.90", "sudoku": "board accuracy 54.70 vs 49.30"}
 
@@ -102,20 +100,6 @@ def matched_configs(base: TransformerConfig) -> dict[str, TransformerConfig]:
     return {"recurrent transformer": recurrent, "Hyper-SET": dataclasses.replace(base, block="hyperset", d_ff=atoms)}
 
 
-def train(loss_fn, params, sample_batch, steps: int, lr: float, desc: str):
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0),
-                            optax.adamw(optax.warmup_cosine_decay_schedule(0.0, lr, steps // 20, steps), weight_decay=0.01))
-    step = make_train_step(loss_fn, optimizer)
-    opt_state = optimizer.init(params)
-    rng = np.random.default_rng(0)
-    params, opt_state, _ = step(params, opt_state, sample_batch(rng))  # compile outside the timing
-    start = time.perf_counter()
-    for _ in tqdm(range(steps - 1), desc=desc, leave=False):
-        params, opt_state, metrics = step(params, opt_state, sample_batch(rng))
-    jax.block_until_ready(params)
-    return params, (time.perf_counter() - start) / max(steps - 1, 1)
-
-
 def energy_curve(params, x: jax.Array, cfg: TransformerConfig, iterations: int) -> dict[str, list[float]]:
     """Returns Hyper-SET's mean energies per token before each iteration and after the last."""
     x = embedding.add_positions(params["positions"], x)
@@ -126,21 +110,15 @@ def energy_curve(params, x: jax.Array, cfg: TransformerConfig, iterations: int) 
 
 
 def digits_task(base: TransformerConfig, steps: int, batch: int) -> dict:
-    train_set, valid_set = data.digits()
-    xs, ys = data.to_patches(train_set.images, 2), train_set.labels
-    valid = {"inputs": jnp.asarray(data.to_patches(valid_set.images, 2)), "labels": jnp.asarray(valid_set.labels)}
+    xs, ys, valid = training.digit_patches()
     base = dataclasses.replace(base, causal=False, max_len=xs.shape[1])
     results = {}
     for name, body in matched_configs(base).items():
         cfg = ClassifierConfig(body, num_classes=10, input_dim=xs.shape[2])
         params, _ = SequenceClassifier.init(jax.random.key(0), cfg)
-
-        def sample(rng, xs=xs, ys=ys):
-            idx = rng.integers(0, len(ys), batch)
-            return {"inputs": jnp.asarray(xs[idx]), "labels": jnp.asarray(ys[idx])}
-
-        params, step_s = train(lambda p, b, cfg=cfg: classifier_loss(p, b, cfg), params, sample, steps, 3e-3,
-                               f"digits {name}")
+        params, step_s = training.train(lambda p, b, cfg=cfg: classifier_loss(p, b, cfg), params,
+                                        training.digit_sampler(xs, ys, batch), steps, 3e-3, f"digits {name}",
+                                        weight_decay=0.01)
         by_depth = {}
         for t in range(1, 2 * body.num_layers + 1):
             deep = dataclasses.replace(cfg, backbone=dataclasses.replace(body, num_layers=t))
@@ -167,8 +145,8 @@ def sudoku_task(base: TransformerConfig, steps: int, batch: int, holes: int) -> 
             idx = rng.integers(0, len(train_boards["inputs"]), batch)
             return {k: jnp.asarray(v[idx]) for k, v in train_boards.items()}
 
-        params, step_s = train(lambda p, b, cfg=cfg: sudoku_loss(p, b, cfg), params, sample, steps, 3e-3,
-                               f"sudoku {name}")
+        params, step_s = training.train(lambda p, b, cfg=cfg: sudoku_loss(p, b, cfg), params, sample, steps, 3e-3,
+                                        f"sudoku {name}", weight_decay=0.01)
         by_depth = {}
         for t in range(1, 2 * cfg.num_layers + 1):
             deep = dataclasses.replace(cfg, num_layers=t)

@@ -70,7 +70,7 @@ def make_runner(cfg: icl.ICLConfig, covariates: str, make_opt, steps: int, snaps
 def gradient_noise(cfg: icl.ICLConfig, covariates: str, samples: int, seed: int = 0) -> dict:
     """Returns noise norms ``||g_B - g_{100B}||`` at initialisation and Gaussian norms of the same covariance."""
     params, _ = icl.init(jax.random.key(seed), cfg)
-    flat, unravel = ravel_pytree(params)
+    flat = ravel_pytree(params)[0]
     grad = jax.jit(jax.vmap(lambda k: ravel_pytree(jax.grad(icl.loss)(
         params, icl.sample_batch(k, cfg, BATCH, covariates), cfg))[0]))
     full = jnp.mean(grad(jax.random.split(jax.random.key(10_000 + seed), 100)), axis=0)

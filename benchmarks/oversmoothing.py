@@ -16,27 +16,14 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
-from tqdm import tqdm
 
-from benchmarks import report, timing
-from hetnet import blocks, data, embedding
+from benchmarks import report, timing, training
+from hetnet import data, embedding
 from hetnet.config import ClassifierConfig, TransformerConfig
-from hetnet.models import SequenceClassifier, TransformerLM
-from hetnet.train import classifier_accuracy, classifier_loss, lm_loss, make_train_step
+from hetnet.models import SequenceClassifier, TransformerLM, residual_states
+from hetnet.train import classifier_accuracy, classifier_loss, lm_loss
 
 LAMBDAS = {"digits": 0.6, "text": 0.4}
-
-
-def residual_states(params, x: jax.Array, cfg: TransformerConfig) -> list[jax.Array]:
-    """Returns the residual stream after positions and after every block. x: [batch, seq, d_model] embedded."""
-    x = embedding.add_positions(params["positions"], x)
-    states, state = [x], {}
-    for block in params["blocks"]:
-        x, state = blocks.apply(block, x, cfg, state=state)
-        states.append(x)
-    return states
 
 
 def mean_pairwise_cosine(x: jax.Array) -> jax.Array:
@@ -52,21 +39,8 @@ def similarity_by_layer(params, embedded: jax.Array, cfg: TransformerConfig) -> 
     return [float(s) for s in states]
 
 
-def train(loss_fn, params, sample, steps: int, lr: float, desc: str):
-    optimizer = optax.chain(optax.clip_by_global_norm(1.0),
-                            optax.adamw(optax.warmup_cosine_decay_schedule(0.0, lr, steps // 20, steps)))
-    step = make_train_step(loss_fn, optimizer)
-    opt_state = optimizer.init(params)
-    rng = np.random.default_rng(0)
-    for _ in tqdm(range(steps), desc=desc, leave=False):
-        params, opt_state, _ = step(params, opt_state, sample(rng))
-    return params
-
-
 def digits_task(base: TransformerConfig, steps: int) -> dict:
-    train_set, valid_set = data.digits()
-    xs, ys = data.to_patches(train_set.images, 2), train_set.labels
-    valid = {"inputs": jnp.asarray(data.to_patches(valid_set.images, 2)), "labels": jnp.asarray(valid_set.labels)}
+    xs, ys, valid = training.digit_patches()
     body = dataclasses.replace(base, causal=False, max_len=xs.shape[1])
     out = {}
     for attention, options in (("softmax", ()), ("neutreno", (("lambda", LAMBDAS["digits"]),))):
@@ -74,13 +48,8 @@ def digits_task(base: TransformerConfig, steps: int) -> dict:
         params, _ = SequenceClassifier.init(jax.random.key(0), cfg)
         embed = lambda p: valid["inputs"] @ p["inputs"]  # noqa: E731
         initial = similarity_by_layer(params, embed(params), cfg.backbone)
-
-        def sample(rng):
-            idx = rng.integers(0, len(ys), 64)
-            return {"inputs": jnp.asarray(xs[idx]), "labels": jnp.asarray(ys[idx])}
-
-        params = train(lambda p, b, cfg=cfg: classifier_loss(p, b, cfg), params, sample, steps, 2e-3,
-                       f"digits {attention}")
+        params, _ = training.train(lambda p, b, cfg=cfg: classifier_loss(p, b, cfg), params,
+                                   training.digit_sampler(xs, ys, 64), steps, 2e-3, f"digits {attention}")
         out[attention] = {"similarity_init": initial, "similarity": similarity_by_layer(params, embed(params), cfg.backbone),
                           "accuracy": float(jax.jit(lambda p: classifier_accuracy(p, valid, cfg))(params))}
     return out
@@ -101,7 +70,8 @@ def text_task(base: TransformerConfig, steps: int) -> dict:
         def sample(rng):
             return {"tokens": sample_jit(jax.random.key(int(rng.integers(2**31))))}
 
-        params = train(lambda p, b, cfg=cfg: lm_loss(p, b, cfg), params, sample, steps, 2e-3, f"text {attention}")
+        params, _ = training.train(lambda p, b, cfg=cfg: lm_loss(p, b, cfg), params, sample, steps, 2e-3,
+                                   f"text {attention}")
         out[attention] = {"similarity_init": initial, "similarity": similarity_by_layer(params, embed(params), cfg),
                           "valid_loss": float(jax.jit(lambda p: lm_loss(p, {"tokens": windows}, cfg))(params))}
     return out

@@ -23,9 +23,10 @@ import optax
 from tqdm import tqdm
 
 from benchmarks import report, timing
-from hetnet import blocks, data, embedding, norms
+from hetnet import data, embedding, norms
 from hetnet.attention import softmax, sparse
 from hetnet.config import AttentionConfig, TransformerConfig
+from hetnet.models import TransformerLM, residual_states
 from hetnet.train import lm_loss, make_train_step
 
 SPARSE_OPTIONS = (("block", 64), ("top_k", 4), ("window", 1))
@@ -60,8 +61,6 @@ def measure_length(n: int, repeats: int) -> dict:
 
 
 def train_lm(cfg: TransformerConfig, corpus, steps: int, batch: int, seed: int):
-    from hetnet.models import TransformerLM
-
     params, _ = TransformerLM.init(jax.random.key(seed), cfg)
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(optax.cosine_decay_schedule(3e-3, steps)))
     step = make_train_step(lambda p, b: lm_loss(p, b, cfg), optimizer)
@@ -75,23 +74,24 @@ def train_lm(cfg: TransformerConfig, corpus, steps: int, batch: int, seed: int):
     return params
 
 
-def attention_inputs(params, tokens, cfg: TransformerConfig):
-    """Returns each block's normed attention input on ``tokens``, running the model with ``cfg``'s attention."""
+def dense_reference(params, tokens, cfg: TransformerConfig) -> list[tuple[jax.Array, jax.Array]]:
+    """Returns, per block of a dense-attention model, its normed attention input on ``tokens`` and its output."""
     x = embedding.embed_tokens(params["tokens"], tokens, jnp.float32)
-    x = embedding.add_positions(params["positions"], x)
-    inputs, state = [], {}
-    for block in params["blocks"]:
-        inputs.append(norms.apply(block["attn_norm"], x, cfg.norm_config))
-        x, state = blocks.apply(block, x, cfg, state=state)
-    return inputs
+    states = jax.jit(lambda p, x: residual_states(p, x, cfg))(params, x)
+    attend = jax.jit(lambda p, h: softmax.apply(p, h, cfg.attention_config)[0])
+    pairs = []
+    for block, x in zip(params["blocks"], states):
+        h = norms.apply(block["attn_norm"], x, cfg.norm_config)
+        pairs.append((h, attend(block["attn"], h)))
+    return pairs
 
 
-def relative_output_errors(params, tokens, dense_cfg: TransformerConfig, sparse_cfg: TransformerConfig):
+def relative_output_errors(params, reference, sparse_cfg: TransformerConfig) -> list[float]:
+    """Returns per block the relative error of sparse attention on the inputs of :func:`dense_reference`."""
+    attend = jax.jit(lambda p, h: sparse.apply(p, h, sparse_cfg.attention_config)[0])
     errors = []
-    dense_attn, sparse_attn = dense_cfg.attention_config, sparse_cfg.attention_config
-    for block, h in zip(params["blocks"], jax.jit(lambda p, t: attention_inputs(p, t, dense_cfg))(params, tokens)):
-        want, _ = jax.jit(lambda p, h: softmax.apply(p, h, dense_attn))(block["attn"], h)
-        got, _ = jax.jit(lambda p, h: sparse.apply(p, h, sparse_attn))(block["attn"], h)
+    for block, (h, want) in zip(params["blocks"], reference):
+        got = attend(block["attn"], h)
         errors.append(float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want)))
     return errors
 
@@ -109,14 +109,15 @@ def lm_study(context: int, steps: int, batch: int, eval_batches: int) -> dict:
 
     dense_params = train_lm(dense_cfg, corpus, steps, batch, seed=0)
     sparse_params = train_lm(sparse_cfg, corpus, steps, batch, seed=0)
-    errors = relative_output_errors(dense_params, windows[0][:, :-1], dense_cfg, sparse_cfg)
+    reference = dense_reference(dense_params, windows[0][:, :-1], dense_cfg)
+    errors = relative_output_errors(dense_params, reference, sparse_cfg)
     options = dict(LM_OPTIONS)
     sweep = []
     for top_k in (1, 2, 4, 8, 16):
         for summary in ("mean", "none"):
             swept = dataclasses.replace(sparse_cfg, attention_options=tuple(
                 {**options, "top_k": top_k, "summary": summary}.items()))
-            layer_errors = relative_output_errors(dense_params, windows[0][:, :-1], dense_cfg, swept)
+            layer_errors = relative_output_errors(dense_params, reference, swept)
             exact = min(context, (top_k + options["window"] + 2) * options["block"])
             sweep.append({"top_k": top_k, "summary": summary, "exact_keys_at_most": exact,
                           "errors": layer_errors})

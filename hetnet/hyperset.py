@@ -31,6 +31,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from hetnet.attention.masked_softmax import masked_softmax
 from hetnet.config import TransformerConfig
 
 EPS = 1e-6
@@ -109,13 +110,6 @@ def _allowed(x: jax.Array, causal: bool, padding_mask: jax.Array | None) -> jax.
     return allowed
 
 
-def _masked_softmax(logits: jax.Array, allowed: jax.Array) -> jax.Array:
-    logits = jnp.where(allowed, logits, -jnp.inf)
-    top = jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
-    weights = jnp.where(allowed, jnp.exp(logits - jnp.where(jnp.isfinite(top), top, 0.0)), 0.0)
-    return weights / jnp.maximum(jnp.sum(weights, axis=-1, keepdims=True), jnp.finfo(logits.dtype).tiny)
-
-
 def head_points(subspaces: jax.Array, x: jax.Array, normalize: bool = True) -> jax.Array:
     """Returns ``z^h``: [batch, heads, seq, p] from x: [batch, seq, d_model] and subspaces: [d_model, heads, p]."""
     z = jnp.einsum("bsd,dhp->bhsp", x, subspaces.astype(x.dtype))
@@ -132,7 +126,7 @@ def attention_update(params, x: jax.Array, causal: bool, padding_mask: jax.Array
     beta = 1.0 / math.sqrt(z.shape[-1])
     scores = beta * jnp.einsum("bhip,bhjp->bhij", z, z)  # symmetric: [batch, heads, reader, sender]
     allowed = _allowed(x, causal, padding_mask)
-    read = _masked_softmax(scores, allowed)  # reader-normalised
+    read = masked_softmax(scores, allowed)  # reader-normalised
     if causal:
         moved = 2.0 * jnp.einsum("bhki,bhip->bhkp", read, z)
     else:

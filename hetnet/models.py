@@ -55,17 +55,32 @@ def init_body(key: jax.Array, cfg: TransformerConfig):
     return params, axes
 
 
+def residual_states(params, x: jax.Array, cfg: TransformerConfig, *, padding_mask=None) -> list[jax.Array]:
+    """Returns the residual stream after the positions and after every block of a standard body (for probing).
+
+    x: [batch, seq, d_model] embedded inputs -> ``num_layers + 1`` arrays [batch, seq, d_model], before the final norm
+    """
+    if cfg.block != "standard":
+        raise ValueError(f"residual_states reads a standard body's blocks; this config's block is {cfg.block!r}.")
+    x = embedding.add_positions(params["positions"], x)
+    states, state = [x], {}
+    for block in params["blocks"]:
+        x, state = blocks.apply(block, x, cfg, padding_mask=padding_mask, state=state)
+        states.append(x)
+    return states
+
+
 def apply_body(params, x: jax.Array, cfg: TransformerConfig, *, padding_mask=None) -> jax.Array:
     """Returns the final-normed residual stream after adding positions and running the body.
 
     x: [batch, seq, d_model] embedded inputs; padding_mask: [batch, seq] bool or None -> [batch, seq, d_model]
     """
+    if cfg.block == "standard":
+        x = residual_states(params, x, cfg, padding_mask=padding_mask)[-1]
+        return norms.apply(params["final_norm"], x, cfg.norm_config)
     x = embedding.add_positions(params["positions"], x)
     state: dict = {}
-    if cfg.block == "standard":
-        for block in params["blocks"]:
-            x, state = blocks.apply(block, x, cfg, padding_mask=padding_mask, state=state)
-    elif cfg.block == "recurrent":
+    if cfg.block == "recurrent":
         for _ in range(cfg.num_layers):
             x, state = blocks.apply(params["shared_block"], x, cfg, padding_mask=padding_mask, state=state)
     else:

@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from hetnet.attention import projections
+from hetnet.attention.masked_softmax import masked_softmax
 from hetnet.config import AttentionConfig
 
 init = projections.init
@@ -67,15 +68,6 @@ def _forced_blocks(num_blocks: int, window: int, causal: bool):
     earlier_same = (index[:, :, None] == index[:, None, :]) & valid[:, None, :]
     earlier_same = earlier_same & jnp.tril(jnp.ones(earlier_same.shape[1:], bool), k=-1)[None]
     return index, valid & ~jnp.any(earlier_same, axis=-1)
-
-
-def _masked_softmax_weights(logits: jax.Array, mask: jax.Array) -> jax.Array:
-    """Returns softmax weights over the last axis restricted to ``mask``; rows with nothing allowed get zeros."""
-    logits = jnp.where(mask, logits, -jnp.inf)
-    top = jnp.max(logits, axis=-1, keepdims=True)
-    top = jnp.where(jnp.isfinite(top), top, 0.0)
-    weights = jnp.where(mask, jnp.exp(logits - jax.lax.stop_gradient(top)), 0.0)
-    return weights / jnp.maximum(jnp.sum(weights, axis=-1, keepdims=True), jnp.finfo(logits.dtype).tiny)
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, padding_mask: jax.Array | None):
@@ -147,7 +139,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
         mask = jnp.concatenate([exact_mask, summary_mask], axis=-1)
     else:
         logits, mask = exact_logits, exact_mask
-    p = _masked_softmax_weights(logits, mask)
+    p = masked_softmax(logits, mask)
     p_exact = p[..., : slots * bs].reshape(*p.shape[:5], slots, bs)
     out = jnp.einsum("bkgmqsl,bkgmsle->bkgmqe", p_exact, v_sel)
     if opts.summary != "none":
@@ -163,6 +155,5 @@ def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array
     y: [batch, seq, d_model].
     """
     projections.check_padding_mask(padding_mask, x)
-    settings(cfg)
     q, k, v = projections.project_qkv(params, x)
     return projections.project_out(params, attend(q, k, v, cfg, padding_mask)), state
