@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import jax
 
-from unf import evaluate, lopt, tasks
-from unf.meta import MetaTrainConfig, PESConfig, load_meta_params, meta_train, save_meta_params
+from unf import evaluate, lopt, recipes, tasks
+from unf.lopt import shipped
+from unf.meta import ESConfig, MetaTrainConfig, load_meta_params, meta_train, save_meta_params
 from unf.meta.train import read_meta_info
 
 OPTIMIZERS = ("unf", "mlp", "sgdm")
@@ -42,7 +46,8 @@ def _add_pes_args(p: argparse.ArgumentParser, defaults: dict) -> None:
 def _config(args) -> MetaTrainConfig:
     return MetaTrainConfig(
         steps=args.steps, meta_lr=args.meta_lr, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        pes=PESConfig(num_particles=args.particles, truncation=args.truncation, horizon=args.horizon, sigma=args.sigma),
+        es=ESConfig(estimator="pes", num_particles=args.particles, truncation=args.truncation, horizon=args.horizon,
+                    sigma=args.sigma),
     )
 
 
@@ -55,8 +60,8 @@ def run_meta_train(task_name: str, optimizer: str, cfg: MetaTrainConfig, out: Pa
     state = meta_train(learned, train_tasks, cfg, out, progress=progress)
     info = {
         "optimizer": optimizer, "task": task_name, "train_configs": list(family.train_configs),
-        "meta_steps": cfg.steps, "particles": cfg.pes.num_particles, "truncation": cfg.pes.truncation,
-        "horizon": cfg.pes.horizon, "sigma": cfg.pes.sigma, "meta_lr": cfg.meta_lr, "seed": cfg.seed,
+        "meta_steps": cfg.steps, "particles": cfg.es.num_particles, "truncation": cfg.es.truncation,
+        "horizon": cfg.es.horizon, "sigma": cfg.es.sigma, "meta_lr": cfg.meta_lr, "seed": cfg.seed,
         "seconds": time.perf_counter() - start,
     }
     save_meta_params(out / "meta_params", state["meta_params"], info)
@@ -67,7 +72,7 @@ def load_contender(path: Path) -> evaluate.Contender:
     """Returns the evaluation contender for meta-params saved by ``unf-meta-train``."""
     info = read_meta_info(path)
     family = tasks.family(info["task"])
-    like = build_lopt(info["optimizer"], family.train_tasks()[0]).init(jax.random.key(0))
+    like = build_lopt(info["optimizer"], family.train_tasks()[0]).init_meta_params(jax.random.key(0))
     meta_params, _ = load_meta_params(path, like)
     name = f"{info['optimizer']} (meta-trained {info['meta_steps']} steps)"
     return evaluate.learned_contender(name, lambda task: build_lopt(info["optimizer"], task), meta_params)
@@ -93,8 +98,62 @@ def run_eval(task_name: str, contenders: list, steps: int, seeds: int, out: Path
     return header + table
 
 
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_description() -> str:
+    """Returns the devices JAX runs on, e.g. ``cpu x1``."""
+    devices = jax.devices()
+    return f"{devices[0].platform}:{devices[0].device_kind} x{len(devices)}"
+
+
+def run_recipe(name: str, kind: str, cfg: MetaTrainConfig, out: Path, command: str, progress: bool = True) -> Path:
+    """Meta-trains the recipe's optimizer of ``kind`` with ``cfg``; writes ``out/export`` (``meta_params.npz`` and
+    ``info.json``, the shipped format) and returns that folder."""
+    recipe = recipes.recipe(name)
+    learned = recipe.learned(kind)
+    start = time.perf_counter()
+    state = meta_train(learned, recipe.train_tasks(), cfg, out, progress=progress)
+    seconds = time.perf_counter() - start
+    export = out / "export"
+    export.mkdir(parents=True, exist_ok=True)
+    shipped.save_npz(export / "meta_params.npz", state["meta_params"])
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    timed = [r["seconds"] for r in records[len(records) // 10:]] or [float("nan")]
+    info = {
+        "recipe": name, "kind": kind, "command": command, "tasks": [t.label for t in recipe.train_tasks()],
+        "meta_steps": cfg.steps, "meta_lr": cfg.meta_lr, "clip": cfg.clip, "seed": cfg.seed,
+        "es": dataclasses.asdict(cfg.es), "device": device_description(),
+        "date": datetime.date.today().isoformat(), "commit": _commit(),
+        "seconds_this_session": round(seconds, 1), "meta_steps_per_second": round(len(timed) / sum(timed), 2),
+        "final_meta_loss_mean_last_500": sum(r["meta_loss"] for r in records[-500:]) / max(1, len(records[-500:])),
+    }
+    (export / "info.json").write_text(json.dumps(info, indent=1) + "\n")
+    return export
+
+
+def _recipe_config(args, recipe: recipes.Recipe) -> MetaTrainConfig:
+    cfg = recipe.config
+    es = cfg.es
+    es_over = {k: getattr(args, k) for k in ("estimator", "truncation", "horizon", "sigma", "rescale")
+               if getattr(args, k) is not None}
+    if args.particles is not None:
+        es_over["num_particles"] = args.particles
+    over = {k: getattr(args, k) for k in ("steps", "meta_lr", "checkpoint_every", "seed") if getattr(args, k) is not None}
+    return dataclasses.replace(cfg, es=dataclasses.replace(es, **es_over), **over)
+
+
 def meta_train_main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="unf-meta-train", description="Meta-train a learned optimizer with PES.")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--recipe" in argv or any(a.startswith("--recipe=") for a in argv):
+        return _recipe_main(argv)
+    p = argparse.ArgumentParser(prog="unf-meta-train", description="Meta-train a learned optimizer with ES.")
     p.add_argument("--task", choices=tuple(tasks.FAMILIES), required=True)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="unf")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.jsonl, meta_params/")
@@ -107,6 +166,34 @@ def meta_train_main(argv=None) -> int:
         print(f"unf-meta-train: error: {err}", file=sys.stderr)
         return 2
     print(f"meta-params written to {path}")
+    return 0
+
+
+def _recipe_main(argv) -> int:
+    p = argparse.ArgumentParser(prog="unf-meta-train", description="Meta-train a learned optimizer with ES, by a "
+                                "named recipe (the one that made a shipped optimizer) or on a task family.")
+    p.add_argument("--recipe", choices=tuple(recipes.RECIPES), required=True)
+    p.add_argument("--optimizer", choices=("unf-adam", "mlp-adam"), default="unf-adam")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.jsonl, export/")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--estimator", choices=("nres", "pes"), default=None)
+    for name, kind in (("steps", int), ("particles", int), ("truncation", int), ("horizon", int), ("sigma", float),
+                       ("rescale", float), ("meta-lr", float), ("checkpoint-every", int), ("seed", int)):
+        p.add_argument(f"--{name}", type=kind, default=None, help="override the recipe's value")
+    args = p.parse_args(argv)
+    try:
+        recipe = recipes.recipe(args.recipe)
+        for name in ("steps", "particles", "truncation", "horizon", "checkpoint_every"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
+        cfg = _recipe_config(args, recipe)
+        command = "unf-meta-train " + " ".join(argv)
+        export = run_recipe(args.recipe, args.optimizer, cfg, args.out, command, progress=not args.quiet)
+    except (ValueError, FloatingPointError) as err:
+        print(f"unf-meta-train: error: {err}", file=sys.stderr)
+        return 2
+    print(f"meta-params written to {export} (meta_params.npz, info.json: the shipped format)")
     return 0
 
 

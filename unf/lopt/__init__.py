@@ -1,16 +1,30 @@
-"""Learned optimizers exposed as optax transformations."""
+"""Learned optimizers exposed as optax transformations.
+
+:class:`EquivariantAdam` (the default: Adam plus a learned UNF correction, exactly Adam at initialisation) and its
+per-parameter baseline :class:`PerParameterAdam`; the UNF paper's rule (:class:`UNFOptimizer`, :class:`PerParameterMLP`,
+:class:`SGDMomentum`) for the paper's reproduction; :func:`pretrained` for the meta-params that ship with the package.
+"""
 
 from unf.lopt.features import MOMENTUM_DECAYS, NUM_FEATURES, PROGRESS_TIMESCALES, parameter_features
 from unf.lopt.learned import LearnedOptState, PerParameterMLP, SGDMomentum, UNFOptimizer, adam
+from unf.lopt.learned_adam import EquivariantAdam, LearnedAdamState, PerParameterAdam
+from unf.lopt.shipped import available, load_pretrained, pretrained
+
 
 __all__ = [
     "MOMENTUM_DECAYS",
     "NUM_FEATURES",
     "PROGRESS_TIMESCALES",
+    "EquivariantAdam",
+    "LearnedAdamState",
     "LearnedOptState",
+    "PerParameterAdam",
     "PerParameterMLP",
     "SGDMomentum",
     "UNFOptimizer",
     "adam",
+    "available",
+    "load_pretrained",
     "parameter_features",
+    "pretrained",
 ]

@@ -1,4 +1,5 @@
-"""Learned optimizers as optax transformations: ``init(key) -> meta_params``, ``opt_fn(meta_params) -> optax``.
+"""The UNF paper's learned-optimizer rule, kept for the paper's reproduction: ``init_meta_params(key)`` and
+``opt_fn(meta_params) -> optax``. The default learned optimizers are in :mod:`unf.lopt.learned_adam`.
 
 The paper's update: momenta ``m^g <- g * m + grad`` for fixed decays and one meta-learned decay ``g0``;
 ``W <- W - alpha * (m^{g0} + beta * f(features))`` with ``alpha, g0, beta`` meta-learned (initialised 0.1, 0.9,
@@ -80,7 +81,7 @@ class SGDMomentum:
     g0: float = 0.9
     name: str = "sgdm"
 
-    def init(self, key: jax.Array) -> dict:
+    def init_meta_params(self, key: jax.Array) -> dict:
         del key
         s = _scalars(self.alpha, self.g0)
         return {"log_alpha": s["log_alpha"], "logit_g0": s["logit_g0"]}
@@ -113,7 +114,7 @@ class PerParameterMLP:
     def sizes(self):
         return (feats.NUM_FEATURES, self.hidden, self.hidden, self.hidden, 1)
 
-    def init(self, key: jax.Array) -> dict:
+    def init_meta_params(self, key: jax.Array) -> dict:
         return {**_scalars(), "f": _mlp_init(key, self.sizes)}
 
     def opt_fn(self, meta_params: dict) -> optax.GradientTransformationExtraArgs:
@@ -141,7 +142,7 @@ class UNFOptimizer:
     def equivariant(self) -> layers.EquivariantLinear:
         return layers.cached_equivariant(self.spec, self.hidden, 1)
 
-    def init(self, key: jax.Array) -> dict:
+    def init_meta_params(self, key: jax.Array) -> dict:
         k1, k2 = jax.random.split(key)
         return {**_scalars(), "f": _mlp_init(k1, self.sizes), "equivariant": self.equivariant.init(k2)}
 

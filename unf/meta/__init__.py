@@ -1,16 +1,15 @@
-"""Meta-training learned optimizers with persistent evolution strategies."""
+"""Meta-training learned optimizers with online evolution strategies (Noise-Reuse ES and Persistent ES)."""
 
-from unf.meta.pes import PESConfig, PESState, init_state, pes_step, unroll
+from unf.meta.estimators import ESConfig, ESState, es_step, init_state, unroll
 from unf.meta.train import MetaTrainConfig, load_meta_params, meta_train, save_meta_params
 
 __all__ = [
-    "MetaTrainConfig",
-    "PESConfig",
-    "PESState",
+    "ESConfig",
+    "ESState",
+    "es_step",
     "init_state",
     "load_meta_params",
     "meta_train",
-    "pes_step",
     "save_meta_params",
     "unroll",
 ]

@@ -1,8 +1,10 @@
-"""The meta-training loop: PES meta-gradients, Adam on meta-params, orbax checkpoints, exact resumption.
+"""The meta-training loop: ES meta-gradients, Adam on meta-params, orbax checkpoints, exact resumption.
 
 Everything a run depends on (meta-params, meta-optimizer state, every population's inner states, the step) is in
-one checkpointed tree, and each meta-step's randomness is ``fold_in(seed, step)``, so a run killed and resumed from
-its last checkpoint follows exactly the trajectory of an uninterrupted one.
+one checkpointed tree, and each meta-step's randomness (its task and its noise) comes from ``(seed, step)``, so a run
+killed and resumed from its last checkpoint follows exactly the trajectory of an uninterrupted one. The run's
+settings are written beside the checkpoints (``run_config.json``); resuming with other settings is refused and the
+differing settings are named.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -21,22 +24,21 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
-from hetnet.train import global_norm
-from unf.meta import pes
+from unf.meta import estimators
 from unf.tasks.base import Task
 
 
 @dataclasses.dataclass(frozen=True)
 class MetaTrainConfig:
     """steps: meta-steps; meta_lr: Adam's learning rate; clip: meta-gradient global-norm clip;
-    checkpoint_every: meta-steps between checkpoints; seed: the run's seed; pes: the estimator's settings."""
+    checkpoint_every: meta-steps between checkpoints; seed: the run's seed; es: the estimator's settings."""
 
     steps: int = 100
-    meta_lr: float = 3e-3
+    meta_lr: float = 1e-3
     clip: float = 1.0
     checkpoint_every: int = 10
     seed: int = 0
-    pes: pes.PESConfig = pes.PESConfig()
+    es: estimators.ESConfig = estimators.ESConfig()
 
     def __post_init__(self):
         if self.steps < 1:
@@ -64,9 +66,9 @@ def make_step(task: Task, lopt, cfg: MetaTrainConfig, sharding: NamedSharding | 
     opt = meta_optimizer(cfg)
 
     def step(key, meta_params, meta_opt_state, state):
-        grad, state, metrics = pes.pes_step(key, meta_params, state, task, lopt, cfg.pes)
+        grad, state, metrics = estimators.es_step(key, meta_params, state, task, lopt, cfg.es)
         updates, meta_opt_state = opt.update(grad, meta_opt_state, meta_params)
-        metrics["grad_norm"] = global_norm(grad)
+        metrics["grad_norm"] = optax.tree.norm(grad)
         return optax.apply_updates(meta_params, updates), meta_opt_state, state, metrics
 
     if sharding is None:
@@ -83,9 +85,10 @@ def initial_state(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig) -> dict:
     """Returns the run's full state: meta-params, meta-optimizer state, one PES population per task, step 0."""
     key = jax.random.key(cfg.seed)
     k_meta, k_pop = jax.random.split(key)
-    meta_params = lopt.init(k_meta)
+    meta_params = lopt.init_meta_params(k_meta)
     populations = [
-        pes.init_state(jax.random.fold_in(k_pop, i), task, lopt, meta_params, cfg.pes) for i, task in enumerate(tasks)
+        estimators.init_state(jax.random.fold_in(k_pop, i), task, lopt, meta_params, cfg.es)
+        for i, task in enumerate(tasks)
     ]
     return {
         "meta_params": meta_params,
@@ -126,6 +129,32 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
+def run_description(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig) -> dict:
+    """Returns the settings that determine a run's trajectory, as JSON-ready values."""
+    return {
+        "optimizer": getattr(lopt, "name", type(lopt).__name__), "hidden": getattr(lopt, "hidden", None),
+        "tasks": [t.label for t in tasks], "steps_planned": cfg.steps, "meta_lr": cfg.meta_lr, "clip": cfg.clip,
+        "seed": cfg.seed, **{f"es.{k}": v for k, v in dataclasses.asdict(cfg.es).items()},
+    }
+
+
+def _check_resume(path: Path, description: dict) -> None:
+    if not path.exists():
+        raise ValueError(f"{path.parent} holds checkpoints but no run_config.json; it was not written by this "
+                         "version of meta_train. Start a new run folder.")
+    saved = json.loads(path.read_text())
+    changed = {k: (saved.get(k), v) for k, v in description.items() if k not in ("steps_planned",) and saved.get(k) != v}
+    if changed:
+        lines = ", ".join(f"{k}: checkpointed {a!r}, now {b!r}" for k, (a, b) in changed.items())
+        raise ValueError(f"cannot resume the run in {path.parent} with other settings ({lines}). Rerun with the "
+                         "checkpointed settings, or use a new run folder.")
+
+
+def task_order(seed: int, step: int, num_tasks: int) -> int:
+    """Returns the index of the task the meta-step ``step`` trains on: drawn uniformly, reproducibly from ``seed``."""
+    return int(np.random.default_rng([seed, step]).integers(num_tasks))
+
+
 def meta_train(
     lopt,
     tasks: Sequence[Task],
@@ -135,27 +164,37 @@ def meta_train(
     progress: bool = True,
     stop_after: int | None = None,
 ) -> dict:
-    """Meta-trains ``lopt`` on ``tasks`` (cycling one task per meta-step) and returns the final run state.
+    """Meta-trains ``lopt`` on ``tasks`` (one task drawn per meta-step) and returns the final run state.
 
-    Resumes from the newest checkpoint in ``out_dir/checkpoints`` when there is one. Writes ``metrics.jsonl``
-    (one line a meta-step) and a checkpoint every ``cfg.checkpoint_every`` steps and at the end. ``stop_after``
-    ends the call after that many meta-steps in total (for tests that simulate a killed run).
+    Resumes from the newest checkpoint in ``out_dir/checkpoints`` when there is one, after checking the run's
+    settings match. Writes ``metrics.jsonl`` (one line a meta-step, with its wall time) and a checkpoint every
+    ``cfg.checkpoint_every`` steps and at the end. ``stop_after`` ends the call after that many meta-steps in total
+    (for tests that simulate a killed run).
     """
     if not tasks:
         raise ValueError("tasks must hold at least one task.")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(out / "checkpoints")
+    description = run_description(lopt, tasks, cfg)
+    config_path = out / "run_config.json"
     state = initial_state(lopt, tasks, cfg)
     start = checkpoints.latest()
     metrics_path = out / "metrics.jsonl"
     if start is not None:
-        state = checkpoints.restore(start, state)
+        _check_resume(config_path, description)
+        try:
+            state = checkpoints.restore(start, state)
+        except Exception as err:  # noqa: BLE001 - orbax raises many kinds for a damaged checkpoint
+            raise ValueError(f"checkpoint {start} in {out / 'checkpoints'} could not be restored ({type(err).__name__}"
+                             f"); it is damaged or incomplete. Delete that step's folder to resume from an earlier "
+                             "one.") from err
         _truncate_metrics(metrics_path, start)
     else:
         start = 0
         metrics_path.write_text("")
-    sharding = population_sharding(cfg.pes.num_pairs)
+        config_path.write_text(json.dumps(description, indent=1) + "\n")
+    sharding = population_sharding(cfg.es.num_pairs)
     steps = [make_step(task, lopt, cfg, sharding) for task in tasks]
     if sharding is not None:
         state["populations"] = [jax.device_put(p, sharding) for p in state["populations"]]
@@ -164,11 +203,14 @@ def meta_train(
     bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not progress, desc="meta-train", unit="step")
     with metrics_path.open("a") as log:
         for i in bar:
-            t = i % len(tasks)
+            t = task_order(cfg.seed, i, len(tasks))
             key = jax.random.fold_in(base_key, i)
+            tick = time.perf_counter()
             meta_params, meta_opt_state, population, metrics = steps[t](
                 key, state["meta_params"], state["meta_opt_state"], state["populations"][t]
             )
+            metrics = jax.device_get(metrics)
+            metrics["seconds"] = time.perf_counter() - tick
             state["meta_params"], state["meta_opt_state"] = meta_params, meta_opt_state
             state["populations"][t] = population
             state["step"] = jnp.asarray(i + 1, jnp.int32)
@@ -180,7 +222,7 @@ def meta_train(
                            "from the estimate; their inner runs restart.")
             if not math.isfinite(record["meta_loss"]):
                 raise FloatingPointError(f"every pair diverged at meta-step {i + 1}; lower --sigma or --meta-lr.")
-            bar.set_postfix(meta_loss=f"{record['meta_loss']:.4f}")
+            bar.set_postfix(meta_loss=f"{record['meta_loss']:.4f}", task=t)
             if (i + 1) % cfg.checkpoint_every == 0 or i + 1 == cfg.steps:
                 checkpoints.save(i + 1, state)
     checkpoints.close()

@@ -1,0 +1,73 @@
+"""Per-parameter inputs of the Adam-based learned rule: Adam-normalised moments, weights and progress.
+
+Every feature that reads a gradient is divided by Adam's second-moment estimate, so the inputs do not change when a
+loss or a tensor is rescaled, which is what lets one rule transfer across widths, depths and tasks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+BETA1S = (0.5, 0.9, 0.99)
+ADAM_BETA1 = 0.9
+BETA2 = 0.999
+EPS = 1e-8
+CLIP = 10.0
+PROGRESS_TIMESCALES = (10.0, 100.0, 1000.0)
+NUM_FEATURES = len(BETA1S) + 4 + 1 + len(PROGRESS_TIMESCALES)
+
+
+def bias_corrected(moment: jax.Array, decay: float, count: jax.Array) -> jax.Array:
+    """Returns ``moment / (1 - decay ** count)``, as optax's Adam corrects it (count counts this step)."""
+    return moment / (1.0 - jnp.asarray(decay, jnp.float32) ** count.astype(jnp.float32))
+
+
+def factored_rms(v: jax.Array) -> jax.Array:
+    """Returns the rank-one (Adafactor) estimate of ``sqrt(v)`` from its row and column means, for ``ndim >= 2``;
+    ``sqrt(v)`` itself for vectors and scalars."""
+    if v.ndim < 2:
+        return jnp.sqrt(v)
+    row = jnp.mean(v, axis=-1, keepdims=True)
+    col = jnp.mean(v, axis=-2, keepdims=True)
+    return jnp.sqrt(row * col / (jnp.mean(row, axis=-2, keepdims=True) + 1e-30))
+
+
+def progress_features(count: jax.Array, total_steps: int) -> jax.Array:
+    """Returns ``[1 + len(PROGRESS_TIMESCALES)]``: the fraction of training done and ``tanh(count / tau)``."""
+    t = count.astype(jnp.float32)
+    taus = jnp.asarray(np.array(PROGRESS_TIMESCALES, np.float32))
+    return jnp.concatenate([jnp.minimum(t / float(total_steps), 1.0)[None], jnp.tanh(t / taus)])
+
+
+def leaf_features(w, g, momenta, v, count, progress) -> jax.Array:
+    """Returns ``[*w.shape, NUM_FEATURES]`` for one tensor (all float32).
+
+    momenta: one bias-uncorrected first moment per decay in :data:`BETA1S`; v: the second moment; count: this step's
+    1-based count; progress: :func:`progress_features`.
+    """
+    denom = jnp.sqrt(bias_corrected(v, BETA2, count)) + EPS
+    channels = [bias_corrected(m, b, count) / denom for m, b in zip(momenta, BETA1S)]
+    adam_m = bias_corrected(momenta[BETA1S.index(ADAM_BETA1)], ADAM_BETA1, count)
+    channels.append(g / denom)
+    factored = factored_rms(v) / jnp.sqrt(1.0 - jnp.float32(BETA2) ** count.astype(jnp.float32))
+    channels.append(adam_m / (factored + EPS))
+    w_rms = jnp.sqrt(jnp.mean(jnp.square(w)) + 1e-30)
+    channels.append(w / (w_rms + 1e-8))
+    channels.append(jnp.broadcast_to(jnp.log(w_rms + 1e-8) / 10.0, w.shape))
+    x = jnp.clip(jnp.stack(channels, axis=-1), -CLIP, CLIP)
+    tiled = jnp.broadcast_to(progress.reshape((1,) * w.ndim + (-1,)), w.shape + progress.shape)
+    return jnp.concatenate([x, tiled], axis=-1)
+
+
+def features(params: Any, grads: Any, momenta: tuple, v: Any, count: jax.Array, total_steps: int) -> Any:
+    """Returns a tree like ``params`` with leaves ``[*leaf_shape, NUM_FEATURES]``."""
+    progress = progress_features(count, total_steps)
+    f32 = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), t)  # noqa: E731
+    return jax.tree.map(
+        lambda w, g, vv, *ms: leaf_features(w, g, ms, vv, count, progress),
+        f32(params), f32(grads), v, *momenta,
+    )

@@ -1,0 +1,273 @@
+"""Adam plus a learned correction: the learned optimizers that start as Adam and move away only where that pays.
+
+For every tensor the network reads Adam-normalised moments, the weight and training progress
+(:mod:`unf.lopt.adam_features`), runs pointwise layers and then an output layer that is the UNF equivariant layer
+(:class:`EquivariantAdam`) or one more pointwise layer (:class:`PerParameterAdam`), and emits two channels: a
+direction correction ``d`` and a log-magnitude ``s``. The update is
+
+    u = -lr(t) * exp(s) * rms(a) / rms(a + d) * (a + d) - lr(t) * weight_decay * w,
+
+with ``a`` Adam's update direction, ``rms`` over each tensor (the direction is RMS-normalised to Adam's scale at every
+step) and ``lr(t)`` a learned schedule over training progress (:mod:`unf.lopt.schedule`) or the user's own. The
+output layer, the schedule's knots and the weight decay start at zero, so at initialisation the rule is exactly
+``optax.adam(1e-3)``.
+
+``init_meta_params(key) -> meta_params``; ``opt_fn(meta_params, total_steps=...)`` returns an optax
+``GradientTransformationExtraArgs`` whose ``update(grads, state, params)`` needs ``params`` and no other extra arg.
+Build it inside the meta-loss, so meta-params are traced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from unf import layers
+from unf import spec as spec_lib
+from unf.lopt import adam_features as feats
+from unf.lopt import schedule
+from unf.spec import WeightSpaceSpec
+
+HIDDEN = 16
+DEFAULT_LR = 1e-3
+MAX_LOG_MAGNITUDE = 6.0
+ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], jax.Array]]
+
+
+class LearnedAdamState(NamedTuple):
+    """First moments (one tree per decay in ``BETA1S``), the second moment and the step count. Moments are float32
+    whatever the params' dtype, so the state's types never change across steps (``lax.scan``-safe)."""
+
+    momenta: tuple
+    second_moment: Any
+    count: jax.Array
+
+
+def _zeros_f32(params):
+    return jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), jnp.float32), params)
+
+
+def _rms(x: jax.Array) -> jax.Array:
+    return jnp.sqrt(jnp.mean(jnp.square(x)))
+
+
+def _check_total_steps(total_steps) -> int:
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(
+            f"total_steps must be a positive int (the length of the training run the schedule spans), "
+            f"got {total_steps!r}."
+        )
+    return total_steps
+
+
+def _mlp_init(key: jax.Array, sizes: tuple[int, ...]) -> list:
+    keys = jax.random.split(key, len(sizes) - 1)
+    return [layers.PointwiseLinear(a, b).init(k) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
+
+
+def _hidden(params: list, x: Any, sizes: tuple[int, ...]) -> Any:
+    for p, a, b in zip(params, sizes[:-1], sizes[1:]):
+        x = layers.pointwise(jax.nn.relu, layers.PointwiseLinear(a, b).apply(p, x))
+    return x
+
+
+def _check_like(meta_params: Any, expected: Any, kind: str) -> None:
+    want = jax.tree.map(jnp.shape, expected)
+    try:
+        got = jax.tree.map(jnp.shape, meta_params)
+    except Exception as err:  # noqa: BLE001 - any unreadable tree is the same user error
+        raise ValueError(f"meta_params are not a tree of arrays for {kind}: {err}") from err
+    if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
+        raise ValueError(
+            f"meta_params do not fit {kind}: expected the tree {want}, got {got}. Meta-params of another learned "
+            "optimizer kind, hidden width, or weight-space structure cannot be used here."
+        )
+
+
+def transformation(
+    meta_params: dict,
+    correction: Callable[[Any, Any], Any],
+    total_steps: int,
+    learning_rate: ScalarOrSchedule | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    """Returns the learned-Adam optax transformation.
+
+    correction(params, features) -> tree like params with leaves ``[*leaf_shape, 2]`` (direction, log-magnitude);
+    learning_rate: None for the learned schedule, else a float or an optax schedule that replaces it.
+    """
+    total_steps = _check_total_steps(total_steps)
+
+    def step_size(count):
+        if learning_rate is None:
+            return schedule.learning_rate(meta_params["schedule"], count - 1, total_steps)
+        if callable(learning_rate):
+            return jnp.asarray(learning_rate(count - 1), jnp.float32)
+        return jnp.asarray(learning_rate, jnp.float32)
+
+    def init_fn(params):
+        zeros = _zeros_f32(params)
+        return LearnedAdamState(tuple(zeros for _ in feats.BETA1S), zeros, jnp.zeros((), jnp.int32))
+
+    def update_fn(grads, state, params=None, **extra_args):
+        del extra_args
+        if params is None:
+            raise ValueError("this learned optimizer reads the weights: call update(grads, state, params).")
+        count = state.count + 1
+        g32 = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), grads)
+        momenta = tuple(
+            jax.tree.map(lambda m, g, b=b: b * m + (1.0 - b) * g, ms, g32)
+            for b, ms in zip(feats.BETA1S, state.momenta)
+        )
+        v = jax.tree.map(lambda n, g: feats.BETA2 * n + (1.0 - feats.BETA2) * jnp.square(g), state.second_moment, g32)
+        x = feats.features(params, g32, momenta, v, count, total_steps)
+        out = correction(params, x)
+        adam_m = momenta[feats.BETA1S.index(feats.ADAM_BETA1)]
+        lr = step_size(count)
+        decay = meta_params["weight_decay"]
+
+        def one(g, p, m, vv, o):
+            a = feats.bias_corrected(m, feats.ADAM_BETA1, count) / (
+                jnp.sqrt(feats.bias_corrected(vv, feats.BETA2, count)) + feats.EPS
+            )
+            direction = a + o[..., 0]
+            scale = _rms(a) / jnp.maximum(_rms(direction), 1e-30)
+            magnitude = jnp.exp(jnp.clip(o[..., 1], -MAX_LOG_MAGNITUDE, MAX_LOG_MAGNITUDE))
+            u = -lr * (magnitude * scale * direction + decay * jnp.asarray(p, jnp.float32))
+            return u.astype(jnp.result_type(g))
+
+        updates = jax.tree.map(one, grads, params, adam_m, v, out)
+        return updates, LearnedAdamState(momenta, v, count)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _base_meta_params(key: jax.Array, hidden: int) -> dict:
+    return {
+        "schedule": schedule.init(DEFAULT_LR),
+        "weight_decay": jnp.zeros((), jnp.float32),
+        "hidden": _mlp_init(key, (feats.NUM_FEATURES, hidden, hidden)),
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class PerParameterAdam:
+    """Adam plus a correction computed for every parameter alone (pointwise layers only): the non-equivariant
+    baseline with the same inputs, outputs and update as :class:`EquivariantAdam`."""
+
+    hidden: int = HIDDEN
+    name: str = "mlp-adam"
+    uses_total_steps = True
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (feats.NUM_FEATURES, self.hidden, self.hidden)
+
+    def init_meta_params(self, key: jax.Array) -> dict:
+        """Returns meta-params at which the rule is exactly Adam (lr 1e-3): the output layer is zero."""
+        k_hidden, _ = jax.random.split(key)
+        out = jax.tree.map(jnp.zeros_like, layers.PointwiseLinear(self.hidden, 2).init(key))
+        return {**_base_meta_params(k_hidden, self.hidden), "output": out}
+
+    def opt_fn(self, meta_params: dict, *, total_steps: int,
+               learning_rate: ScalarOrSchedule | None = None) -> optax.GradientTransformationExtraArgs:
+        """Returns the optax transformation for a run of ``total_steps`` steps (see :func:`transformation`)."""
+        _check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
+        out_layer = layers.PointwiseLinear(self.hidden, 2)
+
+        def correction(params, x):
+            return out_layer.apply(meta_params["output"], _hidden(meta_params["hidden"], x, self.sizes))
+
+        return transformation(meta_params, correction, total_steps, learning_rate)
+
+
+@dataclasses.dataclass(frozen=True)
+class EquivariantAdam:
+    """Adam plus a correction from pointwise layers and then the UNF equivariant layer over ``spec``: the update of
+    every tensor reads every other tensor's state, and commutes with the weight space's permutations.
+
+    The meta-params depend on the spec's labels and unpermuted axis sizes only: the same meta-params, and the same
+    object, serve any width (the layer is rebuilt from the labels and the params' shapes at trace time). Under
+    ``optax.masked`` or ``optax.partition`` the optimizer sees a sub-tree: build it from that sub-tree's spec.
+
+    Any depth: with ``layer_key`` (``"blocks"`` for hetnet models) the spec describes a model with one block and
+    ``params[layer_key]`` may hold any number of blocks. Block ``i`` is updated through its own one-block view (the
+    shared leaves plus block ``i``); each shared leaf takes the mean of its outputs over the views. Every view's
+    layer is equivariant to the shared groups and to its block's own groups, and untouched by the other blocks',
+    so the whole update keeps the model's exact symmetry, with one set of meta-params for every depth.
+    """
+
+    spec: WeightSpaceSpec
+    hidden: int = HIDDEN
+    layer_key: str | None = None
+    name: str = "unf-adam"
+    uses_total_steps = True
+
+    def __post_init__(self):
+        if self.layer_key is not None:
+            path = f"[{self.layer_key!r}][0]"
+            if not any(n.startswith(path) for n in self.spec.leaf_names):
+                raise ValueError(f"layer_key={self.layer_key!r}: the spec has no leaves under {path}; it names "
+                                 f"{list(self.spec.leaf_names)}.")
+            if any(n.startswith(f"[{self.layer_key!r}][1]") for n in self.spec.leaf_names):
+                raise ValueError(f"with layer_key={self.layer_key!r} the spec must describe a model with exactly one "
+                                 "block; any depth is then served by the same meta-params.")
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return (feats.NUM_FEATURES, self.hidden, self.hidden)
+
+    def _layer(self, spec: WeightSpaceSpec) -> layers.EquivariantLinear:
+        return layers.cached_equivariant(spec, self.hidden, 2)
+
+    def init_meta_params(self, key: jax.Array) -> dict:
+        """Returns meta-params at which the rule is exactly Adam (lr 1e-3): the equivariant output layer is zero."""
+        k_hidden, k_out = jax.random.split(key)
+        out = jax.tree.map(jnp.zeros_like, self._layer(self.spec).init(k_out))
+        return {**_base_meta_params(k_hidden, self.hidden), "output": out}
+
+    def spec_for(self, params: Any) -> WeightSpaceSpec:
+        """Returns the weight space of ``params``: this spec's labels, looked up by each leaf's path, with the
+        params' own sizes. Raises ValueError for a leaf the spec does not name."""
+        labels_by_path = dict(zip(self.spec.leaf_names, self.spec.leaf_axes))
+
+        def labels(path, leaf):
+            name = jax.tree_util.keystr(path) or "<root>"
+            if name not in labels_by_path:
+                raise ValueError(f"params leaf {name} is not in the optimizer's weight space; it names "
+                                 f"{list(labels_by_path)}.")
+            return labels_by_path[name]
+
+        shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(jnp.shape(p), jnp.float32), params)
+        return spec_lib.from_labels(shapes, jax.tree_util.tree_map_with_path(labels, shapes))
+
+    def opt_fn(self, meta_params: dict, *, total_steps: int,
+               learning_rate: ScalarOrSchedule | None = None) -> optax.GradientTransformationExtraArgs:
+        """Returns the optax transformation for a run of ``total_steps`` steps (see :func:`transformation`)."""
+        _check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
+
+        def one_view(params, x):
+            layer = self._layer(self.spec_for(params))
+            if layer.spec.leaf_names != self.spec.leaf_names:
+                raise ValueError(
+                    f"params hold the leaves {list(layer.spec.leaf_names)} but this optimizer's equivariant layer "
+                    f"spans {list(self.spec.leaf_names)}; under optax.masked / optax.partition build "
+                    "EquivariantAdam from the spec of the sub-tree it updates."
+                )
+            return layer.apply(meta_params["output"], _hidden(meta_params["hidden"], x, self.sizes))
+
+        def correction(params, x):
+            if self.layer_key is None:
+                return one_view(params, x)
+            key = self.layer_key
+            if not isinstance(params, dict) or not isinstance(params.get(key), (list, tuple)) or not params[key]:
+                raise ValueError(f"layer_key={key!r}: params must be a dict whose {key!r} entry is a non-empty list of "
+                                 f"blocks; got {type(params).__name__} with {type(getattr(params, 'get', dict)(key)).__name__}.")
+            outs = [one_view({**params, key: [p]}, {**x, key: [f]}) for p, f in zip(params[key], x[key])]
+            shared = {k: jax.tree.map(lambda *ys: sum(ys) / len(ys), *[o[k] for o in outs]) for k in params if k != key}
+            return {**shared, key: [o[key][0] for o in outs]}
+
+        return transformation(meta_params, correction, total_steps, learning_rate)

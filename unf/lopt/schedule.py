@@ -1,0 +1,37 @@
+"""The learned global step size: ``log lr(t) = log base_lr + sum_k a_k hat_k(t / total_steps)``.
+
+``hat_k`` are piecewise-linear hat functions on knots over training progress in ``[0, 1]``, so warm-up, decay and
+anything between are expressible; all coefficients start at zero, which is a constant ``base_lr``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+KNOTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)
+
+
+def hat_basis(progress: jax.Array) -> jax.Array:
+    """Returns ``[len(KNOTS)]`` piecewise-linear interpolation weights of ``progress`` (clipped to [0, 1])."""
+    knots = jnp.asarray(np.array(KNOTS, np.float32))
+    x = jnp.clip(jnp.asarray(progress, jnp.float32), 0.0, 1.0)
+    left = jnp.concatenate([knots[:1] - 1.0, knots[:-1]])
+    right = jnp.concatenate([knots[1:], knots[-1:] + 1.0])
+    rising = (x - left) / (knots - left)
+    falling = (right - x) / (right - knots)
+    return jnp.clip(jnp.minimum(rising, falling), 0.0, 1.0)
+
+
+def init(base_lr: float) -> dict:
+    """Returns the schedule's meta-params: ``log_lr`` (scalar) and ``knots`` (``[len(KNOTS)]`` zeros)."""
+    if not base_lr > 0:
+        raise ValueError(f"base_lr must be positive, got {base_lr!r}.")
+    return {"log_lr": jnp.log(jnp.float32(base_lr)), "knots": jnp.zeros((len(KNOTS),), jnp.float32)}
+
+
+def learning_rate(meta: dict, step: jax.Array, total_steps: int) -> jax.Array:
+    """Returns the step size at inner step ``step`` (0-based) of a run of ``total_steps`` steps."""
+    progress = jnp.asarray(step, jnp.float32) / float(total_steps)
+    return jnp.exp(meta["log_lr"] + jnp.dot(meta["knots"], hat_basis(progress)))

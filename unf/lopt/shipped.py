@@ -1,0 +1,84 @@
+"""Learned optimizers that ship with the package, ready to drop into an optax loop.
+
+    opt = unf.lopt.pretrained("transformer-lm", total_steps=2000)   # for any hetnet TransformerLM's params
+    opt_state = opt.init(params)
+    updates, opt_state = opt.update(grads, opt_state, params)
+
+Meta-params are stored as ``.npz`` beside an ``info.json`` naming the recipe, the exact command, the budget, the
+device, the date and the commit that produced them (:func:`info`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+WEIGHTS = Path(__file__).parent / "pretrained_weights"
+
+
+def available() -> tuple[str, ...]:
+    """Returns the names of the shipped optimizers."""
+    return tuple(sorted(p.name for p in WEIGHTS.iterdir() if (p / "meta_params.npz").exists())) if WEIGHTS.exists() else ()
+
+
+def _folder(name: str) -> Path:
+    if name not in available():
+        raise ValueError(f"name must be one of the shipped optimizers {available()}, got {name!r}.")
+    return WEIGHTS / name
+
+
+def save_npz(path: Path, meta_params: Any) -> None:
+    """Writes ``meta_params`` as an ``.npz`` keyed by each leaf's tree path."""
+    flat = jax.tree_util.tree_flatten_with_path(meta_params)[0]
+    np.savez(path, **{jax.tree_util.keystr(k): np.asarray(v) for k, v in flat})
+
+
+def load_npz(path: Path, like: Any) -> Any:
+    """Returns the meta-params in ``path`` with the structure of ``like``; raises ValueError on any mismatch."""
+    with np.load(path) as stored:
+        arrays = dict(stored)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(like)
+    leaves = []
+    for key, ref in flat:
+        name = jax.tree_util.keystr(key)
+        if name not in arrays or arrays[name].shape != jnp.shape(ref):
+            got = arrays[name].shape if name in arrays else "missing"
+            raise ValueError(f"{path}: leaf {name} is {got}, expected shape {jnp.shape(ref)}; the file does not hold "
+                             "meta-params of this optimizer.")
+        leaves.append(jnp.asarray(arrays.pop(name)))
+    if arrays:
+        raise ValueError(f"{path}: unexpected leaves {sorted(arrays)}; the file does not hold meta-params of this optimizer.")
+    return treedef.unflatten(leaves)
+
+
+def info(name: str) -> dict:
+    """Returns how the shipped optimizer ``name`` was made: recipe, command, budget, device, date, commit."""
+    return json.loads((_folder(name) / "info.json").read_text())
+
+
+def load_pretrained(name: str) -> tuple[Any, Any]:
+    """Returns ``(learned optimizer, meta_params)`` of the shipped optimizer ``name``."""
+    from unf import recipes
+
+    folder = _folder(name)
+    meta = info(name)
+    learned = recipes.recipe(meta["recipe"]).learned(meta["kind"])
+    like = jax.eval_shape(learned.init_meta_params, jax.random.key(0))
+    return learned, load_npz(folder / "meta_params.npz", like)
+
+
+def pretrained(name: str, *, total_steps: int, learning_rate=None) -> optax.GradientTransformationExtraArgs:
+    """Returns the shipped learned optimizer ``name`` as an optax transformation for a run of ``total_steps`` steps.
+
+    learning_rate: None for the learned schedule; a float or an optax schedule replaces it. ``update`` needs
+    ``params``. ``"transformer-lm"`` serves any hetnet TransformerLM with a standard body, GELU feed-forward and
+    RMS norm, at any width, number of heads, depth, sequence length and attention variant.
+    """
+    learned, meta_params = load_pretrained(name)
+    return learned.opt_fn(meta_params, total_steps=total_steps, learning_rate=learning_rate)

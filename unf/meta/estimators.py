@@ -1,0 +1,203 @@
+"""Online evolution strategies over truncated inner-training unrolls: Noise-Reuse ES and Persistent ES.
+
+Each antithetic pair of particles shares an inner run (init seed, data seed, parameter rescaling) and trains it with
+meta-params ``theta + eps`` and ``theta - eps`` for ``truncation`` steps per meta-step. The two estimators differ only
+in the noise:
+
+- ``"nres"`` (Noise-Reuse ES, Li et al. 2023): ``eps`` is drawn when the inner run starts and reused for every
+  truncation of that run; the estimate is ``eps (L+ - L-) / (2 sigma^2)``. Unbiased, and of lower variance than PES.
+- ``"pes"`` (Persistent ES, Vicol et al. 2021): ``eps`` is drawn afresh every truncation and accumulated in ``xi``;
+  the estimate is ``xi (L+ - L-) / (2 sigma^2)``.
+
+Inner runs are staggered from the start: pair ``i``'s first run is cut after ``(i + 1) / P`` of the horizon, so
+the population never resets together. Every new run draws a fresh seed and, with ``rescale > 0``, multiplies every
+tensor by ``exp(U(-rescale, rescale))`` (the optimizer sees ``w' = w / s`` and the loss ``L(s w')``), so the rule
+cannot rely on one parametrisation's scale. A pair whose losses are not finite is dropped from the estimate,
+counted, and restarted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from unf.tasks.base import Task
+
+ESTIMATORS = ("nres", "pes")
+
+
+@dataclasses.dataclass(frozen=True)
+class ESConfig:
+    """estimator: ``"nres"`` or ``"pes"``; num_particles: inner runs (even: antithetic pairs); truncation: inner
+    steps per meta-step; horizon: inner steps of one run (a multiple of truncation; also the learned schedule's
+    ``total_steps``); sigma: perturbation std; rescale: log-range of the per-tensor parameter rescaling (0: none)."""
+
+    estimator: str = "nres"
+    num_particles: int = 16
+    truncation: int = 10
+    horizon: int = 200
+    sigma: float = 0.01
+    rescale: float = 0.0
+
+    def __post_init__(self):
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}.")
+        if not isinstance(self.num_particles, int) or self.num_particles < 2 or self.num_particles % 2:
+            raise ValueError(f"num_particles must be a positive even number (antithetic pairs), got {self.num_particles!r}.")
+        if self.truncation < 1 or self.horizon < self.truncation or self.horizon % self.truncation:
+            raise ValueError(f"horizon must be a positive multiple of truncation, got truncation={self.truncation}, "
+                             f"horizon={self.horizon}.")
+        if not self.sigma > 0:
+            raise ValueError(f"sigma must be positive, got {self.sigma}.")
+        if not self.rescale >= 0:
+            raise ValueError(f"rescale must be >= 0, got {self.rescale}.")
+
+    @property
+    def num_pairs(self) -> int:
+        return self.num_particles // 2
+
+
+class ESState(NamedTuple):
+    """Per pair: inner params and optimizer state ``[pairs, 2, ...]``; ``noise`` like the meta-params
+    ``[pairs, ...]`` (NRES: this run's perturbation; PES: the accumulated ``xi``); inner ``step`` and run
+    ``length`` ``[pairs]``; the run's seed as raw key data ``[pairs, key words]``; per-tensor ``scales`` like the
+    params ``[pairs, ...]`` (scalars per leaf)."""
+
+    params: Any
+    opt_state: Any
+    noise: Any
+    step: jax.Array
+    length: jax.Array
+    task_key: jax.Array
+    scales: Any
+
+
+def make_opt(lopt, theta, cfg: ESConfig) -> optax.GradientTransformationExtraArgs:
+    """Returns ``lopt``'s transformation for meta-params ``theta`` over a run of ``cfg.horizon`` steps."""
+    if getattr(lopt, "uses_total_steps", False):
+        return lopt.opt_fn(theta, total_steps=cfg.horizon)
+    return lopt.opt_fn(theta)
+
+
+def _scaled_loss(task: Task):
+    def loss(params, scales, batch):
+        return task.loss(jax.tree.map(lambda p, s: p * s.astype(p.dtype), params, scales), batch)
+
+    return loss
+
+
+def _fresh_run(task: Task, lopt, meta_params, key_data: jax.Array, cfg: ESConfig):
+    key = jax.random.wrap_key_data(key_data)
+    k_init, k_scale = jax.random.split(jax.random.fold_in(key, 1))
+    params = task.init(k_init)
+    leaves, treedef = jax.tree.flatten(params)
+    logs = jax.random.uniform(k_scale, (len(leaves),), jnp.float32, -cfg.rescale, cfg.rescale)
+    scales = treedef.unflatten(list(jnp.exp(logs)))
+    params = jax.tree.map(lambda p, s: p / s.astype(p.dtype), params, scales)
+    opt_state = make_opt(lopt, meta_params, cfg).init(params)
+    pair = lambda t: jax.tree.map(lambda x: jnp.stack([x, x]), t)  # noqa: E731
+    return pair(params), pair(opt_state), scales
+
+
+def _draw_noise(key: jax.Array, meta_params, cfg: ESConfig) -> Any:
+    leaves, treedef = jax.tree.flatten(meta_params)
+    keys = jax.random.split(key, len(leaves))
+    return treedef.unflatten(
+        [cfg.sigma * jax.random.normal(k, (cfg.num_pairs,) + jnp.shape(m), jnp.float32) for k, m in zip(keys, leaves)]
+    )
+
+
+def init_state(key: jax.Array, task: Task, lopt, meta_params, cfg: ESConfig) -> ESState:
+    """Returns the initial population: fresh runs at step 0 whose first lengths are staggered over the horizon."""
+    k_runs, k_noise = jax.random.split(key)
+    keys = jax.random.key_data(jax.random.split(k_runs, cfg.num_pairs))
+    params, opt_state, scales = jax.vmap(lambda k: _fresh_run(task, lopt, meta_params, k, cfg))(keys)
+    if cfg.estimator == "nres":
+        noise = _draw_noise(k_noise, meta_params, cfg)
+    else:
+        noise = jax.tree.map(lambda m: jnp.zeros((cfg.num_pairs,) + jnp.shape(m), jnp.float32), meta_params)
+    chunks = cfg.horizon // cfg.truncation
+    first = (jnp.arange(cfg.num_pairs) + 1) * chunks // cfg.num_pairs
+    length = jnp.maximum(first, 1).astype(jnp.int32) * cfg.truncation
+    return ESState(params, opt_state, noise, jnp.zeros((cfg.num_pairs,), jnp.int32), length, keys, scales)
+
+
+def unroll(task: Task, lopt, theta, params, opt_state, step: jax.Array, key_data: jax.Array, length: int,
+           cfg: ESConfig, scales: Any = None):
+    """Returns ``(params, opt_state, mean training loss)`` after ``length`` inner steps with meta-params ``theta``.
+
+    Batches are drawn from ``fold_in(run seed, inner step)``, so a particle's data depends only on its run.
+    """
+    opt = make_opt(lopt, theta, cfg)
+    data_key = jax.random.fold_in(jax.random.wrap_key_data(key_data), 2)
+    if scales is None:
+        scales = jax.tree.map(lambda p: jnp.ones((), jnp.float32), params)
+    loss_fn = _scaled_loss(task)
+
+    def body(carry, i):
+        p, s = carry
+        batch = task.sample_batch(jax.random.fold_in(data_key, step + i))
+        loss, grads = jax.value_and_grad(loss_fn)(p, scales, batch)
+        updates, s = opt.update(grads, s, p, value=loss)
+        return (optax.apply_updates(p, updates), s), loss
+
+    (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), jnp.arange(length))
+    return params, opt_state, jnp.mean(losses)
+
+
+def _where(mask_per_pair: jax.Array, new: Any, old: Any) -> Any:
+    def pick(n, o):
+        m = mask_per_pair.reshape(mask_per_pair.shape + (1,) * (n.ndim - 1))
+        return jnp.where(m, n, o)
+
+    return jax.tree.map(pick, new, old)
+
+
+def es_step(key: jax.Array, meta_params, state: ESState, task: Task, lopt, cfg: ESConfig):
+    """Returns ``(meta_gradient, state, metrics)`` for one truncation of every pair.
+
+    metrics: ``meta_loss`` (mean over finite pairs of the pair's mean training loss over the truncation),
+    ``dropped`` (pairs dropped for NaN/inf), ``resets`` (pairs that started a fresh inner run).
+    """
+    k_reset, k_noise, k_fresh_noise = jax.random.split(key, 3)
+    reset = state.step >= state.length
+    fresh_keys = jax.random.key_data(jax.random.split(k_reset, cfg.num_pairs))
+    fresh_params, fresh_opt, fresh_scales = jax.vmap(lambda k: _fresh_run(task, lopt, meta_params, k, cfg))(fresh_keys)
+    params = _where(reset, fresh_params, state.params)
+    opt_state = _where(reset, fresh_opt, state.opt_state)
+    scales = _where(reset, fresh_scales, state.scales)
+    step = jnp.where(reset, 0, state.step)
+    length = jnp.where(reset, cfg.horizon, state.length)
+    task_key = jnp.where(reset[:, None], fresh_keys, state.task_key)
+
+    if cfg.estimator == "nres":
+        noise = _where(reset, _draw_noise(k_fresh_noise, meta_params, cfg), state.noise)
+        eps = weight = noise
+    else:
+        eps = _draw_noise(k_noise, meta_params, cfg)
+        noise = jax.tree.map(jnp.add, _where(reset, jax.tree.map(jnp.zeros_like, state.noise), state.noise), eps)
+        weight = noise
+    signs = jnp.array([1.0, -1.0], jnp.float32)
+
+    def particle(e, sign, p, s, st, kd, sc):
+        theta = jax.tree.map(lambda m, n: m + sign * n, meta_params, e)
+        return unroll(task, lopt, theta, p, s, st, kd, cfg.truncation, cfg, sc)
+
+    over_signs = jax.vmap(particle, in_axes=(None, 0, 0, 0, None, None, None))
+    over_pairs = jax.vmap(over_signs, in_axes=(0, None, 0, 0, 0, 0, 0))
+    new_params, new_opt, losses = over_pairs(eps, signs, params, opt_state, step, task_key, scales)
+
+    finite = jnp.all(jnp.isfinite(losses), axis=1)
+    valid = jnp.maximum(jnp.sum(finite), 1)
+    diff = jnp.where(finite, losses[:, 0] - losses[:, 1], 0.0)
+    grad = jax.tree.map(lambda x: jnp.tensordot(diff, x, axes=1) / (2.0 * valid * cfg.sigma**2), weight)
+    meta_loss = jnp.sum(jnp.where(finite, jnp.mean(losses, axis=1), 0.0)) / valid
+    # A pair that diverged restarts at the next meta-step: pushing its step to its length triggers the reset.
+    new_step = jnp.where(finite, step + cfg.truncation, length)
+    new_state = ESState(new_params, new_opt, noise, new_step, length, task_key, scales)
+    metrics = {"meta_loss": meta_loss, "dropped": jnp.sum(~finite), "resets": jnp.sum(reset)}
+    return grad, new_state, metrics
