@@ -1,9 +1,11 @@
-"""Meta-train a UNF learned optimizer on your own task, then use it as an optax transformation.
+"""A pre-trained learned optimizer in an optax loop, then one meta-trained on your own task.
 
-Your task is four pure functions and a spec: ``init(key) -> params``, ``loss(params, batch) -> scalar``,
+Part 1 takes the optimizer that ships with the package and trains a hetnet TransformerLM with it, exactly where
+``optax.adam`` would go. Part 2 meta-trains the same kind of optimizer (Adam plus a learned UNF correction) on your
+own task: four pure functions and a spec, ``init(key) -> params``, ``loss(params, batch) -> scalar``,
 ``sample_batch(key) -> batch`` (jit- and vmap-able) and the weight space of ``params``.
 
-    python examples/learned_optimizer.py --meta-steps 100 --out runs/example_lopt
+    python examples/learned_optimizer.py --meta-steps 500 --out runs/example_lopt
     python examples/learned_optimizer.py --tiny
 """
 
@@ -17,8 +19,8 @@ import jax.numpy as jnp
 import optax
 
 from unf import lopt, spec as spec_lib
-from unf.meta import MetaTrainConfig, PESConfig, meta_train, save_meta_params
-from unf.tasks import Task
+from unf.meta import ESConfig, MetaTrainConfig, meta_train
+from unf.tasks import Task, transformer_lm
 
 
 def regression_task(width: int = 16, batch: int = 32) -> Task:
@@ -63,27 +65,35 @@ def train_with(optimizer: optax.GradientTransformation, task: Task, steps: int, 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--meta-steps", type=int, default=100)
+    parser.add_argument("--meta-steps", type=int, default=500)
     parser.add_argument("--out", default=None, help="run folder (checkpoints, metrics.jsonl); default a temp dir")
     parser.add_argument("--tiny", action="store_true", help="a few meta-steps with a short unroll")
     args = parser.parse_args(argv)
-    meta_steps, truncation, horizon, eval_steps = (3, 5, 20, 20) if args.tiny else (args.meta_steps, 20, 200, 200)
+    meta_steps, truncation, horizon = (3, 5, 20) if args.tiny else (args.meta_steps, 10, 200)
     out = args.out or tempfile.mkdtemp(prefix="unf_example_")
 
+    # Part 1: the shipped optimizer, for any hetnet TransformerLM. It needs the run's length for its learned
+    # schedule, and reads the weights, so update() takes params (as optax.adamw does).
+    lm = transformer_lm(d_model=32, layers=2, heads=4, seq=16, batch=8)
+    shipped = lopt.pretrained("transformer-lm", total_steps=horizon)
+    lm_losses = train_with(shipped, lm, horizon)
+    print(f"TransformerLM, {horizon} steps with unf.lopt.pretrained('transformer-lm'): "
+          f"loss {lm_losses[0]:.3f} -> {lm_losses[-1]:.3f}")
+
+    # Part 2: meta-train on your own task. At initialisation the rule is exactly optax.adam(1e-3).
     task = regression_task()
-    learned = lopt.UNFOptimizer(task.spec)
+    learned = lopt.EquivariantAdam(task.spec)
     cfg = MetaTrainConfig(steps=meta_steps, checkpoint_every=max(1, meta_steps // 4),
-                          pes=PESConfig(num_particles=4, truncation=truncation, horizon=horizon))
+                          es=ESConfig(estimator="nres", num_particles=8, truncation=truncation, horizons=(horizon,)))
     # Checkpoints go to out/checkpoints; run this again with the same --out and it resumes.
     state = meta_train(learned, [task], cfg, out)
-    save_meta_params(f"{out}/meta_params", state["meta_params"], {"task": task.label})
 
-    # The learned optimizer is an optax transformation: drop it where optax.adam was.
-    optimizer = learned.opt_fn(state["meta_params"])
-    learned_losses = train_with(optimizer, task, eval_steps)
-    adam_losses = train_with(optax.adam(1e-2), task, eval_steps)
-    print(f"final loss after {eval_steps} steps: learned {learned_losses[-1]:.4f}, adam(1e-2) {adam_losses[-1]:.4f}")
-    return {"learned": learned_losses, "adam": adam_losses, "out": out}
+    optimizer = learned.opt_fn(state["meta_params"], total_steps=horizon)
+    learned_losses = train_with(optimizer, task, horizon)
+    adam_losses = train_with(optax.adam(1e-3), task, horizon)
+    print(f"sine regression, final loss after {horizon} steps: learned {learned_losses[-1]:.4f}, "
+          f"adam(1e-3) {adam_losses[-1]:.4f}")
+    return {"learned": learned_losses, "adam": adam_losses, "transformer": lm_losses, "out": out}
 
 
 if __name__ == "__main__":

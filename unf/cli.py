@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jax
 
-from unf import evaluate, lopt, recipes, tasks
+from unf import compare, evaluate, lopt, recipes, tasks
 from unf.lopt import shipped
 from unf.meta import ESConfig, MetaTrainConfig, load_meta_params, meta_train, save_meta_params
 from unf.meta.train import read_meta_info
@@ -46,8 +46,8 @@ def _add_pes_args(p: argparse.ArgumentParser, defaults: dict) -> None:
 def _config(args) -> MetaTrainConfig:
     return MetaTrainConfig(
         steps=args.steps, meta_lr=args.meta_lr, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        es=ESConfig(estimator="pes", num_particles=args.particles, truncation=args.truncation, horizon=args.horizon,
-                    sigma=args.sigma),
+        es=ESConfig(estimator="pes", num_particles=args.particles, truncation=args.truncation,
+                    horizons=(args.horizon,), sigma=args.sigma),
     )
 
 
@@ -141,8 +141,9 @@ def run_recipe(name: str, kind: str, cfg: MetaTrainConfig, out: Path, command: s
 def _recipe_config(args, recipe: recipes.Recipe) -> MetaTrainConfig:
     cfg = recipe.config
     es = cfg.es
-    es_over = {k: getattr(args, k) for k in ("estimator", "truncation", "horizon", "sigma", "rescale")
-               if getattr(args, k) is not None}
+    es_over = {k: getattr(args, k) for k in ("estimator", "truncation", "sigma", "rescale") if getattr(args, k) is not None}
+    if args.horizons is not None:
+        es_over["horizons"] = tuple(args.horizons)
     if args.particles is not None:
         es_over["num_particles"] = args.particles
     over = {k: getattr(args, k) for k in ("steps", "meta_lr", "checkpoint_every", "seed") if getattr(args, k) is not None}
@@ -177,13 +178,14 @@ def _recipe_main(argv) -> int:
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.jsonl, export/")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--estimator", choices=("nres", "pes"), default=None)
-    for name, kind in (("steps", int), ("particles", int), ("truncation", int), ("horizon", int), ("sigma", float),
+    for name, kind in (("steps", int), ("particles", int), ("truncation", int), ("sigma", float),
                        ("rescale", float), ("meta-lr", float), ("checkpoint-every", int), ("seed", int)):
         p.add_argument(f"--{name}", type=kind, default=None, help="override the recipe's value")
+    p.add_argument("--horizons", type=int, nargs="+", default=None, help="override the recipe's run lengths")
     args = p.parse_args(argv)
     try:
         recipe = recipes.recipe(args.recipe)
-        for name in ("steps", "particles", "truncation", "horizon", "checkpoint_every"):
+        for name in ("steps", "particles", "truncation", "checkpoint_every"):
             value = getattr(args, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
@@ -197,7 +199,52 @@ def _recipe_main(argv) -> int:
     return 0
 
 
+def load_export(path: Path) -> compare.LearnedEntry:
+    """Returns the evaluation entry for a folder in the shipped format (``meta_params.npz`` + ``info.json``, as
+    ``unf-meta-train --recipe`` writes under ``export/``)."""
+    if not (path / "info.json").exists() or not (path / "meta_params.npz").exists():
+        raise FileNotFoundError(f"no exported meta-params at {str(path)!r}: expected meta_params.npz and info.json, "
+                                "as unf-meta-train --recipe writes under RUN/export.")
+    info = json.loads((path / "info.json").read_text())
+    learned = recipes.recipe(info["recipe"]).learned(info["kind"])
+    meta = shipped.load_npz(path / "meta_params.npz", jax.eval_shape(learned.init_meta_params, jax.random.key(0)))
+    return compare.LearnedEntry(f"{info['kind']} ({info['meta_steps']} meta-steps)", learned, meta)
+
+
+def _recipe_eval_main(argv) -> int:
+    p = argparse.ArgumentParser(prog="unf-eval", description="Train a recipe's held-out tasks with learned optimizers "
+                                "against tuned AdamW + cosine and tuned constant Adam.")
+    p.add_argument("--recipe", choices=tuple(recipes.RECIPES), required=True)
+    p.add_argument("--meta-params", type=Path, nargs="*", default=[], help="export folders of unf-meta-train --recipe")
+    p.add_argument("--pretrained", action="store_true", help="also evaluate the shipped optimizer of this recipe")
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--tuning-seeds", type=int, default=3)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    try:
+        if args.seeds < 1 or args.tuning_seeds < 1:
+            raise ValueError(f"--seeds and --tuning-seeds must be positive, got {args.seeds} and {args.tuning_seeds}.")
+        entries = [load_export(path) for path in args.meta_params]
+        if args.pretrained:
+            learned, meta = lopt.load_pretrained(args.recipe)
+            entries.append(compare.LearnedEntry("unf-adam (shipped)", learned, meta))
+        if not entries:
+            raise ValueError("give --meta-params folders, --pretrained, or both.")
+        recipe = recipes.recipe(args.recipe)
+        rows = compare.compare(recipe.heldout(), entries, list(range(args.seeds)),
+                               list(range(100, 100 + args.tuning_seeds)))
+        print(_write_comparison(rows, args.out, f"Held-out tasks of the {args.recipe} recipe, {args.seeds} seeds; "
+                                f"baselines tuned per task on {args.tuning_seeds} other seeds."))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"unf-eval: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def eval_main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--recipe" in argv or any(a.startswith("--recipe=") for a in argv):
+        return _recipe_eval_main(argv)
     p = argparse.ArgumentParser(prog="unf-eval", description="Train held-out tasks with every optimizer.")
     p.add_argument("--meta-params", type=Path, nargs="+", required=True, help="folders written by unf-meta-train")
     p.add_argument("--task", choices=tuple(tasks.FAMILIES), required=True)
@@ -214,39 +261,59 @@ def eval_main(argv=None) -> int:
     return 0
 
 
-QUICK = {"steps": 30, "particles": 8, "truncation": 20, "horizon": 200, "eval_steps": 200, "seeds": 3}
-FULL = {"steps": 1000, "particles": 16, "truncation": 50, "horizon": 2000, "eval_steps": 2000, "seeds": 5}
+def _write_comparison(rows: list, out: Path, header: str) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    table = header + "\n\n" + compare.markdown(rows)
+    (out / "results.md").write_text(table)
+    (out / "results.json").write_text(json.dumps({"header": header, "rows": rows}, indent=1) + "\n")
+    compare.plot(rows, out / "loss_curves.png")
+    return table
 
 
 def main(argv=None) -> int:
-    """The main job: meta-train the UNF optimizer and the per-parameter baseline on the transformer family, then
-    evaluate both against tuned Adam on held-out tasks and print the table."""
+    """The main job: the shipped learned optimizer against tuned AdamW + cosine on held-out transformers, then a
+    short meta-training run from scratch with the same recipe, evaluated the same way."""
     p = argparse.ArgumentParser(prog="unf-main", description=main.__doc__)
-    p.add_argument("--task", choices=tuple(tasks.FAMILIES), default="transformer")
-    p.add_argument("--full", action="store_true", help="the paper's budget (hours on a CPU) instead of the quick one")
     p.add_argument("--out", type=Path, default=Path("runs/main"))
+    p.add_argument("--seeds", type=int, default=3, help="evaluation seeds per task")
+    p.add_argument("--tuning-seeds", type=int, default=2, help="seeds for tuning the baselines (separate from --seeds)")
+    p.add_argument("--tasks", type=int, default=5, help="how many of the recipe's held-out tasks to evaluate")
+    p.add_argument("--meta-steps", type=int, default=300, help="meta-steps of the from-scratch demonstration run")
     p.add_argument("--quiet", action="store_true")
-    for name in QUICK:
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=None, dest=name,
-                       help=f"override the budget's {name} (quick {QUICK[name]}, full {FULL[name]})")
     args = p.parse_args(argv)
-    budget = dict(FULL if args.full else QUICK)
-    budget.update({k: getattr(args, k) for k in QUICK if getattr(args, k) is not None})
-    contenders = []
-    for name in ("unf", "mlp"):
-        print(f"meta-training the {name} optimizer on the {args.task} family "
-              f"({budget['steps']} meta-steps, {budget['particles']} particles, truncation {budget['truncation']})",
-              flush=True)
-        cfg = MetaTrainConfig(steps=budget["steps"], checkpoint_every=max(1, min(10, budget["steps"])), pes=PESConfig(
-            num_particles=budget["particles"], truncation=budget["truncation"], horizon=budget["horizon"]))
-        path = run_meta_train(args.task, name, cfg, args.out / name, progress=not args.quiet)
-        contenders.append(load_contender(path))
-    print("evaluating on held-out tasks", flush=True)
-    print(run_eval(args.task, contenders, budget["eval_steps"], budget["seeds"], args.out / "eval"))
-    print(f"results in {args.out / 'eval'} (results.md, results.json, loss_curves.png)")
-    if not args.full:
-        print(f"This was the quick budget ({budget['steps']} meta-steps); learned optimizers need far more to beat tuned "
-              "Adam. `unf-main --full` runs the paper's budget (hours on a CPU; an accelerator is advised).")
+    for name in ("seeds", "tasks", "meta_steps"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.tuning_seeds < 1:
+        p.error(f"--tuning-seeds must be a positive integer, got {args.tuning_seeds}")
+    log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, flush=True))
+    recipe = recipes.recipe("transformer-lm")
+    heldout = recipe.heldout()[: args.tasks]
+    seeds, tuning = list(range(args.seeds)), list(range(100, 100 + args.tuning_seeds))
+
+    made = shipped.info("transformer-lm")
+    print(f"1/2 the shipped optimizer unf.lopt.pretrained('transformer-lm') ({made['meta_steps']} meta-steps, "
+          f"{made['device']}, {made['date']}) against tuned AdamW + cosine on held-out transformers", flush=True)
+    learned, meta_params = lopt.load_pretrained("transformer-lm")
+    rows = compare.compare(heldout, [compare.LearnedEntry("unf-adam (shipped)", learned, meta_params)], seeds, tuning,
+                           log=log)
+    print(_write_comparison(rows, args.out / "shipped", f"Held-out transformers, {len(seeds)} seeds; baselines tuned "
+                            f"per task on {len(tuning)} other seeds."), flush=True)
+
+    print(f"2/2 how it is made: meta-training from scratch with the same recipe for {args.meta_steps} meta-steps "
+          f"(the shipped one had {made['meta_steps']}); `unf-meta-train --recipe transformer-lm` runs the full "
+          "budget", flush=True)
+    cfg = dataclasses.replace(recipe.config, steps=args.meta_steps, checkpoint_every=max(1, args.meta_steps // 4))
+    command = f"unf-main --meta-steps {args.meta_steps}"
+    export = run_recipe("transformer-lm", "unf-adam", cfg, args.out / "meta-train", command, progress=not args.quiet)
+    own = shipped.load_npz(export / "meta_params.npz", jax.eval_shape(learned.init_meta_params, jax.random.key(0)))
+    rows = compare.compare(heldout[:1], [compare.LearnedEntry(f"unf-adam ({args.meta_steps} meta-steps)", learned, own),
+                                         compare.LearnedEntry("unf-adam (shipped)", learned, meta_params)],
+                           seeds, tuning, log=log)
+    print(_write_comparison(rows, args.out / "self-trained", f"The self-trained optimizer on {heldout[0].label}, "
+                            f"{len(seeds)} seeds."), flush=True)
+    print(f"results in {args.out} (shipped/, self-trained/: results.md, results.json, loss_curves.png; meta-train/: "
+          "checkpoints, metrics.jsonl, export/)")
     return 0
 
 

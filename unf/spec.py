@@ -95,6 +95,33 @@ def from_labels(params: Any, labels: Any) -> WeightSpaceSpec:
     )
 
 
+def relabel(reference: WeightSpaceSpec, params: Any) -> WeightSpaceSpec:
+    """Returns the spec of ``params`` whose every leaf carries the labels ``reference`` gives the leaf at the same
+    path, with the sizes ``params`` has: the same labelled structure at another width, or a sub-tree of it (such as
+    the tree ``optax.masked`` hands its inner transformation, whose masked-out nodes hold no leaves).
+
+    Raises ValueError naming a leaf whose path ``reference`` lacks, whose rank differs, or whose label sizes clash.
+    """
+    by_name = dict(zip(reference.leaf_names, reference.leaf_axes))
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    names, axes, shapes, sizes = [], [], [], {}
+    for path, leaf in flat:
+        name = jax.tree_util.keystr(path) or "<root>"
+        if name not in by_name:
+            raise ValueError(f"params leaf {name} is not in the weight space; it names {list(by_name)}.")
+        labels, shape = by_name[name], tuple(np.shape(leaf))
+        if len(labels) != len(shape):
+            raise ValueError(f"params leaf {name} has shape {shape} but its labels {labels} name {len(labels)} axes.")
+        for label, n in zip(labels, shape):
+            if label is not None and sizes.setdefault(label, n) != n:
+                raise ValueError(f"label {label!r} has size {sizes[label]} elsewhere but {n} on params leaf {name}.")
+        names.append(name)
+        axes.append(labels)
+        shapes.append(shape)
+    return WeightSpaceSpec(treedef, tuple(axes), tuple(shapes), tuple(names),
+                           tuple(sorted(sizes.items(), key=lambda kv: repr(kv[0]))))
+
+
 def from_hetnet(params: Any, axes: Any, *, io_as_groups: bool = False) -> WeightSpaceSpec:
     """Returns the spec of a hetnet model from its axes labels.
 

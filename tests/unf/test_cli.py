@@ -1,20 +1,41 @@
 """The console scripts run end to end on tiny budgets and fail clearly on bad input."""
 
+import dataclasses
 import json
 
-from unf import cli
+from unf import cli, compare, tasks
 
 
-def test_main_job_meta_trains_and_evaluates(tmp_path, capsys):
-    rc = cli.main(["--task", "mlp", "--out", str(tmp_path), "--quiet", "--steps", "2", "--particles", "4",
-                   "--truncation", "3", "--horizon", "6", "--eval-steps", "6", "--seeds", "2"])
-    assert rc == 0
+def test_recipe_meta_training_exports_the_shipped_format_and_evaluates(tmp_path, capsys, monkeypatch):
+    from unf import recipes
+
+    small = [tasks.transformer_lm(d_model=8, heads=2, seq=8, batch=4)]
+    short = [compare.HeldOut("2x width", tasks.transformer_lm(d_model=16, heads=2, seq=8, batch=4), 6)]
+    tiny = dataclasses.replace(recipes.recipe("transformer-lm"), train_tasks=lambda: small, heldout=lambda: short)
+    monkeypatch.setitem(recipes.RECIPES, "transformer-lm", tiny)
+    run = tmp_path / "run"
+    assert cli.meta_train_main(["--recipe", "transformer-lm", "--optimizer", "mlp-adam", "--out", str(run), "--quiet",
+                                "--steps", "2",
+                                "--particles", "2", "--truncation", "2", "--horizons", "4"]) == 0
+    info = json.loads((run / "export" / "info.json").read_text())
+    assert info["recipe"] == "transformer-lm" and info["kind"] == "mlp-adam" and info["meta_steps"] == 2
+    assert info["command"].startswith("unf-meta-train --recipe transformer-lm")
+    assert {"device", "date", "commit", "es", "meta_steps_per_second"} <= set(info)
+    assert cli.eval_main(["--recipe", "transformer-lm", "--meta-params", str(run / "export"), "--seeds", "2",
+                          "--tuning-seeds", "1", "--out", str(tmp_path / "eval")]) == 0
     out = capsys.readouterr().out
-    assert "| task | optimizer | final train loss | mean train loss |" in out
-    rows = json.loads((tmp_path / "eval" / "results.json").read_text())["rows"]
-    assert {r["optimizer"].split(" ")[0] for r in rows} == {"adam", "unf", "mlp"}
-    assert len({r["task"] for r in rows}) == 2  # the training width and one twice as wide
+    assert "| 2x width | adamw+cosine (tuned) |" in out and "mlp-adam (2 meta-steps)" in out
     assert (tmp_path / "eval" / "loss_curves.png").stat().st_size > 0
+
+
+def test_recipe_flags_are_checked(tmp_path, capsys):
+    assert cli.meta_train_main(["--recipe", "transformer-lm", "--out", str(tmp_path), "--steps", "0"]) == 2
+    assert "--steps must be a positive integer" in capsys.readouterr().err
+    assert cli.meta_train_main(["--recipe", "transformer-lm", "--out", str(tmp_path), "--truncation", "3",
+                                "--horizons", "10"]) == 2
+    assert "multiple of truncation" in capsys.readouterr().err
+    assert cli.eval_main(["--recipe", "transformer-lm", "--out", str(tmp_path)]) == 2
+    assert "give --meta-params" in capsys.readouterr().err
 
 
 def test_meta_train_and_eval_scripts(tmp_path, capsys):

@@ -35,7 +35,7 @@ def run_steps(opt, params, grads_seq):
 def test_update_commutes_with_weight_space_permutations(mlp_task, name):
     spec = mlp_task.spec
     learned = lopt.UNFOptimizer(spec) if name == "unf" else lopt.PerParameterMLP()
-    meta = perturbed(learned.init(jax.random.key(0)), jax.random.key(1))
+    meta = perturbed(learned.init_meta_params(jax.random.key(0)), jax.random.key(1))
     meta = {**meta, "beta": jnp.float32(1.0)}
     opt = learned.opt_fn(meta)
     params = mlp_task.init(jax.random.key(2))
@@ -51,7 +51,7 @@ def test_update_commutes_with_weight_space_permutations(mlp_task, name):
 def test_unf_term_is_not_per_parameter(mlp_task):
     # The equivariant layer mixes information across parameters: changing one gradient entry changes other updates.
     learned = lopt.UNFOptimizer(mlp_task.spec)
-    meta = {**perturbed(learned.init(jax.random.key(0)), jax.random.key(1)), "beta": jnp.float32(1.0)}
+    meta = {**perturbed(learned.init_meta_params(jax.random.key(0)), jax.random.key(1)), "beta": jnp.float32(1.0)}
     opt = learned.opt_fn(meta)
     params = mlp_task.init(jax.random.key(2))
     g = jax.tree.map(jnp.ones_like, params)
@@ -66,13 +66,13 @@ def test_sgdm_matches_optax_sgd_with_momentum(mlp_task):
     learned = lopt.SGDMomentum(alpha=0.05, g0=0.8)
     params = mlp_task.init(jax.random.key(0))
     grads = [jax.tree.map(lambda p, i=i: jax.random.normal(jax.random.key(i), p.shape), params) for i in range(4)]
-    ours, _ = run_steps(learned.opt_fn(learned.init(jax.random.key(0))), params, grads)
+    ours, _ = run_steps(learned.opt_fn(learned.init_meta_params(jax.random.key(0))), params, grads)
     ref, _ = run_steps(optax.sgd(0.05, momentum=0.8), params, grads)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), ours, ref)
 
 
 def test_initial_scalars_follow_the_paper():
-    meta = lopt.PerParameterMLP().init(jax.random.key(0))
+    meta = lopt.PerParameterMLP().init_meta_params(jax.random.key(0))
     assert np.isclose(np.exp(meta["log_alpha"]), 0.1)
     assert np.isclose(jax.nn.sigmoid(meta["logit_g0"]), 0.9)
     assert np.isclose(meta["beta"], 1e-3)
@@ -90,7 +90,7 @@ def test_features_have_19_channels_and_progress_encoding():
 
 def test_drop_in_for_optax_training_loop_and_state_checkpoints(mlp_task, tmp_path):
     learned = lopt.UNFOptimizer(mlp_task.spec)
-    opt = learned.opt_fn(learned.init(jax.random.key(0)))
+    opt = learned.opt_fn(learned.init_meta_params(jax.random.key(0)))
     params = mlp_task.init(jax.random.key(1))
     state = opt.init(params)
 
@@ -115,7 +115,7 @@ def test_drop_in_for_optax_training_loop_and_state_checkpoints(mlp_task, tmp_pat
 
 def test_unf_meta_params_transfer_to_a_wider_task_but_not_another_structure():
     narrow, wide, deep = tasks.mlp_digits(width=8), tasks.mlp_digits(width=16), tasks.mlp_digits(width=8, depth=3)
-    meta = lopt.UNFOptimizer(narrow.spec).init(jax.random.key(0))
+    meta = lopt.UNFOptimizer(narrow.spec).init_meta_params(jax.random.key(0))
     lopt.UNFOptimizer(wide.spec).opt_fn(meta)
     with pytest.raises(ValueError, match="does not fit this weight space"):
         lopt.UNFOptimizer(deep.spec).opt_fn(meta)

@@ -1,5 +1,5 @@
-"""PES meta-training: the estimator agrees with autodiff, NaN pairs are dropped, resumption is exact, sharding
-changes nothing."""
+"""ES meta-training: NRES and PES agree with autodiff in expectation, runs are staggered, rescaling keeps the
+function, NaN pairs are dropped, resumption is exact and refuses other settings, sharding changes nothing."""
 
 import json
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from unf import lopt, tasks
-from unf.meta import pes
+from unf.meta import estimators as es
 from unf.meta.train import MetaTrainConfig, make_step, meta_optimizer, meta_train, population_sharding
 from unf.spec import from_labels
 from unf.tasks.base import Task
@@ -32,36 +32,95 @@ def quadratic_task(nan_when_positive: bool = False) -> Task:
     return Task("quadratic", (("nan", nan_when_positive),), init, loss, lambda key: jnp.float32(0.0), spec)
 
 
-def test_antithetic_pes_estimates_the_true_meta_gradient():
+@pytest.mark.parametrize("estimator", ["nres", "pes"])
+def test_es_estimates_the_true_meta_gradient_of_several_truncations(estimator):
+    # Summed over the truncations of one run, either estimator is unbiased for the gradient of the summed truncation
+    # losses, each depending on theta through the whole run so far: autodiff of that unroll is the oracle.
     task, learned = quadratic_task(), lopt.SGDMomentum(alpha=0.05, g0=0.5)
-    cfg = pes.PESConfig(num_particles=1024, truncation=5, horizon=100, sigma=0.01)
-    meta = learned.init(jax.random.key(0))
-    state = pes.init_state(jax.random.key(1), task, learned, meta, cfg)
-    est, _, metrics = jax.jit(lambda k, m, s: pes.pes_step(k, m, s, task, learned, cfg))(jax.random.key(2), meta, state)
+    cfg = es.ESConfig(estimator=estimator, num_particles=2048, truncation=3, horizons=(9,), sigma=0.01)
+    meta = learned.init_meta_params(jax.random.key(0))
+    state = es.init_state(jax.random.key(1), task, learned, meta, cfg)
+    state = state._replace(ends=jnp.full_like(state.ends, cfg.horizon))
+    step = jax.jit(lambda k, m, s: es.es_step(k, m, s, task, learned, cfg))
+    start = state
+    total = jax.tree.map(jnp.zeros_like, meta)
+    for i in range(3):
+        est, state, metrics = step(jax.random.key(2 + i), meta, state)
+        total = jax.tree.map(jnp.add, total, est)
+        assert int(metrics["dropped"]) == 0 and int(metrics["resets"]) == 0
 
-    def meta_loss(theta, params, opt_state, step, key_data):
-        return pes.unroll(task, learned, theta, params, opt_state, step, key_data, cfg.truncation)[2]
+    def run_loss(theta, params, opt_state, key_data):
+        losses = []
+        for i in range(3):
+            params, opt_state, loss = es.unroll(task, learned, theta, params, opt_state, jnp.int32(3 * i), key_data,
+                                                cfg.truncation, jnp.int32(cfg.horizon))
+            losses.append(loss)
+        return sum(losses)
 
-    per_pair = jax.vmap(jax.grad(meta_loss), in_axes=(None, 0, 0, 0, 0))(
-        meta, jax.tree.map(lambda x: x[:, 0], state.params), jax.tree.map(lambda x: x[:, 0], state.opt_state),
-        state.step, state.task_key)
+    per_pair = jax.vmap(jax.grad(run_loss), in_axes=(None, 0, 0, 0))(
+        meta, jax.tree.map(lambda x: x[:, 0], start.params), jax.tree.map(lambda x: x[:, 0], start.opt_state),
+        start.task_key)
     true = jax.tree.map(lambda g: jnp.mean(g, axis=0), per_pair)
-    a = np.concatenate([np.ravel(x) for x in jax.tree.leaves(est)])
+    a = np.concatenate([np.ravel(x) for x in jax.tree.leaves(total)])
     b = np.concatenate([np.ravel(x) for x in jax.tree.leaves(true)])
     cosine = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
     assert cosine > 0.95, (a, b)
     assert 0.7 < np.linalg.norm(a) / np.linalg.norm(b) < 1.3
-    assert int(metrics["dropped"]) == 0
+
+
+def test_runs_are_staggered_from_the_start():
+    task, learned = quadratic_task(), lopt.SGDMomentum()
+    cfg = es.ESConfig(num_particles=16, truncation=2, horizons=(16,))
+    meta = learned.init_meta_params(jax.random.key(0))
+    state = es.init_state(jax.random.key(1), task, learned, meta, cfg)
+    assert sorted(np.asarray(state.ends).tolist()) == [2, 4, 6, 8, 10, 12, 14, 16]
+    step = jax.jit(lambda k, m, s: es.es_step(k, m, s, task, learned, cfg))
+    resets = []
+    for i in range(16):
+        _, state, metrics = step(jax.random.key(i), meta, state)
+        resets.append(int(metrics["resets"]))
+    assert max(resets) <= 2, resets  # never the whole population at once
+    assert sum(resets) >= cfg.num_pairs
+
+
+def test_each_run_draws_its_length_and_the_schedule_spans_it():
+    task, learned = quadratic_task(), lopt.PerParameterAdam(hidden=4)
+    cfg = es.ESConfig(num_particles=64, truncation=2, horizons=(4, 8, 16))
+    meta = learned.init_meta_params(jax.random.key(0))
+    state = es.init_state(jax.random.key(1), task, learned, meta, cfg)
+    assert set(np.asarray(state.total).tolist()) == {4, 8, 16}
+    assert np.all(np.asarray(state.ends) <= np.asarray(state.total))
+    step = jax.jit(lambda k, m, s: es.es_step(k, m, s, task, learned, cfg))
+    for i in range(8):
+        _, state, _ = step(jax.random.key(i), meta, state)
+        assert np.all(np.asarray(state.step) <= np.asarray(state.ends))
+
+
+def test_rescaled_runs_keep_the_function_and_rescale_the_weights():
+    task = tasks.mlp_digits(width=8, batch=16)
+    learned = lopt.PerParameterAdam(hidden=4)
+    cfg = es.ESConfig(num_particles=4, truncation=2, horizons=(4,), rescale=1.0)
+    meta = learned.init_meta_params(jax.random.key(0))
+    state = es.init_state(jax.random.key(1), task, learned, meta, cfg)
+    batch = task.sample_batch(jax.random.key(2))
+    for pair in range(cfg.num_pairs):
+        seen = jax.tree.map(lambda x: x[pair, 0], state.params)
+        scales = jax.tree.map(lambda x: x[pair], state.scales)
+        original = task.init(jax.random.split(jax.random.fold_in(
+            jax.random.wrap_key_data(state.task_key[pair]), 1))[0])
+        np.testing.assert_allclose(task.loss(jax.tree.map(jnp.multiply, seen, scales), batch),
+                                   task.loss(original, batch), rtol=1e-5)
+        assert not np.allclose(jax.tree.leaves(scales), 1.0)
 
 
 def test_diverged_pairs_are_dropped_counted_and_restarted():
     task, learned = quadratic_task(nan_when_positive=True), lopt.SGDMomentum()
-    cfg = pes.PESConfig(num_particles=16, truncation=3, horizon=30)
-    meta = learned.init(jax.random.key(0))
-    state = pes.init_state(jax.random.key(1), task, learned, meta, cfg)
+    cfg = es.ESConfig(num_particles=16, truncation=3, horizons=(30,))
+    meta = learned.init_meta_params(jax.random.key(0))
+    state = es.init_state(jax.random.key(1), task, learned, meta, cfg)
     bad = int(jnp.sum(state.params["w"][:, 0, 0] > 0))
     assert 0 < bad < cfg.num_pairs
-    step = jax.jit(lambda k, m, s: pes.pes_step(k, m, s, task, learned, cfg))
+    step = jax.jit(lambda k, m, s: es.es_step(k, m, s, task, learned, cfg))
     grad, state, metrics = step(jax.random.key(2), meta, state)
     assert int(metrics["dropped"]) == bad
     assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grad))
@@ -71,7 +130,7 @@ def test_diverged_pairs_are_dropped_counted_and_restarted():
 
 
 def small_run(**overrides):
-    values = dict(steps=4, checkpoint_every=2, seed=3, pes=pes.PESConfig(num_particles=4, truncation=3, horizon=6))
+    values = dict(steps=4, checkpoint_every=2, seed=3, es=es.ESConfig(num_particles=4, truncation=3, horizons=(6,)))
     values.update(overrides)
     return MetaTrainConfig(**values)
 
@@ -90,12 +149,12 @@ def test_killed_run_resumes_onto_the_uninterrupted_trajectory(tmp_path):
 
 def test_sharded_population_gives_the_same_meta_gradient():
     task, learned = tasks.mlp_digits(width=8, batch=16), lopt.PerParameterMLP(hidden=8)
-    cfg = small_run(pes=pes.PESConfig(num_particles=8, truncation=2, horizon=10))
-    sharding = population_sharding(cfg.pes.num_pairs)
+    cfg = small_run(es=es.ESConfig(num_particles=8, truncation=2, horizons=(10,)))
+    sharding = population_sharding(cfg.es.num_pairs)
     assert sharding is not None, "needs the 4 virtual devices from tests/conftest.py"
-    meta = learned.init(jax.random.key(0))
+    meta = learned.init_meta_params(jax.random.key(0))
     opt_state = meta_optimizer(cfg).init(meta)
-    state = pes.init_state(jax.random.key(1), task, learned, meta, cfg.pes)
+    state = es.init_state(jax.random.key(1), task, learned, meta, cfg.es)
     key = jax.random.key(5)
     one = make_step(task, learned, cfg)(key, meta, opt_state, state)
     many = make_step(task, learned, cfg, sharding)(key, meta, opt_state, jax.device_put(state, sharding))
@@ -106,8 +165,32 @@ def test_sharded_population_gives_the_same_meta_gradient():
 
 def test_config_errors_are_clear():
     with pytest.raises(ValueError, match="even"):
-        pes.PESConfig(num_particles=3)
-    with pytest.raises(ValueError, match="truncation <= horizon"):
-        pes.PESConfig(truncation=10, horizon=5)
+        es.ESConfig(num_particles=3)
+    with pytest.raises(ValueError, match="positive multiple of truncation"):
+        es.ESConfig(truncation=10, horizons=(5,))
+    with pytest.raises(ValueError, match="positive multiple of truncation"):
+        es.ESConfig(truncation=4, horizons=(10,))
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        es.ESConfig(estimator="ppes")
+    with pytest.raises(ValueError, match="rescale must be"):
+        es.ESConfig(rescale=-1.0)
     with pytest.raises(ValueError, match="tasks must hold"):
         meta_train(lopt.SGDMomentum(), [], small_run(), "/tmp/unused")
+
+
+def test_resuming_with_other_settings_or_a_damaged_checkpoint_is_refused_by_name(tmp_path):
+    task, learned = tasks.mlp_digits(width=8, batch=16), lopt.SGDMomentum()
+    meta_train(learned, [task], small_run(), tmp_path / "run", progress=False, stop_after=2)
+    with pytest.raises(ValueError, match=r"es.sigma: checkpointed 0.01, now 0.02"):
+        meta_train(learned, [task], small_run(es=es.ESConfig(num_particles=4, truncation=3, horizons=(6,), sigma=0.02)),
+                   tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match=r"es.horizons: checkpointed \[6\], now \[6, 12\]"):
+        meta_train(learned, [task], small_run(es=es.ESConfig(num_particles=4, truncation=3, horizons=(6, 12))),
+                   tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="meta_lr"):
+        meta_train(learned, [task], small_run(meta_lr=0.5), tmp_path / "run", progress=False)
+    for f in (tmp_path / "run" / "checkpoints" / "2").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="could not be restored"):
+        meta_train(learned, [task], small_run(), tmp_path / "run", progress=False)

@@ -10,15 +10,15 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 BETA1S = (0.5, 0.9, 0.99)
 ADAM_BETA1 = 0.9
 BETA2 = 0.999
 EPS = 1e-8
 CLIP = 10.0
-PROGRESS_TIMESCALES = (10.0, 100.0, 1000.0)
-NUM_FEATURES = len(BETA1S) + 4 + 1 + len(PROGRESS_TIMESCALES)
+WARMUP_TIMESCALE = 10.0
+NUM_PROGRESS = 3
+NUM_FEATURES = len(BETA1S) + 4 + NUM_PROGRESS
 
 
 def bias_corrected(moment: jax.Array, decay: float, count: jax.Array) -> jax.Array:
@@ -36,11 +36,14 @@ def factored_rms(v: jax.Array) -> jax.Array:
     return jnp.sqrt(row * col / (jnp.mean(row, axis=-2, keepdims=True) + 1e-30))
 
 
-def progress_features(count: jax.Array, total_steps: int) -> jax.Array:
-    """Returns ``[1 + len(PROGRESS_TIMESCALES)]``: the fraction of training done and ``tanh(count / tau)``."""
+def progress_features(count: jax.Array, total_steps) -> jax.Array:
+    """Returns ``[NUM_PROGRESS]``: the fraction of training done, its log-scale version ``log1p(t) / log1p(T)``, and
+    ``tanh(t / 10)`` (the moments' own warm-up). All are relative to the run or saturate within any run's first
+    steps, so a run longer than any seen in meta-training feeds the rule no input it has not seen."""
     t = count.astype(jnp.float32)
-    taus = jnp.asarray(np.array(PROGRESS_TIMESCALES, np.float32))
-    return jnp.concatenate([jnp.minimum(t / float(total_steps), 1.0)[None], jnp.tanh(t / taus)])
+    total = jnp.asarray(total_steps, jnp.float32)
+    return jnp.stack([jnp.minimum(t / total, 1.0), jnp.minimum(jnp.log1p(t) / jnp.log1p(total), 1.0),
+                      jnp.tanh(t / WARMUP_TIMESCALE)])
 
 
 def leaf_features(w, g, momenta, v, count, progress) -> jax.Array:
@@ -63,7 +66,7 @@ def leaf_features(w, g, momenta, v, count, progress) -> jax.Array:
     return jnp.concatenate([x, tiled], axis=-1)
 
 
-def features(params: Any, grads: Any, momenta: tuple, v: Any, count: jax.Array, total_steps: int) -> Any:
+def features(params: Any, grads: Any, momenta: tuple, v: Any, count: jax.Array, total_steps) -> Any:
     """Returns a tree like ``params`` with leaves ``[*leaf_shape, NUM_FEATURES]``."""
     progress = progress_features(count, total_steps)
     f32 = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), t)  # noqa: E731

@@ -55,7 +55,9 @@ def _rms(x: jax.Array) -> jax.Array:
     return jnp.sqrt(jnp.mean(jnp.square(x)))
 
 
-def _check_total_steps(total_steps) -> int:
+def _check_total_steps(total_steps):
+    if isinstance(total_steps, jax.Array) and total_steps.ndim == 0:
+        return total_steps  # traced: meta-training draws each inner run's length
     if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
         raise ValueError(
             f"total_steps must be a positive int (the length of the training run the schedule spans), "
@@ -91,13 +93,15 @@ def _check_like(meta_params: Any, expected: Any, kind: str) -> None:
 def transformation(
     meta_params: dict,
     correction: Callable[[Any, Any], Any],
-    total_steps: int,
+    total_steps: int | jax.Array,
     learning_rate: ScalarOrSchedule | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Returns the learned-Adam optax transformation.
 
     correction(params, features) -> tree like params with leaves ``[*leaf_shape, 2]`` (direction, log-magnitude);
-    learning_rate: None for the learned schedule, else a float or an optax schedule that replaces it.
+    total_steps: the run's length, a positive int (or a scalar array inside meta-training, where runs of several
+    lengths share one compiled step); learning_rate: None for the learned schedule, else a float or an optax
+    schedule that replaces it.
     """
     total_steps = _check_total_steps(total_steps)
 
@@ -172,7 +176,7 @@ class PerParameterAdam:
         out = jax.tree.map(jnp.zeros_like, layers.PointwiseLinear(self.hidden, 2).init(key))
         return {**_base_meta_params(k_hidden, self.hidden), "output": out}
 
-    def opt_fn(self, meta_params: dict, *, total_steps: int,
+    def opt_fn(self, meta_params: dict, *, total_steps: int | jax.Array,
                learning_rate: ScalarOrSchedule | None = None) -> optax.GradientTransformationExtraArgs:
         """Returns the optax transformation for a run of ``total_steps`` steps (see :func:`transformation`)."""
         _check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
@@ -229,28 +233,13 @@ class EquivariantAdam:
         out = jax.tree.map(jnp.zeros_like, self._layer(self.spec).init(k_out))
         return {**_base_meta_params(k_hidden, self.hidden), "output": out}
 
-    def spec_for(self, params: Any) -> WeightSpaceSpec:
-        """Returns the weight space of ``params``: this spec's labels, looked up by each leaf's path, with the
-        params' own sizes. Raises ValueError for a leaf the spec does not name."""
-        labels_by_path = dict(zip(self.spec.leaf_names, self.spec.leaf_axes))
-
-        def labels(path, leaf):
-            name = jax.tree_util.keystr(path) or "<root>"
-            if name not in labels_by_path:
-                raise ValueError(f"params leaf {name} is not in the optimizer's weight space; it names "
-                                 f"{list(labels_by_path)}.")
-            return labels_by_path[name]
-
-        shapes = jax.tree.map(lambda p: jax.ShapeDtypeStruct(jnp.shape(p), jnp.float32), params)
-        return spec_lib.from_labels(shapes, jax.tree_util.tree_map_with_path(labels, shapes))
-
-    def opt_fn(self, meta_params: dict, *, total_steps: int,
+    def opt_fn(self, meta_params: dict, *, total_steps: int | jax.Array,
                learning_rate: ScalarOrSchedule | None = None) -> optax.GradientTransformationExtraArgs:
         """Returns the optax transformation for a run of ``total_steps`` steps (see :func:`transformation`)."""
         _check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
 
         def one_view(params, x):
-            layer = self._layer(self.spec_for(params))
+            layer = self._layer(spec_lib.relabel(self.spec, params))
             if layer.spec.leaf_names != self.spec.leaf_names:
                 raise ValueError(
                     f"params hold the leaves {list(layer.spec.leaf_names)} but this optimizer's equivariant layer "

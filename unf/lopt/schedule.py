@@ -31,7 +31,8 @@ def init(base_lr: float) -> dict:
     return {"log_lr": jnp.log(jnp.float32(base_lr)), "knots": jnp.zeros((len(KNOTS),), jnp.float32)}
 
 
-def learning_rate(meta: dict, step: jax.Array, total_steps: int) -> jax.Array:
-    """Returns the step size at inner step ``step`` (0-based) of a run of ``total_steps`` steps."""
-    progress = jnp.asarray(step, jnp.float32) / float(total_steps)
+def learning_rate(meta: dict, step: jax.Array, total_steps) -> jax.Array:
+    """Returns the step size at inner step ``step`` (0-based) of a run of ``total_steps`` steps (an int, or a traced
+    scalar when runs of several lengths share one compiled meta-step)."""
+    progress = jnp.asarray(step, jnp.float32) / jnp.asarray(total_steps, jnp.float32)
     return jnp.exp(meta["log_lr"] + jnp.dot(meta["knots"], hat_basis(progress)))

@@ -9,10 +9,11 @@ in the noise:
 - ``"pes"`` (Persistent ES, Vicol et al. 2021): ``eps`` is drawn afresh every truncation and accumulated in ``xi``;
   the estimate is ``xi (L+ - L-) / (2 sigma^2)``.
 
-Inner runs are staggered from the start: pair ``i``'s first run is cut after ``(i + 1) / P`` of the horizon, so
-the population never resets together. Every new run draws a fresh seed and, with ``rescale > 0``, multiplies every
-tensor by ``exp(U(-rescale, rescale))`` (the optimizer sees ``w' = w / s`` and the loss ``L(s w')``), so the rule
-cannot rely on one parametrisation's scale. A pair whose losses are not finite is dropped from the estimate,
+Inner runs are staggered from the start: pair ``i``'s first run is cut after ``(i + 1) / P`` of its length, so
+the population never resets together. Every new run draws a fresh seed, its length from ``horizons`` (the learned
+optimizer's ``total_steps`` for that run) and, with ``rescale > 0``, multiplies every tensor by
+``exp(U(-rescale, rescale))`` (the optimizer sees ``w' = w / s`` and the loss ``L(s w')``), so the rule cannot rely
+on one run length or one parametrisation's scale. A pair whose losses are not finite is dropped from the estimate,
 counted, and restarted.
 """
 
@@ -33,13 +34,14 @@ ESTIMATORS = ("nres", "pes")
 @dataclasses.dataclass(frozen=True)
 class ESConfig:
     """estimator: ``"nres"`` or ``"pes"``; num_particles: inner runs (even: antithetic pairs); truncation: inner
-    steps per meta-step; horizon: inner steps of one run (a multiple of truncation; also the learned schedule's
-    ``total_steps``); sigma: perturbation std; rescale: log-range of the per-tensor parameter rescaling (0: none)."""
+    steps per meta-step; horizons: the lengths a run may have, one drawn per run (each a multiple of truncation;
+    the learned optimizer's ``total_steps``); sigma: perturbation std; rescale: log-range of the per-tensor
+    parameter rescaling (0: none)."""
 
     estimator: str = "nres"
     num_particles: int = 16
     truncation: int = 10
-    horizon: int = 200
+    horizons: tuple[int, ...] = (200,)
     sigma: float = 0.01
     rescale: float = 0.0
 
@@ -48,9 +50,14 @@ class ESConfig:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}.")
         if not isinstance(self.num_particles, int) or self.num_particles < 2 or self.num_particles % 2:
             raise ValueError(f"num_particles must be a positive even number (antithetic pairs), got {self.num_particles!r}.")
-        if self.truncation < 1 or self.horizon < self.truncation or self.horizon % self.truncation:
-            raise ValueError(f"horizon must be a positive multiple of truncation, got truncation={self.truncation}, "
-                             f"horizon={self.horizon}.")
+        horizons = self.horizons
+        if not isinstance(horizons, tuple) or not horizons or any(
+                not isinstance(h, int) or isinstance(h, bool) for h in horizons):
+            raise ValueError(f"horizons must be a non-empty tuple of ints, got {horizons!r}.")
+        if not isinstance(self.truncation, int) or self.truncation < 1 or any(
+                h < self.truncation or h % self.truncation for h in horizons):
+            raise ValueError(f"every horizon must be a positive multiple of truncation, got truncation="
+                             f"{self.truncation}, horizons={horizons}.")
         if not self.sigma > 0:
             raise ValueError(f"sigma must be positive, got {self.sigma}.")
         if not self.rescale >= 0:
@@ -60,26 +67,33 @@ class ESConfig:
     def num_pairs(self) -> int:
         return self.num_particles // 2
 
+    @property
+    def horizon(self) -> int:
+        """The longest run."""
+        return max(self.horizons)
+
 
 class ESState(NamedTuple):
     """Per pair: inner params and optimizer state ``[pairs, 2, ...]``; ``noise`` like the meta-params
-    ``[pairs, ...]`` (NRES: this run's perturbation; PES: the accumulated ``xi``); inner ``step`` and run
-    ``length`` ``[pairs]``; the run's seed as raw key data ``[pairs, key words]``; per-tensor ``scales`` like the
-    params ``[pairs, ...]`` (scalars per leaf)."""
+    ``[pairs, ...]`` (NRES: this run's perturbation; PES: the accumulated ``xi``); inner ``step``, the run's
+    ``total`` length (its ``total_steps``) and the step it ``ends`` at (shorter for the staggered first runs), all
+    ``[pairs]``; the run's seed as raw key data ``[pairs, key words]``; per-tensor ``scales`` like the params
+    ``[pairs, ...]`` (scalars per leaf)."""
 
     params: Any
     opt_state: Any
     noise: Any
     step: jax.Array
-    length: jax.Array
+    total: jax.Array
+    ends: jax.Array
     task_key: jax.Array
     scales: Any
 
 
-def make_opt(lopt, theta, cfg: ESConfig) -> optax.GradientTransformationExtraArgs:
-    """Returns ``lopt``'s transformation for meta-params ``theta`` over a run of ``cfg.horizon`` steps."""
+def make_opt(lopt, theta, total: jax.Array) -> optax.GradientTransformationExtraArgs:
+    """Returns ``lopt``'s transformation for meta-params ``theta`` over a run of ``total`` steps."""
     if getattr(lopt, "uses_total_steps", False):
-        return lopt.opt_fn(theta, total_steps=cfg.horizon)
+        return lopt.opt_fn(theta, total_steps=total)
     return lopt.opt_fn(theta)
 
 
@@ -92,15 +106,16 @@ def _scaled_loss(task: Task):
 
 def _fresh_run(task: Task, lopt, meta_params, key_data: jax.Array, cfg: ESConfig):
     key = jax.random.wrap_key_data(key_data)
-    k_init, k_scale = jax.random.split(jax.random.fold_in(key, 1))
+    k_init, k_scale, k_total = jax.random.split(jax.random.fold_in(key, 1), 3)
     params = task.init(k_init)
     leaves, treedef = jax.tree.flatten(params)
     logs = jax.random.uniform(k_scale, (len(leaves),), jnp.float32, -cfg.rescale, cfg.rescale)
     scales = treedef.unflatten(list(jnp.exp(logs)))
     params = jax.tree.map(lambda p, s: p / s.astype(p.dtype), params, scales)
-    opt_state = make_opt(lopt, meta_params, cfg).init(params)
+    total = jax.random.choice(k_total, jnp.asarray(cfg.horizons, jnp.int32))
+    opt_state = make_opt(lopt, meta_params, total).init(params)
     pair = lambda t: jax.tree.map(lambda x: jnp.stack([x, x]), t)  # noqa: E731
-    return pair(params), pair(opt_state), scales
+    return pair(params), pair(opt_state), scales, total
 
 
 def _draw_noise(key: jax.Array, meta_params, cfg: ESConfig) -> Any:
@@ -112,27 +127,27 @@ def _draw_noise(key: jax.Array, meta_params, cfg: ESConfig) -> Any:
 
 
 def init_state(key: jax.Array, task: Task, lopt, meta_params, cfg: ESConfig) -> ESState:
-    """Returns the initial population: fresh runs at step 0 whose first lengths are staggered over the horizon."""
+    """Returns the initial population: fresh runs at step 0 whose first ends are staggered over their lengths."""
     k_runs, k_noise = jax.random.split(key)
     keys = jax.random.key_data(jax.random.split(k_runs, cfg.num_pairs))
-    params, opt_state, scales = jax.vmap(lambda k: _fresh_run(task, lopt, meta_params, k, cfg))(keys)
+    params, opt_state, scales, total = jax.vmap(lambda k: _fresh_run(task, lopt, meta_params, k, cfg))(keys)
     if cfg.estimator == "nres":
         noise = _draw_noise(k_noise, meta_params, cfg)
     else:
         noise = jax.tree.map(lambda m: jnp.zeros((cfg.num_pairs,) + jnp.shape(m), jnp.float32), meta_params)
-    chunks = cfg.horizon // cfg.truncation
+    chunks = total // cfg.truncation
     first = (jnp.arange(cfg.num_pairs) + 1) * chunks // cfg.num_pairs
-    length = jnp.maximum(first, 1).astype(jnp.int32) * cfg.truncation
-    return ESState(params, opt_state, noise, jnp.zeros((cfg.num_pairs,), jnp.int32), length, keys, scales)
+    ends = jnp.maximum(first, 1).astype(jnp.int32) * cfg.truncation
+    return ESState(params, opt_state, noise, jnp.zeros((cfg.num_pairs,), jnp.int32), total, ends, keys, scales)
 
 
 def unroll(task: Task, lopt, theta, params, opt_state, step: jax.Array, key_data: jax.Array, length: int,
-           cfg: ESConfig, scales: Any = None):
-    """Returns ``(params, opt_state, mean training loss)`` after ``length`` inner steps with meta-params ``theta``.
-
-    Batches are drawn from ``fold_in(run seed, inner step)``, so a particle's data depends only on its run.
+           total: jax.Array, scales: Any = None):
+    """Returns ``(params, opt_state, mean training loss)`` after ``length`` inner steps with meta-params ``theta``,
+    in a run of ``total`` steps. Batches are drawn from ``fold_in(run seed, inner step)``, so a particle's data
+    depends only on its run; ``scales`` (per leaf, default ones) rescale the params inside the loss.
     """
-    opt = make_opt(lopt, theta, cfg)
+    opt = make_opt(lopt, theta, total)
     data_key = jax.random.fold_in(jax.random.wrap_key_data(key_data), 2)
     if scales is None:
         scales = jax.tree.map(lambda p: jnp.ones((), jnp.float32), params)
@@ -164,14 +179,16 @@ def es_step(key: jax.Array, meta_params, state: ESState, task: Task, lopt, cfg: 
     ``dropped`` (pairs dropped for NaN/inf), ``resets`` (pairs that started a fresh inner run).
     """
     k_reset, k_noise, k_fresh_noise = jax.random.split(key, 3)
-    reset = state.step >= state.length
+    reset = state.step >= state.ends
     fresh_keys = jax.random.key_data(jax.random.split(k_reset, cfg.num_pairs))
-    fresh_params, fresh_opt, fresh_scales = jax.vmap(lambda k: _fresh_run(task, lopt, meta_params, k, cfg))(fresh_keys)
+    fresh_params, fresh_opt, fresh_scales, fresh_total = jax.vmap(
+        lambda k: _fresh_run(task, lopt, meta_params, k, cfg))(fresh_keys)
     params = _where(reset, fresh_params, state.params)
     opt_state = _where(reset, fresh_opt, state.opt_state)
     scales = _where(reset, fresh_scales, state.scales)
     step = jnp.where(reset, 0, state.step)
-    length = jnp.where(reset, cfg.horizon, state.length)
+    total = jnp.where(reset, fresh_total, state.total)
+    ends = jnp.where(reset, fresh_total, state.ends)
     task_key = jnp.where(reset[:, None], fresh_keys, state.task_key)
 
     if cfg.estimator == "nres":
@@ -183,21 +200,21 @@ def es_step(key: jax.Array, meta_params, state: ESState, task: Task, lopt, cfg: 
         weight = noise
     signs = jnp.array([1.0, -1.0], jnp.float32)
 
-    def particle(e, sign, p, s, st, kd, sc):
+    def particle(e, sign, p, s, st, kd, tot, sc):
         theta = jax.tree.map(lambda m, n: m + sign * n, meta_params, e)
-        return unroll(task, lopt, theta, p, s, st, kd, cfg.truncation, cfg, sc)
+        return unroll(task, lopt, theta, p, s, st, kd, cfg.truncation, tot, sc)
 
-    over_signs = jax.vmap(particle, in_axes=(None, 0, 0, 0, None, None, None))
-    over_pairs = jax.vmap(over_signs, in_axes=(0, None, 0, 0, 0, 0, 0))
-    new_params, new_opt, losses = over_pairs(eps, signs, params, opt_state, step, task_key, scales)
+    over_signs = jax.vmap(particle, in_axes=(None, 0, 0, 0, None, None, None, None))
+    over_pairs = jax.vmap(over_signs, in_axes=(0, None, 0, 0, 0, 0, 0, 0))
+    new_params, new_opt, losses = over_pairs(eps, signs, params, opt_state, step, task_key, total, scales)
 
     finite = jnp.all(jnp.isfinite(losses), axis=1)
     valid = jnp.maximum(jnp.sum(finite), 1)
     diff = jnp.where(finite, losses[:, 0] - losses[:, 1], 0.0)
     grad = jax.tree.map(lambda x: jnp.tensordot(diff, x, axes=1) / (2.0 * valid * cfg.sigma**2), weight)
     meta_loss = jnp.sum(jnp.where(finite, jnp.mean(losses, axis=1), 0.0)) / valid
-    # A pair that diverged restarts at the next meta-step: pushing its step to its length triggers the reset.
-    new_step = jnp.where(finite, step + cfg.truncation, length)
-    new_state = ESState(new_params, new_opt, noise, new_step, length, task_key, scales)
+    # A pair that diverged restarts at the next meta-step: pushing its step to its end triggers the reset.
+    new_step = jnp.where(finite, step + cfg.truncation, ends)
+    new_state = ESState(new_params, new_opt, noise, new_step, total, ends, task_key, scales)
     metrics = {"meta_loss": meta_loss, "dropped": jnp.sum(~finite), "resets": jnp.sum(reset)}
     return grad, new_state, metrics

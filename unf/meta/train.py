@@ -131,11 +131,12 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
 
 def run_description(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig) -> dict:
     """Returns the settings that determine a run's trajectory, as JSON-ready values."""
-    return {
+    description = {
         "optimizer": getattr(lopt, "name", type(lopt).__name__), "hidden": getattr(lopt, "hidden", None),
         "tasks": [t.label for t in tasks], "steps_planned": cfg.steps, "meta_lr": cfg.meta_lr, "clip": cfg.clip,
         "seed": cfg.seed, **{f"es.{k}": v for k, v in dataclasses.asdict(cfg.es).items()},
     }
+    return json.loads(json.dumps(description))  # as it reads back from run_config.json (tuples become lists)
 
 
 def _check_resume(path: Path, description: dict) -> None:

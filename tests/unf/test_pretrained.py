@@ -1,0 +1,54 @@
+"""The optimizer that ships with the package: loads, says how it was made, trains models it never saw."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from unf import lopt, tasks
+from unf.lopt import shipped
+
+
+def test_the_transformer_optimizer_ships_with_its_provenance():
+    assert "transformer-lm" in lopt.available()
+    info = shipped.info("transformer-lm")
+    assert info["command"].startswith("unf-meta-train --recipe transformer-lm")
+    assert {"meta_steps", "device", "date", "commit", "es", "recipe", "kind"} <= set(info)
+    assert info["meta_steps"] >= 1000
+
+
+def test_it_trains_a_transformer_of_another_width_depth_and_attention():
+    task = tasks.transformer_lm(d_model=24, layers=2, heads=4, seq=8, batch=8, attention="linear")
+    opt = lopt.pretrained("transformer-lm", total_steps=30)
+    params = task.init(jax.random.key(0))
+    state = opt.init(params)
+
+    @jax.jit
+    def step(p, s, key):
+        loss, g = jax.value_and_grad(task.loss)(p, task.sample_batch(key))
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s, loss
+
+    losses = []
+    for i in range(30):
+        params, state, loss = step(params, state, jax.random.key(i))
+        losses.append(float(loss))
+    assert np.all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3
+
+
+def test_unknown_names_and_foreign_files_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="name must be one of the shipped optimizers"):
+        lopt.pretrained("transformer", total_steps=10)
+    with pytest.raises(ValueError, match="total_steps must be a positive int"):
+        lopt.pretrained("transformer-lm", total_steps=0)
+    learned, meta = lopt.load_pretrained("transformer-lm")
+    other = lopt.PerParameterAdam().init_meta_params(jax.random.key(0))
+    shipped.save_npz(tmp_path / "other.npz", other)
+    with pytest.raises(ValueError, match="does not hold meta-params of this optimizer"):
+        shipped.load_npz(tmp_path / "other.npz", meta)
+    shipped.save_npz(tmp_path / "same.npz", meta)
+    again = shipped.load_npz(tmp_path / "same.npz", jax.eval_shape(learned.init_meta_params, jax.random.key(0)))
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), again, meta)
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(again))
