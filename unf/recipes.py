@@ -59,7 +59,7 @@ RECIPES = {
         train_tasks=_transformer_tasks,
         heldout=_transformer_heldout,
         config=MetaTrainConfig(
-            steps=10_000, meta_lr=1e-3, clip=1.0, checkpoint_every=250, seed=0,
+            steps=12_000, meta_lr=1e-3, clip=1.0, checkpoint_every=250, seed=0,
             es=ESConfig(estimator="nres", num_particles=16, truncation=10, horizons=(100, 200, 400), sigma=0.01,
                         rescale=0.3),
         ),
