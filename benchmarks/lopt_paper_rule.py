@@ -77,7 +77,7 @@ def main(argv=None) -> int:
             table = previous["table"]
         else:
             contenders = []
-            for name in ("unf", "mlp", "sgdm"):
+            for name in ("unf", "per-parameter", "sgdm"):
                 print(f"[{fam}] meta-training {name}: {budget}", flush=True)
                 path = cli.run_meta_train(fam, name, cfg, args.runs / fam / name, progress=False)
                 contenders.append(cli.load_contender(path))
@@ -110,7 +110,7 @@ def summarise(results: dict) -> str:
         rows = res["eval"]["rows"]
         for task in dict.fromkeys(r["task"] for r in rows):
             by = {r["optimizer"].split(" ")[0]: r for r in rows if r["task"] == task}
-            u, a, m = by["unf"], by["adam"], by["mlp"]
+            u, a, m = by["unf"], by["adam"], by["per-parameter"]
             beats = lambda x, y: "yes" if x["final"] + x["final_se"] + y["final_se"] < y["final"] else "no"  # noqa: E731
             lines.append(f"| {task} | {u['final']:.4f} ± {u['final_se']:.4f} | {a['final']:.4f} ± {a['final_se']:.4f} "
                          f"| {m['final']:.4f} ± {m['final_se']:.4f} | {beats(u, a)} | {beats(u, m)} "

@@ -2,7 +2,7 @@
 
 For each weight space at two sizes: number of basis terms, compile time, apply time (median of interleaved runs) and
 XLA's compiled peak-memory estimate of ``EquivariantLinear.apply`` (reductions shared, channels mixed on reduced
-tensors, one matmul per output signature) against ``apply_term_by_term`` (each term reduced, mixed and placed on its
+tensors, one matmul per output signature) against ``unf._reference.apply_term_by_term`` (each term reduced, mixed and placed on its
 own), with the ratios. Both compute the same map; the script checks they agree.
 
     python -m benchmarks.unf_layer
@@ -11,6 +11,7 @@ own), with the ratios. Both compute the same map; the script checks they agree.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 
@@ -23,6 +24,7 @@ from benchmarks import report, timing
 from hetnet.config import TransformerConfig
 from hetnet.models import TransformerLM
 from unf import layers, spec as spec_lib
+from unf._reference import apply_term_by_term
 
 
 def mlp_space(widths):
@@ -78,7 +80,8 @@ def measure(space: str, size: str, channels: int, repeats: int) -> dict:
     x = spec.unflatten([rng.normal(size=s + (channels,)).astype(np.float32) for s in spec.leaf_shapes])
 
     fast_compile, fast = compile_seconds(layer.apply, weights, x)
-    ref_compile, ref = compile_seconds(layer.apply_term_by_term, weights, x)
+    term_by_term = functools.partial(apply_term_by_term, layer)
+    ref_compile, ref = compile_seconds(term_by_term, weights, x)
     err = max(
         float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-12))
         for a, b in zip(jax.tree.leaves(fast(weights, x)), jax.tree.leaves(ref(weights, x)))
@@ -87,7 +90,7 @@ def measure(space: str, size: str, channels: int, repeats: int) -> dict:
         raise AssertionError(f"{space}/{size}: fast and term-by-term layers disagree (relative error {err:.2e})")
     times = timing.time_interleaved({"fast": lambda: fast(weights, x), "ref": lambda: ref(weights, x)}, repeats)
     mem = {"fast": timing.compiled_memory_bytes(jax.jit(layer.apply), weights, x),
-           "ref": timing.compiled_memory_bytes(jax.jit(layer.apply_term_by_term), weights, x)}
+           "ref": timing.compiled_memory_bytes(jax.jit(term_by_term), weights, x)}
     return {
         "space": space,
         "size": size,

@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
     # Every basis term is inspectable: what it reads and where it writes (here from w1 into w2).
     w1_to_w2 = unf.basis.terms(labels["w2"], labels["w1"])
     for term in w1_to_w2:
-        print("  w2 <- w1:", term.describe())
+        print("  w2 <- w1:", term.formula())
 
     # An equivariant layer over the spec: permuting its input permutes its output the same way.
     layer = unf.EquivariantLinear(plain_spec, c_in=1, c_out=2)

@@ -34,17 +34,27 @@ def _option(text: str) -> tuple[str, object]:
     return name, {"true": True, "false": False}.get(raw.lower(), raw)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hetnet-train", description=__doc__)
     p.add_argument("--text", type=Path, default=None, help="a text file to train on (default: the standard library)")
-    p.add_argument("--max-bytes", type=int, default=4_000_000, help="standard-library bytes to read")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--seq-len", type=int, default=64)
-    p.add_argument("--d-model", type=int, default=64)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--kv-heads", type=int, default=None)
+    p.add_argument("--max-bytes", type=_positive_int, default=4_000_000, help="standard-library bytes to read")
+    p.add_argument("--steps", type=_positive_int, default=300)
+    p.add_argument("--batch", type=_positive_int, default=32)
+    p.add_argument("--seq-len", type=_positive_int, default=64)
+    p.add_argument("--d-model", type=_positive_int, default=64)
+    p.add_argument("--layers", type=_positive_int, default=2)
+    p.add_argument("--heads", type=_positive_int, default=4)
+    p.add_argument("--kv-heads", type=_positive_int, default=None)
     p.add_argument("--norm", choices=("rms", "layer"), default="rms")
     p.add_argument("--ffn", choices=("gelu", "swiglu"), default="gelu")
     p.add_argument("--attention", choices=attention.variants(), default="softmax")
@@ -53,8 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--block", choices=BLOCK_KINDS, default="standard",
                    help="stacked blocks, one recurrent block, or the Hyper-SET layer (--layers iterations)")
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--eval-batches", type=int, default=8)
+    p.add_argument("--eval-every", type=_positive_int, default=100)
+    p.add_argument("--eval-batches", type=_positive_int, default=8)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="folder for metrics.jsonl (appended as training runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

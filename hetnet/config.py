@@ -140,6 +140,9 @@ class TransformerConfig:
             )
         # Building the sub-configs runs their checks now, at construction, rather than at the first apply.
         self.attention_config, self.ffn_config, self.norm_config  # noqa: B018
+        from hetnet import attention  # the variants import this module, so the registry is read at call time
+
+        attention.check_options(self.attention, self.attention_options)
 
     @property
     def attention_config(self) -> AttentionConfig:

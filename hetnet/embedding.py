@@ -34,11 +34,14 @@ def init_tokens(key: jax.Array, vocab_size: int, d_model: int):
 
 
 def embed_tokens(table: jax.Array, tokens: jax.Array, dtype) -> jax.Array:
-    """Returns the rows of ``table`` for ``tokens``; out-of-range tokens give NaN rows.
+    """Returns the rows of ``table`` for ``tokens``; out-of-range tokens, negative ones included, give NaN rows.
 
     table: [vocab, d_model]; tokens: [batch, seq] int -> [batch, seq, d_model]
     """
-    return jnp.take(table.astype(dtype), tokens, axis=0, mode="fill", fill_value=jnp.nan)
+    # jnp.take wraps negative indices before its fill mode applies, so validity is masked explicitly.
+    valid = (tokens >= 0) & (tokens < table.shape[0])
+    rows = jnp.take(table.astype(dtype), jnp.where(valid, tokens, 0), axis=0)
+    return jnp.where(valid[..., None], rows, jnp.asarray(jnp.nan, rows.dtype))
 
 
 def init_positions(key: jax.Array, max_len: int, d_model: int):

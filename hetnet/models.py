@@ -75,6 +75,9 @@ def apply_body(params, x: jax.Array, cfg: TransformerConfig, *, padding_mask=Non
 
     x: [batch, seq, d_model] embedded inputs; padding_mask: [batch, seq] bool or None -> [batch, seq, d_model]
     """
+    if padding_mask is not None and tuple(padding_mask.shape) != tuple(x.shape[:2]):
+        raise ValueError(f"padding_mask must have shape [batch, seq] = {tuple(x.shape[:2])}, got "
+                         f"{tuple(padding_mask.shape)}.")
     if cfg.block == "standard":
         x = residual_states(params, x, cfg, padding_mask=padding_mask)[-1]
         return norms.apply(params["final_norm"], x, cfg.norm_config)

@@ -34,7 +34,12 @@ def permute_leaf(x: jax.Array, labels: tuple, perms: Permutations) -> jax.Array:
     """
     for axis, label in enumerate(labels):
         if label is not None and label in perms:
-            x = jnp.take(x, perms[label], axis=axis)
+            perm = perms[label]
+            if jnp.ndim(perm) != 1 or jnp.shape(perm)[0] != jnp.shape(x)[axis]:
+                raise ValueError(f"the permutation of label {label!r} has shape {jnp.shape(perm)} but the axis it "
+                                 f"acts on has size {jnp.shape(x)[axis]}: the group element was made for "
+                                 "params of another size.")
+            x = jnp.take(x, perm, axis=axis)
     return x
 
 

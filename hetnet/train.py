@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from hetnet import sharding as sharding_lib
+from hetnet import embedding, sharding as sharding_lib
 from hetnet.config import ClassifierConfig, TransformerConfig
 from hetnet.models import SequenceClassifier, TransformerLM
 
@@ -23,11 +23,19 @@ def lm_loss(params, batch: dict, cfg: TransformerConfig) -> jax.Array:
     batch["tokens"]: [batch, seq + 1] int; optional batch["mask"]: [batch, seq + 1] bool, True for real tokens.
     """
     tokens = batch["tokens"]
+    embedding.check_tokens(tokens, cfg.vocab_size, 'batch["tokens"]')
+    if tokens.ndim != 2 or tokens.shape[1] < 2:
+        raise ValueError(f'batch["tokens"] must have shape [batch, seq + 1] with seq >= 1, got {tuple(tokens.shape)}.')
     inputs, targets = tokens[:, :-1], tokens[:, 1:]
     mask = batch.get("mask")
     padding_mask = None if mask is None else mask[:, :-1]
     logits = TransformerLM.apply(params, inputs, cfg, padding_mask=padding_mask)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+    # Traced targets cannot be checked eagerly: an out-of-range one makes the loss NaN rather than a wrong number.
+    invalid = (targets < 0) | (targets >= cfg.vocab_size)
+    if mask is not None:
+        invalid = invalid & mask[:, 1:].astype(bool)
+    losses = jnp.where(invalid, jnp.nan, losses)
     if mask is None:
         return jnp.mean(losses)
     weights = mask[:, 1:].astype(losses.dtype)
@@ -50,9 +58,16 @@ def classifier_accuracy(params, batch: dict, cfg: ClassifierConfig) -> jax.Array
     return jnp.mean(jnp.argmax(logits, axis=-1) == batch["labels"])
 
 
-def global_norm(tree: Any) -> jax.Array:
-    """Returns the L2 norm of all leaves of ``tree`` taken together."""
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
+def inner_step(loss_fn: LossFn, optimizer: optax.GradientTransformationExtraArgs, params, opt_state, batch):
+    """Returns ``(params, opt_state, loss, grads)`` after one optimizer step on ``batch`` (``loss`` before it).
+
+    The one training step every loop in the project runs (the train step, meta-training's unrolls, evaluation).
+    The optimizer receives the loss as optax's extra argument ``value``; wrap a plain transformation with
+    ``optax.with_extra_args_support``.
+    """
+    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    updates, opt_state = optimizer.update(grads, opt_state, params, value=loss)
+    return optax.apply_updates(params, updates), opt_state, loss, grads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,28 +111,33 @@ def make_train_step(
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
     shardings: StepShardings | None = None,
+    *,
+    donate: bool = True,
 ) -> Callable[[Any, Any, Any], tuple[Any, Any, dict]]:
     """Returns a jitted ``step(params, opt_state, batch) -> (params, opt_state, metrics)``.
 
     The optimizer receives the loss as the extra argument ``value`` (optax's convention for transformations that
     use it). ``metrics`` holds ``loss`` (before the update) and ``grad_norm``. With ``shardings`` the step is compiled
-    for them (see :func:`step_shardings`); put the inputs there with :func:`place`.
+    for them (see :func:`step_shardings`); put the inputs there with :func:`place`. The ``params`` and ``opt_state``
+    passed in are donated (updated in place where the backend can): use the returned ones, not the inputs; with
+    ``donate=False`` they stay valid (for calling the step repeatedly on the same inputs, as a benchmark does).
     """
     opt = optax.with_extra_args_support(optimizer)
 
     def step(params, opt_state, batch):
-        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-        updates, opt_state = opt.update(grads, opt_state, params, value=loss)
-        params = optax.apply_updates(params, updates)
-        return params, opt_state, {"loss": loss, "grad_norm": global_norm(grads)}
+        params, opt_state, loss, grads = inner_step(loss_fn, opt, params, opt_state, batch)
+        return params, opt_state, {"loss": loss, "grad_norm": optax.tree.norm(grads)}
 
+    # The old params and optimizer state are dead after a step: donating them lets XLA update in place.
+    donated = (0, 1) if donate else ()
     if shardings is None:
-        return jax.jit(step)
+        return jax.jit(step, donate_argnums=donated)
     metrics = sharding_lib.replicated(shardings.batch.mesh)
     return jax.jit(
         step,
         in_shardings=(shardings.params, shardings.opt_state, shardings.batch),
         out_shardings=(shardings.params, shardings.opt_state, metrics),
+        donate_argnums=donated,
     )
 
 

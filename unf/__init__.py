@@ -7,14 +7,14 @@ invariant layers from them.
 """
 
 from unf import basis, layers, spec
-from unf.basis import describe as _describe
+from unf.basis import term_count_table
 from unf.layers import EquivariantLinear, InvariantLinear, PointwiseLinear, pointwise
 from unf.spec import WeightSpaceSpec
 
 
 def describe(weight_space: WeightSpaceSpec) -> None:
     """Prints a table of the number of equivariant basis terms between every pair of leaves of ``weight_space``."""
-    print(_describe(weight_space))
+    print(term_count_table(weight_space))
 
 
 __all__ = [

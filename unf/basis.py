@@ -52,7 +52,7 @@ class Term:
         sides = {side for side, _ in block}
         return "linked" if len(sides) == 2 else ("reduced" if sides == {"in"} else "broadcast")
 
-    def describe(self, reduction: str = "mean") -> str:
+    def formula(self, reduction: str = "mean") -> str:
         """Returns the term as an einsum-like line, e.g. ``Y[a,b] += mean_c X[a,c,c]``; ``·`` marks a None axis."""
         letter = {}
         for name, block in zip(string.ascii_lowercase, self.blocks):
@@ -174,7 +174,7 @@ def dense(
     return np.stack(mats) if mats else np.zeros((0, int(np.prod(out_shape)), int(np.prod(in_shape))))
 
 
-def describe(spec) -> str:
+def term_count_table(spec) -> str:
     """Returns a table of the number of basis terms from every input leaf (columns) to every output leaf (rows)."""
     names = spec.leaf_names
     counts = [

@@ -18,14 +18,14 @@ from unf.lopt import shipped
 from unf.meta import ESConfig, MetaTrainConfig, load_meta_params, meta_train, save_meta_params
 from unf.meta.train import read_meta_info
 
-OPTIMIZERS = ("unf", "mlp", "sgdm")
+OPTIMIZERS = ("unf", "per-parameter", "sgdm")
 
 
 def build_lopt(name: str, task: tasks.Task):
     """Returns the learned optimizer ``name`` for ``task``'s weight space."""
     if name == "unf":
         return lopt.UNFOptimizer(task.spec)
-    if name == "mlp":
+    if name == "per-parameter":
         return lopt.PerParameterMLP()
     if name == "sgdm":
         return lopt.SGDMomentum()

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hetnet.train import inner_step
 from unf.tasks.base import Task
 
 ADAM_SWEEP = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
@@ -30,10 +31,8 @@ def _trainer(task: Task, steps: int, make_opt: Callable) -> Callable:
 
         def body(carry, i):
             p, s = carry
-            batch = task.sample_batch(jax.random.fold_in(k_data, i))
-            loss, grads = jax.value_and_grad(task.loss)(p, batch)
-            updates, s = opt.update(grads, s, p, value=loss)
-            return (optax.apply_updates(p, updates), s), loss
+            p, s, loss, _ = inner_step(task.loss, opt, p, s, task.sample_batch(jax.random.fold_in(k_data, i)))
+            return (p, s), loss
 
         _, losses = jax.lax.scan(body, (params, opt.init(params)), jnp.arange(steps))
         return losses

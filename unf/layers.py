@@ -260,10 +260,6 @@ class EquivariantLinear:
         xs = _check_features(self.spec, x, self.c_in)
         return self.spec.unflatten(_apply_plan(self.plan, params["weights"], xs, self.reduction))
 
-    def apply_term_by_term(self, params: dict, x: Any) -> Any:
-        """Returns the same as :meth:`apply`, one term at a time (slow; for reference and benchmarks)."""
-        xs = _check_features(self.spec, x, self.c_in)
-        return self.spec.unflatten(_apply_term_by_term(self.plan, params["weights"], xs, self.reduction))
 
 
 @dataclasses.dataclass(frozen=True)

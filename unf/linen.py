@@ -18,7 +18,7 @@ def _channels(x: Any) -> int:
     return leaves[0].shape[-1]
 
 
-class EquivariantLinear(nn.Module):
+class EquivariantDense(nn.Module):
     """:class:`unf.layers.EquivariantLinear` as a linen Module; the input channel count is read from ``x``."""
 
     spec: WeightSpaceSpec
@@ -32,7 +32,7 @@ class EquivariantLinear(nn.Module):
         return layer.apply({"weights": weights}, x)
 
 
-class InvariantLinear(nn.Module):
+class InvariantDense(nn.Module):
     """:class:`unf.layers.InvariantLinear` as a linen Module: features on the weight space -> ``[features]``."""
 
     spec: WeightSpaceSpec

@@ -27,6 +27,7 @@ FEATURE_MAPS = {
     "identity": lambda x: x,
 }
 EPS = 1e-6
+OPTIONS = ("feature_map", "normalize", "chunk")
 
 
 def settings(cfg: AttentionConfig) -> tuple[str, bool, int]:
@@ -42,8 +43,9 @@ def settings(cfg: AttentionConfig) -> tuple[str, bool, int]:
 
 
 def _chunked_causal(q, k, v, real, normalize: bool, chunk: int):
-    """q, k: [b, n, h, d]; v: [b, n, h, e]; real: [b, n] float -> [b, n, h, e], by a scan over chunks."""
-    b, n, h, d = q.shape
+    """q: [b, n, h, g, d] (g query heads per kv head); k: [b, n, h, d]; v: [b, n, h, e]; real: [b, n] float
+    -> [b, n, h, g, e], by a scan over chunks. The running state is per kv head: K/V are never repeated."""
+    b, n, h, g, d = q.shape
     pad = (-n) % chunk
     if pad:
         widths = lambda x: [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)  # noqa: E731
@@ -57,14 +59,14 @@ def _chunked_causal(q, k, v, real, normalize: bool, chunk: int):
         kv_state, k_state, count = carry  # [b, h, d, e], [b, h, d], [b]
         qc, kc, vc, rc = xs
         kc = kc * rc[..., None, None]
-        scores = jnp.einsum("bihd,bjhd->bhij", qc, kc) * tril[None, None]
-        intra = jnp.einsum("bhij,bjhe->bihe", scores, vc)
-        inter = jnp.einsum("bihd,bhde->bihe", qc, kv_state)
+        scores = jnp.einsum("bihgd,bjhd->bhgij", qc, kc) * tril[None, None, None]
+        intra = jnp.einsum("bhgij,bjhe->bihge", scores, vc)
+        inter = jnp.einsum("bihgd,bhde->bihge", qc, kv_state)
         counts = count[:, None] + jnp.cumsum(rc, axis=1)  # attended real positions, [b, chunk]
         if normalize:
-            z = jnp.sum(scores, axis=-1).transpose(0, 2, 1) + jnp.einsum("bihd,bhd->bih", qc, k_state)
+            z = jnp.sum(scores, axis=-1).transpose(0, 3, 1, 2) + jnp.einsum("bihgd,bhd->bihg", qc, k_state)
         else:
-            z = jnp.broadcast_to(counts[:, :, None], qc.shape[:3])
+            z = jnp.broadcast_to(counts[:, :, None, None], qc.shape[:4])
         out = (intra + inter) / (z[..., None] + EPS if normalize else jnp.maximum(z, 1.0)[..., None])
         kv_state = kv_state + jnp.einsum("bjhd,bjhe->bhde", kc, vc)
         k_state = k_state + jnp.sum(kc, axis=1).astype(k_state.dtype)
@@ -76,18 +78,19 @@ def _chunked_causal(q, k, v, real, normalize: bool, chunk: int):
         jnp.zeros((b,), q.dtype),
     )
     _, outs = jax.lax.scan(body, init_carry, (qs, ks, vs, rs))
-    return jnp.moveaxis(outs, 0, 1).reshape(b, m * chunk, h, -1)[:, :n]
+    return jnp.moveaxis(outs, 0, 1).reshape(b, m * chunk, h, g, -1)[:, :n]
 
 
 def _global(q, k, v, real, normalize: bool):
+    """q: [b, n, h, g, d]; k: [b, n, h, d]; v: [b, n, h, e]; real: [b, n] -> [b, n, h, g, e]."""
     k = k * real[..., None, None]
     kv = jnp.einsum("bjhd,bjhe->bhde", k, v)
-    out = jnp.einsum("bihd,bhde->bihe", q, kv)
+    out = jnp.einsum("bihgd,bhde->bihge", q, kv)
     if normalize:
-        z = jnp.einsum("bihd,bhd->bih", q, jnp.sum(k, axis=1))
+        z = jnp.einsum("bihgd,bhd->bihg", q, jnp.sum(k, axis=1))
         return out / (z[..., None] + EPS)
     count = jnp.maximum(jnp.sum(real, axis=1), 1.0)
-    return out / count[:, None, None, None]
+    return out / count[:, None, None, None, None]
 
 
 def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array | None = None, state=None):
@@ -101,10 +104,12 @@ def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array
     q, k, v = projections.project_qkv(params, x)
     phi = FEATURE_MAPS[fmap]
     q, k = phi(q), phi(k)
-    k, v = jnp.repeat(k, cfg.q_per_kv, axis=2), jnp.repeat(v, cfg.q_per_kv, axis=2)
+    # Query head n = k * q_per_kv + g reads kv head k: a group axis, not K/V repeated per query head.
+    b, n = q.shape[:2]
+    q = q.reshape(b, n, cfg.kv_heads, cfg.q_per_kv, q.shape[-1])
     real = jnp.ones(x.shape[:2], q.dtype) if padding_mask is None else padding_mask.astype(q.dtype)
     if cfg.causal:
         o = _chunked_causal(q, k, v, real, normalize, chunk)
     else:
         o = _global(q, k, v, real, normalize)
-    return projections.project_out(params, o), state
+    return projections.project_out(params, o.reshape(b, n, cfg.num_heads, o.shape[-1])), state

@@ -21,6 +21,7 @@ from hetnet.config import AttentionConfig
 
 FIRST_VALUES = "neutreno_first_values"
 DEFAULT_LAMBDA = 0.6
+OPTIONS = ("lambda",)
 _TIED = ("kv_heads", "q_per_kv", "v_dim")
 
 
@@ -48,6 +49,7 @@ def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array
             f"NeuTRENO needs every layer's values shaped like the first layer's {first.shape}; got {v.shape}."
         )
     lam = float(cfg.option("lambda", DEFAULT_LAMBDA))
-    # Query head n = k * q_per_kv + g reads kv head k, so each kv head's correction repeats q_per_kv times.
-    o = o + lam * jnp.repeat(first - v, cfg.q_per_kv, axis=2)
+    # Query head n = k * q_per_kv + g reads kv head k: the kv head's correction broadcasts over its query group.
+    b, n, heads, e = o.shape
+    o = (o.reshape(b, n, cfg.kv_heads, cfg.q_per_kv, e) + lam * (first - v)[:, :, :, None, :]).reshape(b, n, heads, e)
     return projections.project_out(params, o), state

@@ -8,6 +8,7 @@ from hetnet.attention import projections
 from hetnet.config import AttentionConfig
 
 init = projections.init
+OPTIONS = ()
 
 
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, padding_mask: jax.Array | None):

@@ -36,6 +36,7 @@ init = projections.init
 
 
 SUMMARIES = ("mean", "none")
+OPTIONS = ("block", "top_k", "window", "summary")
 
 
 class SparseSettings(NamedTuple):

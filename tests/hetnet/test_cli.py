@@ -31,3 +31,16 @@ def test_bad_settings_exit_with_a_message(capsys):
     assert "top_k" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(TINY + ["--attention-option", "novalue"])
+
+
+@pytest.mark.parametrize("flag", ["--steps", "--batch", "--seq-len", "--eval-every", "--eval-batches"])
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_non_positive_counts_are_refused_by_the_parser(flag, value, capsys):
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(TINY + [flag, value])
+    assert "expected a positive integer" in capsys.readouterr().err
+
+
+def test_a_misspelt_attention_option_is_refused(capsys):
+    assert cli.main(TINY + ["--attention", "sparse", "--attention-option", "topk=8"]) == 2
+    assert "has no option 'topk'" in capsys.readouterr().err

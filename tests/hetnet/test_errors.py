@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hetnet import axes as axes_lib
+from hetnet import axes as axes_lib, train
 from hetnet.attention import softmax
 from hetnet.config import AttentionConfig, TransformerConfig
 from hetnet.models import TransformerLM
@@ -55,6 +55,45 @@ def test_traced_out_of_range_tokens_give_nan_not_a_clamped_row(lm):
     apply = jax.jit(lambda p, t: TransformerLM.apply(p, t, CFG))
     assert np.all(np.isfinite(apply(params, jnp.array([[1, 2, 9]]))))
     assert np.any(np.isnan(apply(params, jnp.array([[1, 2, 10]]))))
+    assert np.any(np.isnan(apply(params, jnp.array([[1, -1, 3]]))))  # negative: NaN, not the row of token vocab-1
+
+
+def test_lm_loss_checks_targets(lm):
+    params, _ = lm
+    with pytest.raises(ValueError, match=r'batch\["tokens"\] must lie in \[0, vocab_size\)'):
+        train.lm_loss(params, {"tokens": jnp.array([[1, 2, 10]])}, CFG)
+    loss = jax.jit(lambda p, t: train.lm_loss(p, {"tokens": t}, CFG))
+    assert np.isfinite(loss(params, jnp.array([[1, 2, 3]])))
+    assert np.isnan(loss(params, jnp.array([[1, 2, 10]])))  # the last token is only a target
+    assert np.isnan(loss(params, jnp.array([[1, 2, -4]])))
+    with pytest.raises(ValueError, match=r"\[batch, seq \+ 1\] with seq >= 1"):
+        train.lm_loss(params, {"tokens": jnp.array([[1]])}, CFG)
+
+
+@pytest.mark.parametrize("attention,options,match", [
+    ("sparse", (("topk", 8),), "attention 'sparse' has no option 'topk'; it accepts"),
+    ("softmax", (("lambda", 0.5),), "attention 'softmax' has no option 'lambda'; it accepts none"),
+    ("linear", (("chunk", 8), ("chunk", 16)), "option 'chunk' is given more than once"),
+])
+def test_unknown_or_repeated_attention_options_are_refused(attention, options, match):
+    with pytest.raises(ValueError, match=match):
+        TransformerConfig(vocab_size=10, d_model=8, num_heads=2, attention=attention, attention_options=options)
+
+
+def test_a_permutation_of_another_width_is_refused(lm):
+    params, axes = lm
+    from hetnet import symmetry
+    perms = {label: jnp.arange(n + 1) for label, n in axes_lib.check_axes(params, axes).items()}
+    with pytest.raises(ValueError, match="made for params of another size"):
+        symmetry.permute(params, axes, perms)
+
+
+@pytest.mark.parametrize("block", ["standard", "hyperset"])
+def test_padding_mask_of_wrong_shape_is_named_for_every_body(block):
+    cfg = TransformerConfig(vocab_size=10, d_model=8, num_heads=2, num_layers=1, max_len=8, block=block)
+    params, _ = TransformerLM.init(jax.random.key(0), cfg)
+    with pytest.raises(ValueError, match=r"padding_mask must have shape \[batch, seq\] = \(1, 3\)"):
+        TransformerLM.apply(params, jnp.array([[1, 2, 3]]), cfg, padding_mask=jnp.ones((1, 4), bool))
 
 
 def test_float_tokens_rejected(lm):

@@ -1,6 +1,7 @@
 """The sharded train step (data and tensor parallel, from the axes' labels) equals the single-device step."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -51,18 +52,19 @@ def test_sharded_step_matches_single_device(setup, mesh_shape):
     optimizer = optax.adam(1e-2)
     loss_fn = lambda p, b: train.lm_loss(p, b, CFG)  # noqa: E731
     single = train.make_train_step(loss_fn, optimizer)
-    want_params, _, want_metrics = single(params, optimizer.init(params), batch)
+    fresh = lambda t: jax.tree.map(jnp.copy, t)  # noqa: E731 - the step donates its inputs
+    want_params, _, want_metrics = single(fresh(params), optimizer.init(params), batch)
 
     mesh = jax.make_mesh(mesh_shape, ("data", "model"))
     shardings = train.step_shardings(optimizer, params, axes, mesh)
     sharded = train.make_train_step(loss_fn, optimizer, shardings)
-    p = train.place(params, shardings.params)
+    p = train.place(fresh(params), shardings.params)
     s = train.place(optimizer.init(params), shardings.opt_state)
     b = train.place(batch, shardings.batch)
     got_params, got_state, got_metrics = sharded(p, s, b)
     # Two steps, so the sharded optimizer state is exercised too.
     got_params, _, got_metrics2 = sharded(got_params, got_state, b)
-    want_params2, _, want_metrics2 = single(want_params, optimizer.update(
+    want_params2, _, want_metrics2 = single(fresh(want_params), optimizer.update(
         jax.grad(loss_fn)(params, batch), optimizer.init(params), params)[1], batch)
 
     np.testing.assert_allclose(got_metrics["loss"], want_metrics["loss"], rtol=1e-5)

@@ -120,7 +120,7 @@ def test_set_partitions_follow_bell_numbers():
 
 
 def test_term_descriptions_are_readable():
-    lines = {t.describe() for t in basis.terms(("a", "a"), ("a",))}
+    lines = {t.formula() for t in basis.terms(("a", "a"), ("a",))}
     assert "Y[a,a] += X[a]" in lines  # write the input vector on the diagonal
     assert "Y[a,b] += mean_c X[c]" in lines  # broadcast the mean everywhere
     assert all(line.startswith("Y[") for line in lines) and len(lines) == 5
@@ -139,7 +139,7 @@ def test_describe_counts_every_leaf_pair():
     from unf import spec as spec_lib
 
     params = [{"w": jnp.zeros((3, 4)), "b": jnp.zeros(4)}, {"w": jnp.zeros((4, 2)), "b": jnp.zeros(2)}]
-    table = basis.describe(spec_lib.mlp(params))
+    table = basis.term_count_table(spec_lib.mlp(params))
     assert "total terms: 100" in table
     expected = sum(
         basis.num_terms(oa, ia, os, ins)

@@ -119,3 +119,14 @@ def test_unf_meta_params_transfer_to_a_wider_task_but_not_another_structure():
     lopt.UNFOptimizer(wide.spec).opt_fn(meta)
     with pytest.raises(ValueError, match="does not fit this weight space"):
         lopt.UNFOptimizer(deep.spec).opt_fn(meta)
+
+
+def test_paper_rule_meta_params_of_another_kind_are_refused(mlp_task):
+    unf_meta = lopt.UNFOptimizer(mlp_task.spec).init_meta_params(jax.random.key(0))
+    mlp_meta = lopt.PerParameterMLP().init_meta_params(jax.random.key(0))
+    with pytest.raises(ValueError, match="do not fit per-parameter"):
+        lopt.PerParameterMLP().opt_fn(unf_meta)
+    with pytest.raises(ValueError, match="do not fit unf"):
+        lopt.UNFOptimizer(mlp_task.spec).opt_fn(mlp_meta)
+    with pytest.raises(ValueError, match="do not fit sgdm"):
+        lopt.SGDMomentum().opt_fn(mlp_meta)

@@ -11,6 +11,7 @@ optimizer), or four pointwise layers (the per-parameter baseline). SGD with mome
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -19,6 +20,7 @@ import optax
 
 from unf import layers
 from unf.lopt import features as feats
+from unf.lopt.meta_params import check_like
 from unf.spec import WeightSpaceSpec
 
 HIDDEN = 32
@@ -33,7 +35,7 @@ class LearnedOptState(NamedTuple):
 
 
 def _logit(p: float) -> float:
-    return float(jnp.log(p) - jnp.log1p(-p))
+    return math.log(p) - math.log1p(-p)
 
 
 def _scalars(alpha: float = 0.1, g0: float = 0.9, beta: float = 1e-3) -> dict:
@@ -87,6 +89,7 @@ class SGDMomentum:
         return {"log_alpha": s["log_alpha"], "logit_g0": s["logit_g0"]}
 
     def opt_fn(self, meta_params: dict) -> optax.GradientTransformationExtraArgs:
+        check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
         return _transformation(meta_params, None, use_features=False)
 
 
@@ -108,7 +111,7 @@ class PerParameterMLP:
     """The per-parameter ("Deep Sets") baseline: ``f`` is four pointwise layers, the same for every parameter."""
 
     hidden: int = HIDDEN
-    name: str = "mlp"
+    name: str = "per-parameter"
 
     @property
     def sizes(self):
@@ -118,6 +121,8 @@ class PerParameterMLP:
         return {**_scalars(), "f": _mlp_init(key, self.sizes)}
 
     def opt_fn(self, meta_params: dict) -> optax.GradientTransformationExtraArgs:
+        check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
+
         def direction(x):
             out = _mlp_apply(meta_params["f"], x, self.sizes, final_activation=False)
             return jax.tree.map(lambda y: y[..., 0], out)
@@ -148,6 +153,8 @@ class UNFOptimizer:
 
     def opt_fn(self, meta_params: dict) -> optax.GradientTransformationExtraArgs:
         layer = self.equivariant
+        if not isinstance(meta_params, dict) or set(meta_params) != {"log_alpha", "logit_g0", "beta", "f", "equivariant"}:
+            check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
         want = jax.tree.map(jnp.shape, jax.eval_shape(layer.init, jax.random.key(0)))
         got = jax.tree.map(jnp.shape, meta_params["equivariant"])
         if want != got:

@@ -24,12 +24,14 @@ from typing import Any, Callable, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from unf import layers
 from unf import spec as spec_lib
 from unf.lopt import adam_features as feats
 from unf.lopt import schedule
+from unf.lopt.meta_params import check_like
 from unf.spec import WeightSpaceSpec
 
 HIDDEN = 16
@@ -72,22 +74,15 @@ def _mlp_init(key: jax.Array, sizes: tuple[int, ...]) -> list:
 
 
 def _hidden(params: list, x: Any, sizes: tuple[int, ...]) -> Any:
+    """Returns the pointwise layers applied to every parameter's features: one matmul chain over all tensors'
+    rows at once (the layers are shared), which costs far fewer ops than one chain per tensor."""
+    leaves, treedef = jax.tree.flatten(x)
+    rows = jnp.concatenate([leaf.reshape(-1, leaf.shape[-1]) for leaf in leaves], axis=0)
     for p, a, b in zip(params, sizes[:-1], sizes[1:]):
-        x = layers.pointwise(jax.nn.relu, layers.PointwiseLinear(a, b).apply(p, x))
-    return x
-
-
-def _check_like(meta_params: Any, expected: Any, kind: str) -> None:
-    want = jax.tree.map(jnp.shape, expected)
-    try:
-        got = jax.tree.map(jnp.shape, meta_params)
-    except Exception as err:  # noqa: BLE001 - any unreadable tree is the same user error
-        raise ValueError(f"meta_params are not a tree of arrays for {kind}: {err}") from err
-    if jax.tree.structure(want) != jax.tree.structure(got) or want != got:
-        raise ValueError(
-            f"meta_params do not fit {kind}: expected the tree {want}, got {got}. Meta-params of another learned "
-            "optimizer kind, hidden width, or weight-space structure cannot be used here."
-        )
+        rows = jax.nn.relu(layers.PointwiseLinear(a, b).apply(p, rows))
+    splits = np.cumsum([int(np.prod(leaf.shape[:-1])) for leaf in leaves])[:-1]
+    parts = jnp.split(rows, splits, axis=0)
+    return treedef.unflatten([part.reshape(leaf.shape[:-1] + (rows.shape[-1],)) for part, leaf in zip(parts, leaves)])
 
 
 def transformation(
@@ -179,7 +174,7 @@ class PerParameterAdam:
     def opt_fn(self, meta_params: dict, *, total_steps: int | jax.Array,
                learning_rate: ScalarOrSchedule | None = None) -> optax.GradientTransformationExtraArgs:
         """Returns the optax transformation for a run of ``total_steps`` steps (see :func:`transformation`)."""
-        _check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
+        check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
         out_layer = layers.PointwiseLinear(self.hidden, 2)
 
         def correction(params, x):
@@ -236,7 +231,7 @@ class EquivariantAdam:
     def opt_fn(self, meta_params: dict, *, total_steps: int | jax.Array,
                learning_rate: ScalarOrSchedule | None = None) -> optax.GradientTransformationExtraArgs:
         """Returns the optax transformation for a run of ``total_steps`` steps (see :func:`transformation`)."""
-        _check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
+        check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
 
         def one_view(params, x):
             layer = self._layer(spec_lib.relabel(self.spec, params))

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hetnet.train import inner_step
 from unf.tasks.base import Task
 
 ESTIMATORS = ("nres", "pes")
@@ -156,9 +157,8 @@ def unroll(task: Task, lopt, theta, params, opt_state, step: jax.Array, key_data
     def body(carry, i):
         p, s = carry
         batch = task.sample_batch(jax.random.fold_in(data_key, step + i))
-        loss, grads = jax.value_and_grad(loss_fn)(p, scales, batch)
-        updates, s = opt.update(grads, s, p, value=loss)
-        return (optax.apply_updates(p, updates), s), loss
+        p, s, loss, _ = inner_step(lambda q, b: loss_fn(q, scales, b), opt, p, s, batch)
+        return (p, s), loss
 
     (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), jnp.arange(length))
     return params, opt_state, jnp.mean(losses)
