@@ -7,6 +7,7 @@ permuted. Labels shared between leaves name one group: permuting that group rein
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -135,11 +136,25 @@ def from_hetnet(params: Any, axes: Any, *, io_as_groups: bool = False) -> Weight
     return from_labels(params, hetnet_axes.map_labels(lambda l: l if hetnet_axes.is_permuted(l) else None, axes))
 
 
+_NUMBERED = re.compile(r"^(?P<stem>.*?)_?(?P<index>\d+)$")
+
+
+def _network_order(keys: list) -> list:
+    """Returns ``keys`` in network order: by their number when every key is ``<stem><n>`` or ``<stem>_<n>`` with one
+    stem (flax's ``Dense_0, Dense_1, ..., Dense_10``, which ``jax.tree.map`` returns sorted as strings, so
+    ``Dense_10`` before ``Dense_2``), else as given."""
+    matches = [_NUMBERED.match(k) if isinstance(k, str) else None for k in keys]
+    if keys and all(matches) and len({m.group("stem") for m in matches}) == 1:
+        return [k for _, k in sorted(zip((int(m.group("index")) for m in matches), keys))]
+    return keys
+
+
 def _layer_keys(params: Any, name: str, order: Sequence | None) -> list:
-    """Returns the layer keys (dict) or indices (list) in network order: ``order`` if given, else the dict's own
-    order, which is call order for params made by flax's ``init``."""
+    """Returns the layer keys (dict) or indices (list) in network order: ``order`` if given; else, for keys numbered
+    with one stem (``Dense_0 ... Dense_10``), by number; else the dict's own order, which is call order for params
+    made by flax's ``init``."""
     if isinstance(params, Mapping):
-        keys = list(params) if order is None else list(order)
+        keys = _network_order(list(params)) if order is None else list(order)
         if sorted(map(repr, keys)) != sorted(map(repr, params)):
             raise ValueError(f"{name} order {keys} must name every layer of the params exactly once: {list(params)}.")
         return keys
@@ -257,3 +272,6 @@ def rnn(params: Any, *, hidden_label: Label = "hidden", input_label: Label | Non
 
 
 __all__ = ["WeightSpaceSpec", "from_labels", "from_hetnet", "mlp", "cnn", "rnn"]
+
+
+from unf.flax_labels import FLAX_RULES, from_flax  # noqa: E402 - it builds on from_labels above

@@ -1,0 +1,147 @@
+"""Specs from flax logical axis names are sound: permuting the params by any sampled group element keeps the
+function, for an nnx transformer, an nnx MLP and a linen model; and layers order by number, not by string."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from unf import spec as spec_lib
+
+
+def kernel(*names):
+    return nnx.with_partitioning(nnx.initializers.normal(0.5), names, eager_sharding=False)
+
+
+class Block(nnx.Module):
+    def __init__(self, d, heads, hd, ff, rngs):
+        self.heads, self.hd = heads, hd
+        self.norm = nnx.Param(1.0 + 0.1 * jax.random.normal(rngs.params(), (d,)), out_sharding=("embed",),
+                              eager_sharding=False)
+        self.q = nnx.Param(kernel("embed", "heads", "kv")(rngs.params(), (d, heads, hd)))
+        self.k = nnx.Param(kernel("embed", "heads", "kv")(rngs.params(), (d, heads, hd)))
+        self.v = nnx.Param(kernel("embed", "heads", "kv")(rngs.params(), (d, heads, hd)))
+        self.o = nnx.Param(kernel("heads", "kv", "embed")(rngs.params(), (heads, hd, d)))
+        self.w_in = nnx.Linear(d, ff, kernel_init=kernel("embed", "mlp"), bias_init=kernel("mlp"), rngs=rngs)
+        self.w_out = nnx.Linear(ff, d, kernel_init=kernel("mlp", "embed"), use_bias=False, rngs=rngs)
+
+    def __call__(self, x):
+        h = x * jax.lax.rsqrt(jnp.mean(x * x, -1, keepdims=True) + 1e-6) * self.norm[...][None, None]
+        q, k, v = (jnp.einsum("bsd,dhk->bshk", h, w[...]) for w in (self.q, self.k, self.v))
+        a = jax.nn.softmax(jnp.einsum("bshk,bthk->bhst", q, k) / np.sqrt(self.hd), axis=-1)
+        x = x + jnp.einsum("bhst,bthk,hkd->bsd", a, v, self.o[...])
+        return x + self.w_out(jax.nn.gelu(self.w_in(x)))
+
+
+class TinyLM(nnx.Module):
+    def __init__(self, rngs, vocab=11, d=8, heads=2, hd=3, ff=10, layers=2):
+        self.embed = nnx.Param(kernel("vocab", "embed")(rngs.params(), (vocab, d)))
+        self.blocks = nnx.List([Block(d, heads, hd, ff, rngs) for _ in range(layers)])
+        self.unembed = nnx.Param(kernel("embed", "vocab")(rngs.params(), (d, vocab)))
+
+    def __call__(self, tokens):
+        x = self.embed[...][tokens]
+        for block in self.blocks:
+            x = block(x)
+        return x @ self.unembed[...]
+
+
+class MLP(nnx.Module):
+    def __init__(self, rngs):
+        self.l1 = nnx.Linear(5, 7, kernel_init=kernel(None, "hidden_1"), bias_init=kernel("hidden_1"), rngs=rngs)
+        self.l2 = nnx.Linear(7, 6, kernel_init=kernel("hidden_1", "hidden_2"), bias_init=kernel("hidden_2"), rngs=rngs)
+        self.l3 = nnx.Linear(6, 3, kernel_init=kernel("hidden_2", None), use_bias=False, rngs=rngs)
+
+    def __call__(self, x):
+        return self.l3(jax.nn.relu(self.l2(jax.nn.relu(self.l1(x)))))
+
+
+def assert_permutations_keep_the_function(model, spec, x, seeds=3):
+    graphdef, param_state, rest = nnx.split(model, nnx.Param, ...)
+    params = nnx.to_pure_dict(param_state)
+
+    def apply(p):
+        state = nnx.state(model, nnx.Param)
+        nnx.replace_by_pure_dict(state, p)
+        return nnx.merge(graphdef, state, rest)(x)
+
+    want = apply(params)
+    for seed in range(seeds):
+        moved = spec.apply(spec.sample(jax.random.key(seed)), params)
+        assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(moved), jax.tree.leaves(params)))
+        np.testing.assert_allclose(apply(moved), want, rtol=1e-4, atol=1e-5)
+
+
+def test_nnx_transformer_spec_keeps_the_function():
+    model = TinyLM(nnx.Rngs(0))
+    spec = spec_lib.from_flax(model)
+    named = dict(zip(spec.leaf_names, spec.leaf_axes))
+    assert named["['blocks'][1]['w_in']['kernel']"] == ("embed", "blocks/1/mlp")
+    assert named["['blocks'][0]['o']"] == ("blocks/0/heads", "blocks/0/kv", "embed")
+    assert named["['embed']"] == (None, "embed")
+    assert_permutations_keep_the_function(model, spec, jnp.array([[1, 2, 3, 4], [5, 6, 7, 8]]))
+
+
+def test_nnx_mlp_with_named_hidden_axes_keeps_the_function():
+    model = MLP(nnx.Rngs(1))
+    spec = spec_lib.from_flax(model, rules={"hidden_1": "shared", "hidden_2": "shared"})
+    assert dict(spec.sizes) == {"hidden_1": 7, "hidden_2": 6}
+    assert_permutations_keep_the_function(model, spec, jax.random.normal(jax.random.key(0), (4, 5)))
+
+
+def test_linen_logical_names():
+    class Linen(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            named = lambda *n: nn.with_logical_partitioning(nn.initializers.normal(0.5), n)  # noqa: E731
+            x = nn.Dense(6, kernel_init=named("embed", "mlp"), bias_init=named("mlp"))(x)
+            return nn.Dense(3, kernel_init=named("mlp", "vocab"), use_bias=False)(jax.nn.relu(x))
+
+    x = jax.random.normal(jax.random.key(0), (2, 4))
+    model = Linen()
+    variables = model.init(jax.random.key(1), x)
+    spec = spec_lib.from_flax(variables, rules={**spec_lib.FLAX_RULES, "embed": "unpermuted"})
+    params = nn.unbox(variables)
+    assert dict(spec.sizes) == {"mlp": 6}  # Dense_0 and Dense_1 are sublayers of one layer: one group
+    for seed in range(2):
+        moved = spec.apply(spec.sample(jax.random.key(seed)), params)
+        np.testing.assert_allclose(model.apply(moved, x), model.apply(params, x), rtol=1e-5, atol=1e-6)
+
+
+def test_missing_names_and_unknown_names_are_refused():
+    class Bare(nnx.Module):
+        def __init__(self, rngs):
+            self.l = nnx.Linear(3, 4, kernel_init=kernel("embed", "mlp"), rngs=rngs)
+
+    with pytest.raises(ValueError, match=r"\['l'\]\['bias'\] of shape \(4,\) has logical axis names none"):
+        spec_lib.from_flax(Bare(nnx.Rngs(0)))
+    spec = spec_lib.from_flax(Bare(nnx.Rngs(0)), overrides={"['l']['bias']": ("mlp",)})
+    assert dict(spec.sizes) == {"embed": 3, "mlp": 4}
+    with pytest.raises(ValueError, match="logical name 'hidden_1', which the rules do not define"):
+        spec_lib.from_flax(MLP(nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="overrides name leaves the params lack"):
+        spec_lib.from_flax(Bare(nnx.Rngs(0)), overrides={"['l']['bias']": ("mlp",), "['nope']": ("mlp",)})
+    with pytest.raises(TypeError, match="nnx Module or State, or linen variables"):
+        spec_lib.from_flax([1, 2])
+
+
+def test_mlp_layers_order_by_number_after_a_tree_map():
+    class Deep(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            for _ in range(11):
+                x = jax.nn.relu(nn.Dense(4)(x))
+            return nn.Dense(2)(x)
+
+    x = jax.random.normal(jax.random.key(0), (3, 4))
+    model = Deep()
+    variables = jax.tree.map(lambda a: a, model.init(jax.random.key(1), x))  # keys now sorted: Dense_10 < Dense_2
+    assert list(variables["params"])[:3] == ["Dense_0", "Dense_1", "Dense_10"]
+    spec = spec_lib.mlp(variables)
+    named = dict(zip(spec.leaf_names, spec.leaf_axes))
+    assert named["['params']['Dense_2']['kernel']"] == (1, 2)
+    assert named["['params']['Dense_10']['kernel']"] == (9, 10)
+    moved = spec.apply(spec.sample(jax.random.key(3)), variables)
+    np.testing.assert_allclose(model.apply(moved, x), model.apply(variables, x), rtol=1e-4, atol=1e-5)
