@@ -91,7 +91,7 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", type=Path, required=True, help="export folder of the per-parameter baseline's run")
     p.add_argument("--run", type=Path, default=None, help="the shipped optimizer's run folder (for its throughput)")
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--tuning-seeds", type=int, default=3)
+    p.add_argument("--tuning-seeds", type=int, default=4)
     args = p.parse_args(argv)
     recipe = recipes.recipe(RECIPE)
     shipped_learned, shipped_meta = lopt.load_pretrained(RECIPE)

@@ -3,7 +3,8 @@
 AdamW with linear warm-up and cosine decay to zero, its learning rate and warm-up fraction tuned on a grid; Adam with a
 constant learning rate, its learning rate tuned. A grid whose best learning rate lies at an edge is extended past that
 edge (by half a decade at a time) until the best value is interior, so the tuned baseline is never an artefact of
-where the grid stopped. Tuning uses its own seeds, never the evaluation's.
+where the grid stopped. The grid steps by factors of 2 to 2.5, so the best value is not far from a grid point.
+Tuning uses its own seeds, never the evaluation's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import optax
 from unf import evaluate
 from unf.tasks.base import Task
 
-LEARNING_RATES = (1e-3, 3e-3, 1e-2, 3e-2)
+LEARNING_RATES = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
 WARMUP_FRACTIONS = (0.0, 0.05, 0.15)
 WEIGHT_DECAY = 1e-4
 MAX_EXTENSIONS = 6

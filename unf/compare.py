@@ -100,7 +100,10 @@ def markdown(rows: Sequence[dict]) -> str:
         final = f"{r['final']:.4f} ± {r['final_se']:.4f}"
         if r["final"] == best[r["task"]]:
             final = f"**{final}**"
-        speed = f"{r['speedup']:.2f}x" if r.get("speedup") else "not reached"
+        if r["optimizer"].startswith("adamw+cosine"):
+            speed = "reference"
+        else:
+            speed = f"{r['speedup']:.2f}x" if r.get("speedup") else "not reached"
         hyper = ", ".join(f"{v:.3g}" for v in r["hyper"]) + ("" if r["edge_free"] else " (edge)") if "hyper" in r else ""
         lines.append(f"| {r['task']} | {r['optimizer']} | {final} | {r['ratio_to_adamw']:.3f} | {speed} | "
                      f"{r['diverged']}/{r['seeds']} | {hyper} |")
