@@ -40,7 +40,9 @@ def test_learned_optimizer(tmp_path):
     out = load("learned_optimizer").main(["--tiny", "--out", str(tmp_path)])
     assert np.all(np.isfinite(out["learned"])) and out["learned"][-1] < out["learned"][0]
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 3
-    assert (tmp_path / "meta_params").exists()
+    assert (tmp_path / "run_config.json").exists() and (tmp_path / "checkpoints").exists()
+    lm = out["transformer"]
+    assert np.all(np.isfinite(lm)) and np.mean(lm[-3:]) < np.mean(lm[:3])  # the shipped optimizer trains it
 
 
 def test_multi_device():

@@ -10,6 +10,7 @@ Tuning uses its own seeds, never the evaluation's.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Sequence
 
 import jax.numpy as jnp
@@ -40,8 +41,10 @@ def warmup_cosine(peak: jnp.ndarray, warmup_fraction: jnp.ndarray, total_steps: 
     return schedule
 
 
+@functools.lru_cache(maxsize=32)
 def adamw_cosine(total_steps: int):
-    """Returns ``make_opt(hyper)`` for AdamW + warm-up + cosine, ``hyper = [learning rate, warm-up fraction]``."""
+    """Returns ``make_opt(hyper)`` for AdamW + warm-up + cosine, ``hyper = [learning rate, warm-up fraction]``; one
+    object per ``total_steps``, so the sweep and the final evaluation share one compiled trainer."""
 
     def make(hyper):
         sched = warmup_cosine(hyper[0], hyper[1], total_steps)

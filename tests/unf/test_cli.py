@@ -3,6 +3,8 @@
 import dataclasses
 import json
 
+import pytest
+
 from unf import cli, compare, tasks
 
 
@@ -28,6 +30,23 @@ def test_recipe_meta_training_exports_the_shipped_format_and_evaluates(tmp_path,
     assert (tmp_path / "eval" / "loss_curves.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # about 2 minutes: it compiles the equivariant rule's meta-step
+def test_main_job_evaluates_the_shipped_optimizer_then_meta_trains_one(tmp_path, capsys, monkeypatch):
+    from unf import recipes
+
+    small = [tasks.transformer_lm(d_model=8, heads=2, seq=8, batch=4)]
+    short = [compare.HeldOut("2x width", tasks.transformer_lm(d_model=16, heads=2, seq=8, batch=4), 6)]
+    tiny = dataclasses.replace(recipes.recipe("transformer-lm"), train_tasks=lambda: small, heldout=lambda: short)
+    monkeypatch.setitem(recipes.RECIPES, "transformer-lm", tiny)
+    assert cli.main(["--out", str(tmp_path), "--seeds", "2", "--tuning-seeds", "1", "--meta-steps", "2",
+                     "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "| 2x width | unf-adam (shipped) |" in out and "| 2x width | unf-adam (2 meta-steps) |" in out
+    for part in ("shipped", "self-trained"):
+        assert (tmp_path / part / "loss_curves.png").stat().st_size > 0
+    assert json.loads((tmp_path / "meta-train" / "export" / "info.json").read_text())["meta_steps"] == 2
+
+
 def test_recipe_flags_are_checked(tmp_path, capsys):
     assert cli.meta_train_main(["--recipe", "transformer-lm", "--out", str(tmp_path), "--steps", "0"]) == 2
     assert "--steps must be a positive integer" in capsys.readouterr().err
@@ -38,6 +57,7 @@ def test_recipe_flags_are_checked(tmp_path, capsys):
     assert "give --meta-params" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_meta_train_and_eval_scripts(tmp_path, capsys):
     run = tmp_path / "sgdm"
     assert cli.meta_train_main(["--task", "mlp", "--optimizer", "sgdm", "--out", str(run), "--quiet", "--steps", "2",
