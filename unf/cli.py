@@ -99,12 +99,16 @@ def run_eval(task_name: str, contenders: list, steps: int, seeds: int, out: Path
 
 
 def _commit() -> str:
+    """Returns the checkout's commit, with ``+uncommitted`` when its tracked files differ from it."""
+    where = Path(__file__).parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).parent)
-        return out.stdout.strip() or "unknown"
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=where)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10, cwd=where)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    commit = head.stdout.strip() or "unknown"
+    return commit + ("+uncommitted" if dirty.stdout.strip() else "")
 
 
 def device_description() -> str:
@@ -121,6 +125,7 @@ def run_recipe(name: str, kind: str, cfg: MetaTrainConfig, out: Path, command: s
     recipe = recipes.recipe(name)
     learned = recipe.learned(kind)
     train_tasks = recipe.train_tasks()[:num_tasks]
+    commit = _commit()  # the code this run starts from, before anything can change under it
     start = time.perf_counter()
     state = meta_train(learned, train_tasks, cfg, out, progress=progress)
     seconds = time.perf_counter() - start
@@ -133,7 +138,7 @@ def run_recipe(name: str, kind: str, cfg: MetaTrainConfig, out: Path, command: s
         "recipe": name, "kind": kind, "command": command, "tasks": [t.label for t in train_tasks],
         "meta_steps": cfg.steps, "meta_lr": cfg.meta_lr, "clip": cfg.clip, "seed": cfg.seed,
         "es": dataclasses.asdict(cfg.es), "device": device_description(),
-        "date": datetime.date.today().isoformat(), "commit": _commit(),
+        "date": datetime.date.today().isoformat(), "commit": commit,
         "seconds_this_session": round(seconds, 1), "meta_steps_per_second": round(len(timed) / sum(timed), 2),
         "final_meta_loss_mean_last_500": sum(r["meta_loss"] for r in records[-500:]) / max(1, len(records[-500:])),
     }
