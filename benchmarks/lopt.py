@@ -33,22 +33,9 @@ RECIPE = "transformer-lm"
 
 def step_times(task, entries: dict, repeats: int) -> dict:
     """Returns per-step seconds of Adam and each learned optimizer on ``task`` and their ratios to Adam."""
-    params = task.init(jax.random.key(0))
-    batch = task.sample_batch(jax.random.key(1))
-    optimizers = {"adam": optax.with_extra_args_support(optax.adam(1e-3))}
+    optimizers = {"adam": optax.adam(1e-3)}
     optimizers.update({name: e.learned.opt_fn(e.meta_params, total_steps=1000) for name, e in entries.items()})
-    fns = {}
-    for name, opt in optimizers.items():
-        state = opt.init(params)
-
-        def step(p, s, opt=opt):
-            loss, g = jax.value_and_grad(task.loss)(p, batch)
-            u, s = opt.update(g, s, p, value=loss)
-            return optax.apply_updates(p, u), s
-
-        jitted = jax.jit(step)
-        fns[name] = lambda f=jitted, s=state: f(params, s)
-    times = timing.time_interleaved(fns, repeats=repeats)
+    times = timing.optimizer_step_times(task, optimizers, repeats)
     return {name: {"seconds": t["median"], "over_adam": t["median"] / times["adam"]["median"]}
             for name, t in times.items()}
 

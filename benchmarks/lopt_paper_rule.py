@@ -27,25 +27,12 @@ from unf.meta import ESConfig, MetaTrainConfig
 
 def step_time_ratio(task: tasks.Task, repeats: int) -> dict:
     """Returns per-step seconds of Adam, the per-parameter MLP and UNF on ``task`` and the ratios to Adam."""
-    params = task.init(jax.random.key(0))
-    batch = task.sample_batch(jax.random.key(1))
     optimizers = {
-        "adam": optax.with_extra_args_support(optax.adam(1e-3)),
+        "adam": optax.adam(1e-3),
         "mlp": lopt.PerParameterMLP().opt_fn(lopt.PerParameterMLP().init_meta_params(jax.random.key(0))),
         "unf": lopt.UNFOptimizer(task.spec).opt_fn(lopt.UNFOptimizer(task.spec).init_meta_params(jax.random.key(0))),
     }
-    fns = {}
-    for name, opt in optimizers.items():
-        state = opt.init(params)
-
-        def step(p, s, opt=opt):
-            loss, g = jax.value_and_grad(task.loss)(p, batch)
-            u, s = opt.update(g, s, p, value=loss)
-            return optax.apply_updates(p, u), s
-
-        jitted = jax.jit(step)
-        fns[name] = lambda f=jitted, s=state: f(params, s)
-    times = timing.time_interleaved(fns, repeats=repeats)
+    times = timing.optimizer_step_times(task, optimizers, repeats)
     out = {f"{k}_s": v["median"] for k, v in times.items()}
     out.update({f"{k}_over_adam": times[k]["median"] / times["adam"]["median"] for k in ("mlp", "unf")})
     return out

@@ -8,6 +8,9 @@ import time
 from typing import Any, Callable
 
 import jax
+import optax
+
+from hetnet.train import inner_step
 
 
 def device_description() -> str:
@@ -51,3 +54,16 @@ def time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 20, warmu
     return {
         name: {"median": statistics.median(s), "min": min(s), "samples": s} for name, s in samples.items()
     }
+
+
+def optimizer_step_times(task, optimizers: dict, repeats: int) -> dict[str, dict]:
+    """Returns :func:`time_interleaved` statistics of one jitted training step of ``task`` (a fixed batch, the same
+    params) under each optax transformation in ``optimizers``."""
+    params = task.init(jax.random.key(0))
+    batch = task.sample_batch(jax.random.key(1))
+    fns = {}
+    for name, opt in optimizers.items():
+        opt = optax.with_extra_args_support(opt)
+        jitted = jax.jit(lambda p, s, opt=opt: inner_step(task.loss, opt, p, s, batch)[:2])
+        fns[name] = lambda f=jitted, s=opt.init(params): f(params, s)
+    return time_interleaved(fns, repeats=repeats)
