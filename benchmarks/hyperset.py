@@ -23,10 +23,10 @@ import numpy as np
 import optax
 
 from benchmarks import report, timing, training
-from hetnet import embedding, hyperset
+from hetnet import embedding
+from hetnet.hyperset import HyperSET
 from hetnet.config import ClassifierConfig, TransformerConfig
 from hetnet.models import SequenceClassifier, TransformerLM
-from hetnet.train import classifier_loss
 
 PAPER = {"digits": "CIFAR-10: 90.11 vs 89.90", "sudoku": "board accuracy 54.70 vs 49.30"}
 
@@ -67,7 +67,7 @@ def sudoku_set(seed: int, n: int, holes: int) -> dict:
 
 
 def sudoku_loss(params, batch, cfg):
-    logits = TransformerLM.apply(params, batch["inputs"], cfg)
+    logits = TransformerLM(cfg).apply(params, batch["inputs"])
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
     weights = batch["blank"].astype(losses.dtype)
     return jnp.sum(losses * weights) / jnp.sum(weights)
@@ -75,7 +75,7 @@ def sudoku_loss(params, batch, cfg):
 
 def sudoku_accuracy(params, batch, cfg):
     """Returns (cell accuracy over blanks, board accuracy: every blank right)."""
-    right = jnp.argmax(TransformerLM.apply(params, batch["inputs"], cfg), axis=-1) == batch["targets"]
+    right = jnp.argmax(TransformerLM(cfg).apply(params, batch["inputs"]), axis=-1) == batch["targets"]
     blank = batch["blank"]
     cell = jnp.sum(right & blank) / jnp.sum(blank)
     board = jnp.mean(jnp.all(right | ~blank, axis=-1))
@@ -93,9 +93,9 @@ def body_param_count(params) -> int:
 def matched_configs(base: TransformerConfig) -> dict[str, TransformerConfig]:
     """Returns the recurrent transformer and a Hyper-SET whose dictionary size makes its layer the same size."""
     recurrent = dataclasses.replace(base, block="recurrent")
-    rec_params, _ = TransformerLM.init(jax.random.key(0), recurrent)
+    rec_params = TransformerLM(recurrent).init(jax.random.key(0))
     probe = dataclasses.replace(base, block="hyperset", d_ff=1)
-    hs_params, _ = TransformerLM.init(jax.random.key(0), probe)
+    hs_params = TransformerLM(probe).init(jax.random.key(0))
     atoms = max(1, round((body_param_count(rec_params) - body_param_count(hs_params)) / base.d_model) + 1)
     return {"recurrent transformer": recurrent, "Hyper-SET": dataclasses.replace(base, block="hyperset", d_ff=atoms)}
 
@@ -103,8 +103,8 @@ def matched_configs(base: TransformerConfig) -> dict[str, TransformerConfig]:
 def energy_curve(params, x: jax.Array, cfg: TransformerConfig, iterations: int) -> dict[str, list[float]]:
     """Returns Hyper-SET's mean energies per token before each iteration and after the last."""
     x = embedding.add_positions(params["positions"], x)
-    run = jax.jit(lambda p, x: hyperset.iterate(p, x, dataclasses.replace(cfg, num_layers=iterations),
-                                                record_energies=True)[1])
+    layer = HyperSET(dataclasses.replace(cfg, num_layers=iterations))
+    run = jax.jit(lambda p, x: layer.iterate(p, x, record_energies=True)[1])
     energies = run(params["hyperset"], x)
     return {k: (jnp.mean(v, axis=1) / x.shape[1]).tolist() for k, v in energies.items()}
 
@@ -115,14 +115,14 @@ def digits_task(base: TransformerConfig, steps: int, batch: int) -> dict:
     results = {}
     for name, body in matched_configs(base).items():
         cfg = ClassifierConfig(body, num_classes=10, input_dim=xs.shape[2])
-        params, _ = SequenceClassifier.init(jax.random.key(0), cfg)
-        params, step_s = training.train(lambda p, b, cfg=cfg: classifier_loss(p, b, cfg), params,
+        params = SequenceClassifier(cfg).init(jax.random.key(0))
+        params, step_s = training.train(lambda p, b, cfg=cfg: SequenceClassifier(cfg).loss(p, b), params,
                                         training.digit_sampler(xs, ys, batch), steps, 3e-3, f"digits {name}",
                                         weight_decay=0.01)
         by_depth = {}
         for t in range(1, 2 * body.num_layers + 1):
             deep = dataclasses.replace(cfg, backbone=dataclasses.replace(body, num_layers=t))
-            logits = jax.jit(lambda p, x, deep=deep: SequenceClassifier.apply(p, x, deep))(params, valid["inputs"])
+            logits = jax.jit(lambda p, x, deep=deep: SequenceClassifier(deep).apply(p, x))(params, valid["inputs"])
             by_depth[t] = float(jnp.mean(jnp.argmax(logits, -1) == valid["labels"]))
         entry = {"params": sum(x.size for x in jax.tree.leaves(params)), "layer_params": body_param_count(params),
                  "step_ms": step_s * 1e3, "accuracy": by_depth[body.num_layers], "accuracy_by_iterations": by_depth}
@@ -139,7 +139,7 @@ def sudoku_task(base: TransformerConfig, steps: int, batch: int, holes: int) -> 
     base = dataclasses.replace(base, vocab_size=10, causal=False, max_len=81)
     results = {}
     for name, cfg in matched_configs(base).items():
-        params, _ = TransformerLM.init(jax.random.key(0), cfg)
+        params = TransformerLM(cfg).init(jax.random.key(0))
 
         def sample(rng):
             idx = rng.integers(0, len(train_boards["inputs"]), batch)

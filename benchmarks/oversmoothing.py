@@ -20,8 +20,7 @@ import jax.numpy as jnp
 from benchmarks import report, timing, training
 from hetnet import data, embedding
 from hetnet.config import ClassifierConfig, TransformerConfig
-from hetnet.models import SequenceClassifier, TransformerLM, residual_states
-from hetnet.train import classifier_accuracy, classifier_loss, lm_loss
+from hetnet.models import Body, SequenceClassifier, TransformerLM
 
 LAMBDAS = {"digits": 0.6, "text": 0.4}
 
@@ -35,7 +34,7 @@ def mean_pairwise_cosine(x: jax.Array) -> jax.Array:
 
 
 def similarity_by_layer(params, embedded: jax.Array, cfg: TransformerConfig) -> list[float]:
-    states = jax.jit(lambda p, x: [mean_pairwise_cosine(s) for s in residual_states(p, x, cfg)])(params, embedded)
+    states = jax.jit(lambda p, x: jax.vmap(mean_pairwise_cosine)(Body(cfg).residual_states(p, x)))(params, embedded)
     return [float(s) for s in states]
 
 
@@ -45,13 +44,13 @@ def digits_task(base: TransformerConfig, steps: int) -> dict:
     out = {}
     for attention, options in (("softmax", ()), ("neutreno", (("lambda", LAMBDAS["digits"]),))):
         cfg = ClassifierConfig(dataclasses.replace(body, attention=attention, attention_options=options), 10, xs.shape[2])
-        params, _ = SequenceClassifier.init(jax.random.key(0), cfg)
+        params = SequenceClassifier(cfg).init(jax.random.key(0))
         embed = lambda p: valid["inputs"] @ p["inputs"]  # noqa: E731
         initial = similarity_by_layer(params, embed(params), cfg.backbone)
-        params, _ = training.train(lambda p, b, cfg=cfg: classifier_loss(p, b, cfg), params,
+        params, _ = training.train(lambda p, b, cfg=cfg: SequenceClassifier(cfg).loss(p, b), params,
                                    training.digit_sampler(xs, ys, 64), steps, 2e-3, f"digits {attention}")
         out[attention] = {"similarity_init": initial, "similarity": similarity_by_layer(params, embed(params), cfg.backbone),
-                          "accuracy": float(jax.jit(lambda p: classifier_accuracy(p, valid, cfg))(params))}
+                          "accuracy": float(jax.jit(lambda p: SequenceClassifier(cfg).accuracy(p, valid))(params))}
     return out
 
 
@@ -62,7 +61,7 @@ def text_task(base: TransformerConfig, steps: int) -> dict:
     out = {}
     for attention, options in (("softmax", ()), ("neutreno", (("lambda", LAMBDAS["text"]),))):
         cfg = dataclasses.replace(base, attention=attention, attention_options=options)
-        params, _ = TransformerLM.init(jax.random.key(0), cfg)
+        params = TransformerLM(cfg).init(jax.random.key(0))
         embed = lambda p: embedding.embed_tokens(p["tokens"], windows[:, :-1], jnp.float32)  # noqa: E731
         initial = similarity_by_layer(params, embed(params), cfg)
         sample_jit = jax.jit(lambda k: data.sample_windows(k, train_tokens, 16, cfg.max_len + 1))
@@ -70,10 +69,10 @@ def text_task(base: TransformerConfig, steps: int) -> dict:
         def sample(rng):
             return {"tokens": sample_jit(jax.random.key(int(rng.integers(2**31))))}
 
-        params, _ = training.train(lambda p, b, cfg=cfg: lm_loss(p, b, cfg), params, sample, steps, 2e-3,
+        params, _ = training.train(lambda p, b, cfg=cfg: TransformerLM(cfg).loss(p, b), params, sample, steps, 2e-3,
                                    f"text {attention}")
         out[attention] = {"similarity_init": initial, "similarity": similarity_by_layer(params, embed(params), cfg),
-                          "valid_loss": float(jax.jit(lambda p: lm_loss(p, {"tokens": windows}, cfg))(params))}
+                          "valid_loss": float(jax.jit(lambda p: TransformerLM(cfg).loss(p, {"tokens": windows}))(params))}
     return out
 
 

@@ -23,11 +23,11 @@ import optax
 from tqdm import tqdm
 
 from benchmarks import report, timing
-from hetnet import data, embedding, norms
+from hetnet import Attention, Norm, data, embedding
 from hetnet.attention import softmax, sparse
 from hetnet.config import AttentionConfig, TransformerConfig
-from hetnet.models import TransformerLM, residual_states
-from hetnet.train import lm_loss, make_train_step
+from hetnet.models import Body, TransformerLM
+from hetnet.train import make_train_step
 
 SPARSE_OPTIONS = (("block", 64), ("top_k", 4), ("window", 1))
 LM_OPTIONS = (("block", 32), ("top_k", 4), ("window", 1))
@@ -61,9 +61,9 @@ def measure_length(n: int, repeats: int) -> dict:
 
 
 def train_lm(cfg: TransformerConfig, corpus, steps: int, batch: int, seed: int):
-    params, _ = TransformerLM.init(jax.random.key(seed), cfg)
+    params = TransformerLM(cfg).init(jax.random.key(seed))
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(optax.cosine_decay_schedule(3e-3, steps)))
-    step = make_train_step(lambda p, b: lm_loss(p, b, cfg), optimizer)
+    step = make_train_step(lambda p, b: TransformerLM(cfg).loss(p, b), optimizer)
     opt_state = optimizer.init(params)
     tokens = jnp.asarray(corpus.train)
     sample = jax.jit(lambda key: data.sample_windows(key, tokens, batch, cfg.max_len + 1))
@@ -77,21 +77,22 @@ def train_lm(cfg: TransformerConfig, corpus, steps: int, batch: int, seed: int):
 def dense_reference(params, tokens, cfg: TransformerConfig) -> list[tuple[jax.Array, jax.Array]]:
     """Returns, per block of a dense-attention model, its normed attention input on ``tokens`` and its output."""
     x = embedding.embed_tokens(params["tokens"], tokens, jnp.float32)
-    states = jax.jit(lambda p, x: residual_states(p, x, cfg))(params, x)
-    attend = jax.jit(lambda p, h: softmax.apply(p, h, cfg.attention_config)[0])
+    states = jax.jit(Body(cfg).residual_states)(params, x)
+    attend = jax.jit(Attention(cfg.attention_config).apply)
     pairs = []
-    for block, x in zip(params["blocks"], states):
-        h = norms.apply(block["attn_norm"], x, cfg.norm_config)
+    for i in range(cfg.num_layers):
+        block = jax.tree.map(lambda a, i=i: a[i], params["blocks"])
+        h = Norm(cfg.norm_config).apply(block["attn_norm"], states[i])
         pairs.append((h, attend(block["attn"], h)))
     return pairs
 
 
 def relative_output_errors(params, reference, sparse_cfg: TransformerConfig) -> list[float]:
     """Returns per block the relative error of sparse attention on the inputs of :func:`dense_reference`."""
-    attend = jax.jit(lambda p, h: sparse.apply(p, h, sparse_cfg.attention_config)[0])
+    attend = jax.jit(Attention(sparse_cfg.attention_config).apply)
     errors = []
-    for block, (h, want) in zip(params["blocks"], reference):
-        got = attend(block["attn"], h)
+    for i, (h, want) in enumerate(reference):
+        got = attend(jax.tree.map(lambda a, i=i: a[i], params["blocks"]["attn"]), h)
         errors.append(float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want)))
     return errors
 
@@ -102,7 +103,7 @@ def lm_study(context: int, steps: int, batch: int, eval_batches: int) -> dict:
     sparse_cfg = dataclasses.replace(dense_cfg, attention="sparse", attention_options=LM_OPTIONS)
     valid = jnp.asarray(corpus.valid)
     windows = [data.sample_windows(jax.random.key(1000 + i), valid, batch, context + 1) for i in range(eval_batches)]
-    loss = {c: jax.jit(lambda p, b, c=c: lm_loss(p, b, c)) for c in (dense_cfg, sparse_cfg)}
+    loss = {c: jax.jit(lambda p, b, c=c: TransformerLM(c).loss(p, b)) for c in (dense_cfg, sparse_cfg)}
 
     def mean_loss(params, cfg):
         return float(np.mean([loss[cfg](params, {"tokens": w}) for w in windows]))

@@ -21,7 +21,7 @@ import optax
 from benchmarks import report, timing
 from hetnet.config import TransformerConfig
 from hetnet.models import TransformerLM
-from hetnet.train import lm_loss, make_train_step
+from hetnet.train import make_train_step
 
 SIZES = {
     "small": dict(d_model=128, num_heads=4, num_layers=2, max_len=128, batch=16),
@@ -75,7 +75,8 @@ def to_flax(params, cfg: TransformerConfig) -> dict:
         "final_norm": {"scale": params["final_norm"]["scale"]},
         "unembed": {"kernel": params["unembed"]},
     }
-    for i, b in enumerate(params["blocks"]):
+    for i in range(cfg.num_layers):
+        b = jax.tree.map(lambda x, i=i: x[i], params["blocks"])
         a = b["attn"]
         out[f"block_{i}"] = {
             "attn_norm": {"scale": b["attn_norm"]["scale"]},
@@ -109,13 +110,13 @@ def measure(size: dict, repeats: int) -> dict:
         vocab_size=256, d_model=size["d_model"], num_heads=size["num_heads"], num_layers=size["num_layers"],
         max_len=size["max_len"], norm="rms", ffn="gelu",
     )
-    params, _ = TransformerLM.init(jax.random.key(0), cfg)
+    params = TransformerLM(cfg).init(jax.random.key(0))
     variables = to_flax(params, cfg)
     model = FlaxLM(cfg)
     tokens = jax.random.randint(jax.random.key(1), (size["batch"], cfg.max_len + 1), 0, cfg.vocab_size)
     batch = {"tokens": tokens}
 
-    ours = TransformerLM.apply(params, tokens[:, :-1], cfg)
+    ours = TransformerLM(cfg).apply(params, tokens[:, :-1])
     theirs = model.apply(variables, tokens[:, :-1])
     err = float(jnp.max(jnp.abs(ours - theirs)) / jnp.max(jnp.abs(theirs)))
     if err > 1e-4:
@@ -123,7 +124,7 @@ def measure(size: dict, repeats: int) -> dict:
 
     optimizer = optax.adam(1e-3)
     # Timed repeatedly on the same inputs, like the flax step it is compared with: no donation on either side.
-    het_step = make_train_step(lambda p, b: lm_loss(p, b, cfg), optimizer, donate=False)
+    het_step = make_train_step(TransformerLM(cfg).loss, optimizer, donate=False)
     flax_step = flax_train_step(model, optimizer)
     het_state, flax_state = optimizer.init(params), optimizer.init(variables)
     times = timing.time_interleaved(

@@ -47,8 +47,9 @@ def lstm_space(inputs, hidden):
 
 def transformer_space(layers_, d_model, vocab=64, io_as_groups=False):
     cfg = TransformerConfig(vocab_size=vocab, d_model=d_model, num_heads=4, num_layers=layers_, max_len=32)
-    params, axes = TransformerLM.init(jax.random.key(0), cfg)
-    return spec_lib.from_hetnet(params, axes, io_as_groups=io_as_groups), params
+    model = TransformerLM(cfg)
+    params = model.init(jax.random.key(0))
+    return spec_lib.from_hetnet(params, model.axes, io_as_groups=io_as_groups), params
 
 
 SPACES = {

@@ -29,12 +29,13 @@ def main(argv=None) -> dict:
     print(f"{devices} device(s): mesh {dict(mesh.shape)}")
 
     cfg = TransformerConfig(vocab_size=256, d_model=32, num_heads=4, num_layers=2, max_len=32)
-    params, axes = TransformerLM.init(jax.random.key(0), cfg)
+    model = TransformerLM(cfg)
+    params, axes = model.init(jax.random.key(0)), model.axes
     optimizer = optax.adam(3e-3)
     # Heads and MLP units split over "model", the batch over "data"; everything else is replicated.
     shardings = train.step_shardings(optimizer, params, axes, mesh)
-    print("query kernel:", shardings.params["blocks"][0]["attn"]["query"].spec)
-    step = train.make_train_step(lambda p, b: train.lm_loss(p, b, cfg), optimizer, shardings)
+    print("query kernel:", shardings.params["blocks"]["attn"]["query"].spec)
+    step = train.make_train_step(model.loss, optimizer, shardings)
     params = train.place(params, shardings.params)
     opt_state = train.place(optimizer.init(params), shardings.opt_state)
 

@@ -33,7 +33,8 @@ def main(argv=None) -> dict:
         attention=args.attention, attention_options=VARIANT_OPTIONS.get(args.attention, ()),
     )
     # 2. Params and their axis labels: a pytree of arrays and a matching tree of label tuples.
-    params, axes = TransformerLM.init(jax.random.key(0), cfg)
+    model = TransformerLM(cfg)
+    params = model.init(jax.random.key(0))
     print("parameters:", sum(x.size for x in jax.tree.leaves(params)))
 
     # 3. Data: the standard library's own source as bytes, split by file.
@@ -41,7 +42,7 @@ def main(argv=None) -> dict:
 
     # 4. Any optax transformation; the step is jitted once and reused.
     optimizer = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(3e-3))
-    step = train.make_train_step(lambda p, b: train.lm_loss(p, b, cfg), optimizer)
+    step = train.make_train_step(model.loss, optimizer)
     opt_state = optimizer.init(params)
     losses = []
     for i in range(steps):
@@ -52,9 +53,9 @@ def main(argv=None) -> dict:
             print(f"step {i:4d}  loss {losses[-1]:.3f}  grad norm {float(metrics['grad_norm']):.3f}")
 
     valid = data.sample_windows(jax.random.key(10_000), corpus.valid, batch=16, length=context + 1)
-    valid_loss = float(jax.jit(lambda p: train.lm_loss(p, {"tokens": valid}, cfg))(params))
+    valid_loss = float(jax.jit(model.loss)(params, {"tokens": valid}))
     print(f"validation loss {valid_loss:.3f} nats/byte")
-    return {"losses": losses, "valid_loss": valid_loss, "axes": axes}
+    return {"losses": losses, "valid_loss": valid_loss, "axes": model.axes}
 
 
 if __name__ == "__main__":

@@ -2,13 +2,23 @@
 
 from hetnet import attention, axes, data, hyperset, sharding, symmetry, train
 from hetnet.config import AttentionConfig, ClassifierConfig, FeedForwardConfig, NormConfig, TransformerConfig
-from hetnet.models import Model, SequenceClassifier, TransformerLM
+from hetnet.attention import Attention
+from hetnet.blocks import Block
+from hetnet.feedforward import FeedForward
+from hetnet.hyperset import HyperSET
+from hetnet.models import Body, SequenceClassifier, TransformerLM
+from hetnet.norms import Norm
 
 __all__ = [
+    "Attention",
     "AttentionConfig",
+    "Block",
+    "Body",
+    "FeedForward",
+    "HyperSET",
+    "Norm",
     "ClassifierConfig",
     "FeedForwardConfig",
-    "Model",
     "NormConfig",
     "SequenceClassifier",
     "TransformerConfig",

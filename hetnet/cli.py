@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from hetnet import attention, data
 from hetnet.config import BLOCK_KINDS, TransformerConfig
 from hetnet.models import TransformerLM
-from hetnet.train import lm_loss, make_eval_step, make_train_step
+from hetnet.train import make_eval_step, make_train_step
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -97,10 +97,11 @@ def run(args: argparse.Namespace) -> dict:
     )
     key = jax.random.key(args.seed)
     k_init, k_data, k_eval = jax.random.split(key, 3)
-    params, _ = TransformerLM.init(k_init, cfg)
+    model = TransformerLM(cfg)
+    params = model.init(k_init)
     optimizer = optax.adam(args.lr)
     opt_state = optimizer.init(params)
-    loss_fn = lambda p, b: lm_loss(p, b, cfg)  # noqa: E731
+    loss_fn = model.loss
     step, eval_step = make_train_step(loss_fn, optimizer), make_eval_step(loss_fn)
     train_tokens, valid_tokens = jnp.asarray(corpus.train), jnp.asarray(corpus.valid)
     length = args.seq_len + 1

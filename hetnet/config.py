@@ -109,7 +109,8 @@ class TransformerConfig:
     ``block`` picks the body: ``"standard"`` (``num_layers`` blocks with their own weights), ``"recurrent"`` (one
     block applied ``num_layers`` times) or ``"hyperset"`` (the Hyper-SET layer of :mod:`hetnet.hyperset`, iterated
     ``num_layers`` times, with ``num_heads`` subspaces and a dictionary of ``d_ff`` atoms). In the last two the
-    params do not depend on ``num_layers``, so the same params run at any depth.
+    params do not depend on ``num_layers``, so the same params run at any depth. ``remat`` recomputes each block's
+    activations in the backward pass (``jax.checkpoint`` per layer) instead of storing them.
     """
 
     vocab_size: int = 256
@@ -127,6 +128,7 @@ class TransformerConfig:
     causal: bool = True
     dtype: str = "float32"
     block: str = "standard"
+    remat: bool = False
 
     def __post_init__(self):
         for name in ("vocab_size", "num_layers", "max_len"):

@@ -10,8 +10,9 @@ _embed_init = jax.nn.initializers.normal(stddev=0.02)
 _dense_init = jax.nn.initializers.lecun_normal()
 
 
-def check_tokens(tokens, vocab_size: int, name: str = "tokens") -> None:
-    """Raises ValueError when concrete ``tokens`` are not integers in ``[0, vocab_size)``.
+def check_tokens(tokens, vocab_size: int, name: str = "tokens", bound: str = "vocab_size") -> None:
+    """Raises ValueError when concrete ``tokens`` are not integers in ``[0, vocab_size)``; ``bound`` names the
+    config field that sets the limit.
 
     Traced tokens cannot be checked eagerly; :func:`embed_tokens` turns their out-of-range entries into NaN so the
     mistake shows in the loss instead of silently reading a clamped row.
@@ -23,14 +24,18 @@ def check_tokens(tokens, vocab_size: int, name: str = "tokens") -> None:
         raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}.")
     if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
         raise ValueError(
-            f"{name} must lie in [0, vocab_size) = [0, {vocab_size}); got values in [{arr.min()}, {arr.max()}]. "
-            "Raise vocab_size in the config or re-tokenise the data."
+            f"{name} must lie in [0, {bound}) = [0, {vocab_size}); got values in [{arr.min()}, {arr.max()}]. "
+            f"Raise {bound} in the config or fix the data."
         )
 
 
-def init_tokens(key: jax.Array, vocab_size: int, d_model: int):
-    """Returns ``(params, axes)`` of a token table ``[vocab, d_model]``."""
-    return _embed_init(key, (vocab_size, d_model), jnp.float32), ("vocab", "embed")
+TOKEN_AXES = ("vocab", "embed")
+POSITION_AXES = ("pos", "embed")
+
+
+def init_tokens(key: jax.Array, vocab_size: int, d_model: int) -> jax.Array:
+    """Returns a token table [vocab_size, d_model], labelled :data:`TOKEN_AXES`."""
+    return _embed_init(key, (vocab_size, d_model), jnp.float32)
 
 
 def embed_tokens(table: jax.Array, tokens: jax.Array, dtype) -> jax.Array:
@@ -44,9 +49,9 @@ def embed_tokens(table: jax.Array, tokens: jax.Array, dtype) -> jax.Array:
     return jnp.where(valid[..., None], rows, jnp.asarray(jnp.nan, rows.dtype))
 
 
-def init_positions(key: jax.Array, max_len: int, d_model: int):
-    """Returns ``(params, axes)`` of learned absolute positions ``[max_len, d_model]``."""
-    return _embed_init(key, (max_len, d_model), jnp.float32), ("pos", "embed")
+def init_positions(key: jax.Array, max_len: int, d_model: int) -> jax.Array:
+    """Returns learned absolute positions [max_len, d_model], labelled :data:`POSITION_AXES`."""
+    return _embed_init(key, (max_len, d_model), jnp.float32)
 
 
 def add_positions(table: jax.Array, x: jax.Array) -> jax.Array:
@@ -60,6 +65,6 @@ def add_positions(table: jax.Array, x: jax.Array) -> jax.Array:
     return x + table[None, :seq].astype(x.dtype)
 
 
-def init_dense(key: jax.Array, d_in: int, d_out: int, in_label, out_label):
-    """Returns ``(params, axes)`` of a kernel ``[d_in, d_out]`` labelled ``(in_label, out_label)``."""
-    return _dense_init(key, (d_in, d_out), jnp.float32), (in_label, out_label)
+def init_dense(key: jax.Array, d_in: int, d_out: int) -> jax.Array:
+    """Returns a lecun-normal kernel [d_in, d_out]."""
+    return _dense_init(key, (d_in, d_out), jnp.float32)

@@ -26,6 +26,7 @@ normaliser, so the causal step uses the reader-normalised causal softmax for bot
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -55,29 +56,6 @@ def sizes(cfg: TransformerConfig) -> tuple[int, int, int]:
     """Returns ``(heads, subspace_dim, dictionary_size)`` of a Hyper-SET config."""
     attn = cfg.attention_config
     return attn.num_heads, attn.dim_per_head, cfg.ffn_config.d_ff
-
-
-def init(key: jax.Array, cfg: TransformerConfig):
-    """Returns ``(params, axes)`` of the shared layer.
-
-    subspaces: [d_model, heads, p]; dictionary: [d_model, M]; the step-size network: step_time [d_model, d_model],
-    step_token [d_model, d_model], step_bias [d_model], step_out [d_model, 2, d_model] and step_out_bias [2, d_model]
-    (both zero, so the first update of every iteration is zero).
-    """
-    heads, p, atoms = sizes(cfg)
-    d = cfg.d_model
-    k_w, k_d, k_t, k_x = jax.random.split(key, 4)
-    normal = jax.nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
-    params = {
-        "subspaces": normal(k_w, (d, heads, p), jnp.float32),
-        "dictionary": jax.nn.initializers.lecun_normal()(k_d, (d, atoms), jnp.float32),
-        "step_time": jax.nn.initializers.lecun_normal()(k_t, (d, d), jnp.float32),
-        "step_token": jax.nn.initializers.lecun_normal()(k_x, (d, d), jnp.float32),
-        "step_bias": jnp.zeros((d,), jnp.float32),
-        "step_out": jnp.zeros((d, 2, d), jnp.float32),
-        "step_out_bias": jnp.zeros((2, d), jnp.float32),
-    }
-    return params, dict(AXES)
 
 
 def time_embedding(t: jax.Array, dim: int) -> jax.Array:
@@ -165,26 +143,66 @@ def feedforward_energy(params, x: jax.Array, normalize: bool = True, padding_mas
     return jnp.sum(per_token, axis=-1)
 
 
-def iterate(params, x: jax.Array, cfg: TransformerConfig, *, padding_mask=None, record_energies: bool = False):
-    """Returns ``(x, energies)`` after ``cfg.num_layers`` iterations of the attention step then the feed-forward step.
+@dataclasses.dataclass(frozen=True)
+class HyperSET:
+    """The shared Hyper-SET layer bound to ``cfg``, iterated ``cfg.num_layers`` times.
 
-    x: [batch, seq, d_model]; padding_mask: [batch, seq] bool or None. ``energies`` is None, or with
-    ``record_energies`` a dict of ``attention`` and ``feedforward``: [iterations + 1, batch], before each iteration
-    and after the last.
+    Params: subspaces [d_model, heads, p]; dictionary [d_model, M]; the step-size network: step_time
+    [d_model, d_model], step_token [d_model, d_model], step_bias [d_model], step_out [d_model, 2, d_model] and
+    step_out_bias [2, d_model] (both zero, so the first update of every iteration is zero).
     """
 
-    def one(x, t):
-        alpha, gamma = step_sizes(params, x, t)
-        x = x - alpha * attention_update(params, x, cfg.causal, padding_mask)
-        x = x + gamma * feedforward_update(params, x)
-        return x, (energies(x) if record_energies else None)
+    cfg: TransformerConfig
 
-    def energies(x):
-        return {"attention": attention_energy(params, x, padding_mask=padding_mask),
-                "feedforward": feedforward_energy(params, x, padding_mask=padding_mask)}
+    def init(self, key: jax.Array) -> dict:
+        """Returns the layer's params (arrays only)."""
+        heads, p, atoms = sizes(self.cfg)
+        d = self.cfg.d_model
+        k_w, k_d, k_t, k_x = jax.random.split(key, 4)
+        normal = jax.nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
+        return {
+            "subspaces": normal(k_w, (d, heads, p), jnp.float32),
+            "dictionary": jax.nn.initializers.lecun_normal()(k_d, (d, atoms), jnp.float32),
+            "step_time": jax.nn.initializers.lecun_normal()(k_t, (d, d), jnp.float32),
+            "step_token": jax.nn.initializers.lecun_normal()(k_x, (d, d), jnp.float32),
+            "step_bias": jnp.zeros((d,), jnp.float32),
+            "step_out": jnp.zeros((d, 2, d), jnp.float32),
+            "step_out_bias": jnp.zeros((2, d), jnp.float32),
+        }
 
-    start = energies(x) if record_energies else None
-    x, trace = jax.lax.scan(one, x, jnp.arange(cfg.num_layers))
-    if not record_energies:
-        return x, None
-    return x, jax.tree.map(lambda s, tr: jnp.concatenate([s[None], tr]), start, trace)
+    @property
+    def axes(self) -> dict:
+        return dict(AXES)
+
+    def apply(self, params, x: jax.Array, *, padding_mask: jax.Array | None = None) -> jax.Array:
+        """Returns ``x`` after ``cfg.num_layers`` iterations.
+
+        x: [batch, seq, d_model]; padding_mask: [batch, seq] bool or None -> [batch, seq, d_model]
+        """
+        return self.iterate(params, x, padding_mask=padding_mask)[0]
+
+    def iterate(self, params, x: jax.Array, *, padding_mask=None, record_energies: bool = False):
+        """Returns ``(x, energies)`` after ``cfg.num_layers`` iterations of the attention step then the
+        feed-forward step.
+
+        x: [batch, seq, d_model]; padding_mask: [batch, seq] bool or None. ``energies`` is None, or with
+        ``record_energies`` a dict of ``attention`` and ``feedforward``: [iterations + 1, batch], before each
+        iteration and after the last.
+        """
+        causal = self.cfg.causal
+
+        def one(x, t):
+            alpha, gamma = step_sizes(params, x, t)
+            x = x - alpha * attention_update(params, x, causal, padding_mask)
+            x = x + gamma * feedforward_update(params, x)
+            return x, (energies(x) if record_energies else None)
+
+        def energies(x):
+            return {"attention": attention_energy(params, x, padding_mask=padding_mask),
+                    "feedforward": feedforward_energy(params, x, padding_mask=padding_mask)}
+
+        start = energies(x) if record_energies else None
+        x, trace = jax.lax.scan(one, x, jnp.arange(self.cfg.num_layers))
+        if not record_energies:
+            return x, None
+        return x, jax.tree.map(lambda s, tr: jnp.concatenate([s[None], tr]), start, trace)

@@ -1,156 +1,276 @@
-"""Models as pairs of pure functions: ``TransformerLM`` (next-token) and ``SequenceClassifier``.
+"""Models bound to their configs: :class:`TransformerLM` (next-token) and :class:`SequenceClassifier`.
 
-Each is a :class:`Model`, a NamedTuple of ``init(key, cfg) -> (params, axes)`` and ``apply(params, inputs, cfg, ...)``,
-so ``jit``, ``vmap`` and ``grad`` apply to them directly.
+A model is a frozen, hashable object: ``init(key) -> params`` returns arrays only, ``apply(params, inputs)`` needs
+nothing static from the caller and ``axes`` comes from the config alone, so ``jax.jit(model.apply)``,
+``jax.eval_shape(model.init, key)``, ``jax.vmap`` and ``jax.grad(model.loss)`` work as they are.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
+import optax
 
-from hetnet import attention, axes as axes_lib, blocks, embedding, hyperset, norms
+from hetnet import axes as axes_lib, embedding
+from hetnet.blocks import Block
 from hetnet.config import ClassifierConfig, TransformerConfig
+from hetnet.hyperset import HyperSET
+from hetnet.norms import Norm
 
 
-class Model(NamedTuple):
-    """``init(key, cfg) -> (params, axes)`` and ``apply(params, inputs, cfg, *, padding_mask=None) -> outputs``."""
-
-    init: Callable[..., tuple[Any, Any]]
-    apply: Callable[..., jax.Array]
+def _check_config(name: str, cfg, expected: type) -> None:
+    if not isinstance(cfg, expected):
+        raise TypeError(f"{name} takes a {expected.__name__}, got {type(cfg).__name__}.")
 
 
-def _dtype(cfg: TransformerConfig):
-    return jnp.dtype(cfg.dtype)
+@dataclasses.dataclass(frozen=True)
+class Body:
+    """Learned positions, the blocks and a final norm, bound to ``cfg``.
 
-
-def init_body(key: jax.Array, cfg: TransformerConfig):
-    """Returns ``(params, axes)`` of positions, the blocks and a final norm.
-
-    ``cfg.block == "standard"``: ``blocks`` is a list of ``num_layers`` blocks (labels scoped ``blocks/i``);
-    ``"recurrent"``: ``shared_block`` is one block; ``"hyperset"``: ``hyperset`` is the Hyper-SET layer.
+    ``cfg.block == "standard"``: ``blocks`` holds ``num_layers`` blocks stacked along a leading ``layers`` axis
+    (per-layer groups :class:`~hetnet.axes.Nested` in it), run by ``lax.scan`` (each block under
+    ``jax.checkpoint`` when ``cfg.remat``); ``"recurrent"``: ``shared_block`` is one block run ``num_layers`` times;
+    ``"hyperset"``: ``hyperset`` is the Hyper-SET layer.
     """
-    attention.get(cfg.attention)
-    # A shared body draws a fixed number of keys, so its params do not depend on num_layers.
-    shared = cfg.block != "standard"
-    k_pos, *k_blocks = jax.random.split(key, 2 if shared else cfg.num_layers + 1)
-    k_shared = k_blocks[0]
-    pos, pos_axes = embedding.init_positions(k_pos, cfg.max_len, cfg.d_model)
-    norm, norm_axes = norms.init(key, cfg.norm_config)
-    params = {"positions": pos, "final_norm": norm}
-    axes = {"positions": pos_axes, "final_norm": norm_axes}
-    if cfg.block == "standard":
-        params["blocks"], axes["blocks"] = [], []
-        for i, k in enumerate(k_blocks):
-            p, a = blocks.init(k, cfg)
-            params["blocks"].append(p)
-            axes["blocks"].append(axes_lib.scope(a, f"blocks/{i}"))
-    elif cfg.block == "recurrent":
-        params["shared_block"], shared_axes = blocks.init(k_shared, cfg)
-        axes["shared_block"] = axes_lib.scope(shared_axes, "shared")
-    else:
-        params["hyperset"], axes["hyperset"] = hyperset.init(k_shared, cfg)
-    return params, axes
+
+    cfg: TransformerConfig
+
+    def __post_init__(self):
+        _check_config("Body", self.cfg, TransformerConfig)
+
+    @property
+    def block(self) -> Block:
+        return Block(self.cfg)
+
+    @property
+    def norm(self) -> Norm:
+        return Norm(self.cfg.norm_config)
+
+    def init(self, key: jax.Array) -> dict:
+        """Returns the body's params; a shared (recurrent or Hyper-SET) body's do not depend on ``num_layers``."""
+        k_pos, k_layers = jax.random.split(key)
+        params = {"positions": embedding.init_positions(k_pos, self.cfg.max_len, self.cfg.d_model),
+                  "final_norm": self.norm.init(key)}
+        if self.cfg.block == "standard":
+            params["blocks"] = jax.vmap(self.block.init)(jax.random.split(k_layers, self.cfg.num_layers))
+        elif self.cfg.block == "recurrent":
+            params["shared_block"] = self.block.init(k_layers)
+        else:
+            params["hyperset"] = HyperSET(self.cfg).init(k_layers)
+        return params
+
+    @functools.cached_property
+    def axes(self) -> dict:
+        axes = {"positions": embedding.POSITION_AXES, "final_norm": self.norm.axes}
+        if self.cfg.block == "standard":
+            axes["blocks"] = axes_lib.stack(self.block.axes, "blocks")
+        elif self.cfg.block == "recurrent":
+            axes["shared_block"] = axes_lib.scope(self.block.axes, "shared")
+        else:
+            axes["hyperset"] = HyperSET(self.cfg).axes
+        return axes
+
+    def _run_blocks(self, params, x: jax.Array, padding_mask, keep_states: bool):
+        block = self.block
+        if self.cfg.block == "standard":
+            stacked = params["blocks"]
+            carry = block.first_carry(jax.tree.map(lambda a: a[0], stacked), x)
+        else:
+            stacked = None
+            carry = block.first_carry(params["shared_block"], x)
+
+        def one(x, layer_params):
+            p = params["shared_block"] if layer_params is None else layer_params
+            x = block.apply(p, x, padding_mask=padding_mask, carry=carry)
+            return x, (x if keep_states else None)
+
+        step = jax.checkpoint(one) if self.cfg.remat else one
+        return jax.lax.scan(step, x, stacked, length=self.cfg.num_layers)
+
+    def residual_states(self, params, x: jax.Array, *, padding_mask=None) -> jax.Array:
+        """Returns the residual stream after the positions and after every block (for probing).
+
+        x: [batch, seq, d_model] embedded inputs -> [num_layers + 1, batch, seq, d_model], before the final norm
+        """
+        if self.cfg.block == "hyperset":
+            raise ValueError("residual_states reads a body of blocks; this config's block is 'hyperset' "
+                             "(use HyperSET.iterate for its trajectory).")
+        self._check_mask(x, padding_mask)
+        x = embedding.add_positions(params["positions"], x)
+        _, states = self._run_blocks(params, x, padding_mask, keep_states=True)
+        return jnp.concatenate([x[None], states])
+
+    @staticmethod
+    def _check_mask(x: jax.Array, padding_mask) -> None:
+        if padding_mask is not None and tuple(padding_mask.shape) != tuple(x.shape[:2]):
+            raise ValueError(f"padding_mask must have shape [batch, seq] = {tuple(x.shape[:2])}, got "
+                             f"{tuple(padding_mask.shape)}.")
+
+    def apply(self, params, x: jax.Array, *, padding_mask=None) -> jax.Array:
+        """Returns the final-normed residual stream after adding positions and running the body.
+
+        x: [batch, seq, d_model] embedded inputs; padding_mask: [batch, seq] bool or None -> [batch, seq, d_model]
+        """
+        self._check_mask(x, padding_mask)
+        x = embedding.add_positions(params["positions"], x)
+        if self.cfg.block == "hyperset":
+            x = HyperSET(self.cfg).apply(params["hyperset"], x, padding_mask=padding_mask)
+        else:
+            x, _ = self._run_blocks(params, x, padding_mask, keep_states=False)
+        return self.norm.apply(params["final_norm"], x)
 
 
-def residual_states(params, x: jax.Array, cfg: TransformerConfig, *, padding_mask=None) -> list[jax.Array]:
-    """Returns the residual stream after the positions and after every block of a standard body (for probing).
+@dataclasses.dataclass(frozen=True)
+class TransformerLM:
+    """A next-token language model bound to ``cfg``: token embedding, :class:`Body`, unembedding."""
 
-    x: [batch, seq, d_model] embedded inputs -> ``num_layers + 1`` arrays [batch, seq, d_model], before the final norm
+    cfg: TransformerConfig
+
+    def __post_init__(self):
+        _check_config("TransformerLM", self.cfg, TransformerConfig)
+
+    @property
+    def body(self) -> Body:
+        return Body(self.cfg)
+
+    def init(self, key: jax.Array) -> dict:
+        """Returns the model's params (arrays only)."""
+        k_tok, k_body, k_out = jax.random.split(key, 3)
+        params = self.body.init(k_body)
+        params["tokens"] = embedding.init_tokens(k_tok, self.cfg.vocab_size, self.cfg.d_model)
+        params["unembed"] = embedding.init_dense(k_out, self.cfg.d_model, self.cfg.vocab_size)
+        return params
+
+    @functools.cached_property
+    def axes(self) -> dict:
+        """The label tuple of every params axis, a tree with the structure of ``init``'s params."""
+        return {**self.body.axes, "tokens": embedding.TOKEN_AXES, "unembed": ("embed", "vocab")}
+
+    def embed(self, params, tokens: jax.Array) -> jax.Array:
+        """Returns the token embeddings in the compute dtype.
+
+        tokens: [batch, seq] int in [0, vocab_size) -> [batch, seq, d_model]
+        """
+        embedding.check_tokens(tokens, self.cfg.vocab_size)
+        if tokens.ndim != 2:
+            raise ValueError(f"tokens must have shape [batch, seq], got shape {tuple(tokens.shape)}.")
+        return embedding.embed_tokens(params["tokens"], tokens, jnp.dtype(self.cfg.dtype))
+
+    def apply(self, params, tokens: jax.Array, *, padding_mask=None) -> jax.Array:
+        """Returns next-token logits in float32.
+
+        tokens: [batch, seq] int in [0, vocab_size); padding_mask: [batch, seq] bool or None
+        -> [batch, seq, vocab_size]
+        """
+        h = self.body.apply(params, self.embed(params, tokens), padding_mask=padding_mask)
+        return (h @ params["unembed"].astype(h.dtype)).astype(jnp.float32)
+
+    def loss(self, params, batch: dict) -> jax.Array:
+        """Returns the mean next-token cross-entropy (nats per token) over unmasked targets.
+
+        batch["tokens"]: [batch, seq + 1] int; optional batch["mask"]: [batch, seq + 1] bool, True for real tokens.
+        Out-of-range targets raise when concrete and make the loss NaN when traced.
+        """
+        tokens = batch["tokens"]
+        embedding.check_tokens(tokens, self.cfg.vocab_size, 'batch["tokens"]')
+        if tokens.ndim != 2 or tokens.shape[1] < 2:
+            raise ValueError(f'batch["tokens"] must have shape [batch, seq + 1] with seq >= 1, got '
+                             f"{tuple(tokens.shape)}.")
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        mask = batch.get("mask")
+        logits = self.apply(params, inputs, padding_mask=None if mask is None else mask[:, :-1])
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
+        # Traced targets cannot be checked eagerly: an out-of-range one makes the loss NaN rather than a wrong number.
+        invalid = (targets < 0) | (targets >= self.cfg.vocab_size)
+        if mask is not None:
+            invalid = invalid & mask[:, 1:].astype(bool)
+        losses = jnp.where(invalid, jnp.nan, losses)
+        if mask is None:
+            return jnp.mean(losses)
+        weights = mask[:, 1:].astype(losses.dtype)
+        return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class SequenceClassifier:
+    """A sequence classifier bound to ``cfg``: a :class:`Body`, mean pooling over real tokens, a linear head.
+
+    Inputs are tokens [batch, seq], or features [batch, seq, input_dim] when ``cfg.input_dim`` is set.
     """
-    if cfg.block != "standard":
-        raise ValueError(f"residual_states reads a standard body's blocks; this config's block is {cfg.block!r}.")
-    x = embedding.add_positions(params["positions"], x)
-    states, state = [x], {}
-    for block in params["blocks"]:
-        x, state = blocks.apply(block, x, cfg, padding_mask=padding_mask, state=state)
-        states.append(x)
-    return states
 
+    cfg: ClassifierConfig
 
-def apply_body(params, x: jax.Array, cfg: TransformerConfig, *, padding_mask=None) -> jax.Array:
-    """Returns the final-normed residual stream after adding positions and running the body.
+    def __post_init__(self):
+        _check_config("SequenceClassifier", self.cfg, ClassifierConfig)
 
-    x: [batch, seq, d_model] embedded inputs; padding_mask: [batch, seq] bool or None -> [batch, seq, d_model]
-    """
-    if padding_mask is not None and tuple(padding_mask.shape) != tuple(x.shape[:2]):
-        raise ValueError(f"padding_mask must have shape [batch, seq] = {tuple(x.shape[:2])}, got "
-                         f"{tuple(padding_mask.shape)}.")
-    if cfg.block == "standard":
-        x = residual_states(params, x, cfg, padding_mask=padding_mask)[-1]
-        return norms.apply(params["final_norm"], x, cfg.norm_config)
-    x = embedding.add_positions(params["positions"], x)
-    state: dict = {}
-    if cfg.block == "recurrent":
-        for _ in range(cfg.num_layers):
-            x, state = blocks.apply(params["shared_block"], x, cfg, padding_mask=padding_mask, state=state)
-    else:
-        x, _ = hyperset.iterate(params["hyperset"], x, cfg, padding_mask=padding_mask)
-    return norms.apply(params["final_norm"], x, cfg.norm_config)
+    @property
+    def body(self) -> Body:
+        return Body(self.cfg.backbone)
 
+    def init(self, key: jax.Array) -> dict:
+        """Returns the model's params (arrays only)."""
+        backbone = self.cfg.backbone
+        k_in, k_body, k_head = jax.random.split(key, 3)
+        params = self.body.init(k_body)
+        if self.cfg.input_dim is None:
+            params["tokens"] = embedding.init_tokens(k_in, backbone.vocab_size, backbone.d_model)
+        else:
+            params["inputs"] = embedding.init_dense(k_in, self.cfg.input_dim, backbone.d_model)
+        params["head"] = embedding.init_dense(k_head, backbone.d_model, self.cfg.num_classes)
+        return params
 
-def _lm_init(key: jax.Array, cfg: TransformerConfig):
-    k_tok, k_body, k_out = jax.random.split(key, 3)
-    params, axes = init_body(k_body, cfg)
-    params["tokens"], axes["tokens"] = embedding.init_tokens(k_tok, cfg.vocab_size, cfg.d_model)
-    params["unembed"], axes["unembed"] = embedding.init_dense(k_out, cfg.d_model, cfg.vocab_size, "embed", "vocab")
-    return params, axes
+    @functools.cached_property
+    def axes(self) -> dict:
+        """The label tuple of every params axis, a tree with the structure of ``init``'s params."""
+        axes = {**self.body.axes, "head": ("embed", "classes")}
+        if self.cfg.input_dim is None:
+            axes["tokens"] = embedding.TOKEN_AXES
+        else:
+            axes["inputs"] = (None, "embed")
+        return axes
 
+    def apply(self, params, inputs: jax.Array, *, padding_mask=None) -> jax.Array:
+        """Returns class logits in float32 from the mean of the final states over real (unpadded) positions.
 
-def _lm_apply(params, tokens: jax.Array, cfg: TransformerConfig, *, padding_mask=None) -> jax.Array:
-    """Returns next-token logits.
+        inputs: [batch, seq] tokens, or [batch, seq, input_dim] features; padding_mask: [batch, seq] bool or None
+        -> [batch, num_classes]
+        """
+        backbone = self.cfg.backbone
+        dtype = jnp.dtype(backbone.dtype)
+        if self.cfg.input_dim is None:
+            embedding.check_tokens(inputs, backbone.vocab_size, "inputs")
+            if inputs.ndim != 2:
+                raise ValueError(f"inputs must be tokens of shape [batch, seq], got shape {tuple(inputs.shape)}.")
+            x = embedding.embed_tokens(params["tokens"], inputs, dtype)
+        else:
+            if inputs.ndim != 3 or inputs.shape[-1] != self.cfg.input_dim:
+                raise ValueError(f"inputs must have shape [batch, seq, input_dim={self.cfg.input_dim}], got "
+                                 f"{tuple(inputs.shape)}.")
+            x = inputs.astype(dtype) @ params["inputs"].astype(dtype)
+        h = self.body.apply(params, x, padding_mask=padding_mask)
+        if padding_mask is None:
+            pooled = jnp.mean(h, axis=1)
+        else:
+            weights = padding_mask.astype(h.dtype)[..., None]
+            pooled = jnp.sum(h * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1)
+        return (pooled @ params["head"].astype(h.dtype)).astype(jnp.float32)
 
-    tokens: [batch, seq] int in [0, vocab_size); padding_mask: [batch, seq] bool or None -> [batch, seq, vocab_size]
-    """
-    embedding.check_tokens(tokens, cfg.vocab_size)
-    if tokens.ndim != 2:
-        raise ValueError(f"tokens must have shape [batch, seq], got shape {tuple(tokens.shape)}.")
-    x = embedding.embed_tokens(params["tokens"], tokens, _dtype(cfg))
-    h = apply_body(params, x, cfg, padding_mask=padding_mask)
-    return (h @ params["unembed"].astype(h.dtype)).astype(jnp.float32)
+    def loss(self, params, batch: dict) -> jax.Array:
+        """Returns the mean cross-entropy of class logits.
 
+        batch["inputs"]: tokens or features as for :meth:`apply`; batch["labels"]: [batch] int in
+        [0, num_classes); optional batch["mask"]: [batch, seq] bool.
+        """
+        labels = batch["labels"]
+        embedding.check_tokens(labels, self.cfg.num_classes, 'batch["labels"]', "num_classes")
+        logits = self.apply(params, batch["inputs"], padding_mask=batch.get("mask"))
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        return jnp.mean(jnp.where((labels < 0) | (labels >= self.cfg.num_classes), jnp.nan, losses))
 
-TransformerLM = Model(_lm_init, _lm_apply)
-
-
-def _classifier_init(key: jax.Array, cfg: ClassifierConfig):
-    body_cfg = cfg.backbone
-    k_in, k_body, k_head = jax.random.split(key, 3)
-    params, axes = init_body(k_body, body_cfg)
-    if cfg.input_dim is None:
-        params["tokens"], axes["tokens"] = embedding.init_tokens(k_in, body_cfg.vocab_size, body_cfg.d_model)
-    else:
-        params["inputs"], axes["inputs"] = embedding.init_dense(k_in, cfg.input_dim, body_cfg.d_model, None, "embed")
-    params["head"], axes["head"] = embedding.init_dense(k_head, body_cfg.d_model, cfg.num_classes, "embed", "classes")
-    return params, axes
-
-
-def _classifier_apply(params, inputs: jax.Array, cfg: ClassifierConfig, *, padding_mask=None) -> jax.Array:
-    """Returns class logits from the mean of the final states over real (unpadded) positions.
-
-    inputs: [batch, seq] tokens, or [batch, seq, input_dim] features when ``cfg.input_dim`` is set;
-    padding_mask: [batch, seq] bool or None -> [batch, num_classes]
-    """
-    body_cfg = cfg.backbone
-    dtype = _dtype(body_cfg)
-    if cfg.input_dim is None:
-        embedding.check_tokens(inputs, body_cfg.vocab_size, "inputs")
-        x = embedding.embed_tokens(params["tokens"], inputs, dtype)
-    else:
-        if inputs.ndim != 3 or inputs.shape[-1] != cfg.input_dim:
-            raise ValueError(
-                f"inputs must have shape [batch, seq, input_dim={cfg.input_dim}], got {tuple(inputs.shape)}."
-            )
-        x = inputs.astype(dtype) @ params["inputs"].astype(dtype)
-    h = apply_body(params, x, body_cfg, padding_mask=padding_mask)
-    if padding_mask is None:
-        pooled = jnp.mean(h, axis=1)
-    else:
-        weights = padding_mask.astype(h.dtype)[..., None]
-        pooled = jnp.sum(h * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1)
-    return (pooled @ params["head"].astype(h.dtype)).astype(jnp.float32)
-
-
-SequenceClassifier = Model(_classifier_init, _classifier_apply)
+    def accuracy(self, params, batch: dict) -> jax.Array:
+        """Returns the fraction of examples whose arg-max logit is the label."""
+        logits = self.apply(params, batch["inputs"], padding_mask=batch.get("mask"))
+        return jnp.mean(jnp.argmax(logits, axis=-1) == batch["labels"])

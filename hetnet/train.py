@@ -1,4 +1,7 @@
-"""Jitted training and evaluation steps over any optax transformation, optionally sharded by axis labels."""
+"""Jitted training and evaluation steps over any optax transformation, optionally sharded by axis labels.
+
+A loss is any ``(params, batch) -> scalar``; a model's bound ``loss`` method (``TransformerLM(cfg).loss``) is one.
+"""
 
 from __future__ import annotations
 
@@ -6,56 +9,12 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from hetnet import embedding, sharding as sharding_lib
-from hetnet.config import ClassifierConfig, TransformerConfig
-from hetnet.models import SequenceClassifier, TransformerLM
+from hetnet import sharding as sharding_lib
 
 LossFn = Callable[[Any, Any], jax.Array]  # (params, batch) -> scalar loss
-
-
-def lm_loss(params, batch: dict, cfg: TransformerConfig) -> jax.Array:
-    """Returns the mean next-token cross-entropy (nats per token) over unmasked targets.
-
-    batch["tokens"]: [batch, seq + 1] int; optional batch["mask"]: [batch, seq + 1] bool, True for real tokens.
-    """
-    tokens = batch["tokens"]
-    embedding.check_tokens(tokens, cfg.vocab_size, 'batch["tokens"]')
-    if tokens.ndim != 2 or tokens.shape[1] < 2:
-        raise ValueError(f'batch["tokens"] must have shape [batch, seq + 1] with seq >= 1, got {tuple(tokens.shape)}.')
-    inputs, targets = tokens[:, :-1], tokens[:, 1:]
-    mask = batch.get("mask")
-    padding_mask = None if mask is None else mask[:, :-1]
-    logits = TransformerLM.apply(params, inputs, cfg, padding_mask=padding_mask)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)
-    # Traced targets cannot be checked eagerly: an out-of-range one makes the loss NaN rather than a wrong number.
-    invalid = (targets < 0) | (targets >= cfg.vocab_size)
-    if mask is not None:
-        invalid = invalid & mask[:, 1:].astype(bool)
-    losses = jnp.where(invalid, jnp.nan, losses)
-    if mask is None:
-        return jnp.mean(losses)
-    weights = mask[:, 1:].astype(losses.dtype)
-    return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-
-
-def classifier_loss(params, batch: dict, cfg: ClassifierConfig) -> jax.Array:
-    """Returns the mean cross-entropy of class logits.
-
-    batch["inputs"]: [batch, seq] tokens or [batch, seq, input_dim] features; batch["labels"]: [batch] int;
-    optional batch["mask"]: [batch, seq] bool.
-    """
-    logits = SequenceClassifier.apply(params, batch["inputs"], cfg, padding_mask=batch.get("mask"))
-    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]))
-
-
-def classifier_accuracy(params, batch: dict, cfg: ClassifierConfig) -> jax.Array:
-    """Returns the fraction of examples whose arg-max logit is the label."""
-    logits = SequenceClassifier.apply(params, batch["inputs"], cfg, padding_mask=batch.get("mask"))
-    return jnp.mean(jnp.argmax(logits, axis=-1) == batch["labels"])
 
 
 def inner_step(loss_fn: LossFn, optimizer: optax.GradientTransformationExtraArgs, params, opt_state, batch):

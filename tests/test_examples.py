@@ -49,5 +49,5 @@ def test_multi_device():
     out = load("multi_device").main(["--tiny"])
     assert int(np.prod(list(out["mesh"].values()))) == jax.device_count()
     assert np.all(np.isfinite(out["losses"]))
-    query = out["params"]["blocks"][0]["attn"]["query"]
+    query = out["params"]["blocks"]["attn"]["query"]
     assert len(query.sharding.device_set) == jax.device_count()

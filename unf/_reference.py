@@ -10,5 +10,6 @@ from unf import layers
 
 def apply_term_by_term(layer: layers.EquivariantLinear, params: dict, x: Any) -> Any:
     """Returns what ``layer.apply(params, x)`` returns, one term at a time."""
-    xs = layers._check_features(layer.spec, x, layer.c_in)
-    return layer.spec.unflatten(layers._apply_term_by_term(layer.plan, params["weights"], xs, layer.reduction))
+    xs = layer._view.split(layers._check_features(layer.spec, x, layer.c_in))
+    ys = layers._apply_term_by_term(layer.plan, params["weights"], xs, layer.reduction)
+    return layer.spec.unflatten(layer._view.merge(ys))

@@ -9,6 +9,12 @@ index) pair of ``None`` axes is a separate term (the fast layers fold these axes
 
 When every group's size is at least the number of axes carrying it, the terms are linearly independent and span the
 equivariant maps: there is one per orbit of the group on (output index, input index) pairs.
+
+Nested groups (:class:`hetnet.axes.Nested`, a per-layer group of stacked layers): each layer index permutes the group
+independently, so an output axis and an input axis of one nested group may share a block only where their parent
+(stacking) axes index the same layer: when the parent is a permuted label, only where the parents share a block;
+when the parent is *fixed* (not permuted, the layers told apart), only for the (output, input) index pairs of equal
+parent index.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import string
 from collections.abc import Hashable, Iterator, Sequence
 
 import numpy as np
+
+from hetnet.axes import Nested
 
 Item = tuple[str, int]  # ("out" | "in", axis position in that tensor)
 
@@ -73,41 +81,79 @@ def _check_axes(name: str, axes: Sequence, shape: Sequence[int] | None = None) -
         raise ValueError(f"{name} has {len(axes)} labels but its shape {tuple(shape)} has {len(shape)} axes.")
 
 
-def terms(out_axes: Sequence, in_axes: Sequence) -> list[Term]:
+def _crosses(block) -> bool:
+    return len({side for side, _ in block}) == 2
+
+
+def nested_ok(blocks, out_axes, in_axes, same_layer: frozenset) -> bool:
+    """Whether every block linking an output and an input axis of a nested group links them within one layer: their
+    parents share a block, or (for a fixed parent) the parent indices are known equal (``same_layer``)."""
+    block_of = {item: k for k, block in enumerate(blocks) for item in block}
+    for block in blocks:
+        label = (out_axes if block[0][0] == "out" else in_axes)[block[0][1]]
+        if not isinstance(label, Nested) or not _crosses(block):
+            continue
+        if label.parent in same_layer:
+            continue
+        out_parent = ("out", list(out_axes).index(label.parent))
+        in_parent = ("in", list(in_axes).index(label.parent))
+        if out_parent not in block_of or block_of[out_parent] != block_of.get(in_parent):
+            return False
+    return True
+
+
+def terms(out_axes: Sequence, in_axes: Sequence, fixed: Sequence = (), same_layer: Sequence = ()) -> list[Term]:
     """Returns every basis term between a tensor labelled ``in_axes`` and one labelled ``out_axes``, in a fixed order.
 
-    Only permuted axes take part; ``None`` axes are handled as channels (see :func:`dense`).
+    Only permuted axes take part; ``None`` axes and axes of ``fixed`` labels are handled as channels (see
+    :func:`dense`). ``same_layer``: the fixed labels whose output and input indices are equal in the index pair at
+    hand (a nested group hanging from one may link across the two tensors there and nowhere else).
     """
     _check_axes("out_axes", out_axes)
     _check_axes("in_axes", in_axes)
     items: dict = {}
     for side, axes in (("out", out_axes), ("in", in_axes)):
         for i, label in enumerate(axes):
-            if label is not None:
+            if label is not None and label not in fixed:
                 items.setdefault(label, []).append((side, i))
     order = {item: k for k, item in enumerate([("out", i) for i in range(len(out_axes))]
                                                + [("in", i) for i in range(len(in_axes))])}
     per_label = [list(set_partitions(group)) for group in items.values()]
     result = []
+    same_layer = frozenset(same_layer)
     for combo in itertools.product(*per_label):
         blocks = [tuple(b) for partition in combo for b in partition]
         blocks.sort(key=lambda b: order[b[0]])
-        result.append(Term(tuple(out_axes), tuple(in_axes), tuple(blocks)))
+        if nested_ok(blocks, out_axes, in_axes, same_layer):
+            result.append(Term(tuple(out_axes), tuple(in_axes), tuple(blocks)))
     return result
 
 
-def _none_positions(axes: Sequence) -> list[int]:
-    return [i for i, label in enumerate(axes) if label is None]
+def _none_positions(axes: Sequence, fixed: Sequence = ()) -> list[int]:
+    return [i for i, label in enumerate(axes) if label is None or label in fixed]
 
 
-def num_terms(out_axes: Sequence, in_axes: Sequence, out_shape: Sequence[int], in_shape: Sequence[int]) -> int:
-    """Returns the number of basis terms counting every (output, input) index pair of ``None`` axes separately."""
+def num_terms(out_axes: Sequence, in_axes: Sequence, out_shape: Sequence[int], in_shape: Sequence[int],
+              fixed: Sequence = ()) -> int:
+    """Returns the number of basis terms counting every (output, input) index pair of ``None`` and ``fixed`` axes
+    separately (a nested group under a fixed label links across the tensors only where the parents' indices agree).
+    """
     _check_axes("out_axes", out_axes, out_shape)
     _check_axes("in_axes", in_axes, in_shape)
-    none_pairs = int(np.prod([out_shape[i] for i in _none_positions(out_axes)], dtype=np.int64)) * int(
-        np.prod([in_shape[i] for i in _none_positions(in_axes)], dtype=np.int64)
-    )
-    return len(terms(out_axes, in_axes)) * none_pairs
+    none_out, none_in = _none_positions(out_axes, fixed), _none_positions(in_axes, fixed)
+    total = 0
+    for vo in itertools.product(*[range(out_shape[i]) for i in none_out]):
+        for vi in itertools.product(*[range(in_shape[i]) for i in none_in]):
+            total += len(terms(out_axes, in_axes, fixed, _same_layer(out_axes, in_axes, fixed, none_out, none_in,
+                                                                       vo, vi)))
+    return total
+
+
+def _same_layer(out_axes, in_axes, fixed, none_out, none_in, vo, vi) -> frozenset:
+    """Returns the fixed labels carried by both tensors whose output and input indices are equal in ``(vo, vi)``."""
+    out_index = {out_axes[p]: v for p, v in zip(none_out, vo) if out_axes[p] in fixed}
+    in_index = {in_axes[p]: v for p, v in zip(none_in, vi) if in_axes[p] in fixed}
+    return frozenset(label for label in out_index if in_index.get(label) == out_index[label])
 
 
 def _term_mask(term: Term, grids: dict, out_shape, in_shape, reduction: str) -> np.ndarray:
@@ -142,10 +188,11 @@ def dense(
     out_shape: Sequence[int],
     in_shape: Sequence[int],
     reduction: str = "mean",
+    fixed: Sequence = (),
 ) -> np.ndarray:
     """Returns every basis term as a dense matrix: ``[num_terms, prod(out_shape), prod(in_shape)]`` (row-major).
 
-    Terms are ordered by :func:`terms`, then by the ``None`` output indices, then by the ``None`` input indices.
+    Terms are ordered by the ``None`` (and ``fixed``) output indices, then input indices, then by :func:`terms`.
     Meant for tests and teaching: the size is the square of the tensors' sizes.
     """
     _check_axes("out_axes", out_axes, out_shape)
@@ -156,16 +203,16 @@ def dense(
     index = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij", sparse=True)
     grids = {("out", i): index[i] for i in range(len(out_shape))}
     grids.update({("in", i): index[len(out_shape) + i] for i in range(len(in_shape))})
-    none_out, none_in = _none_positions(out_axes), _none_positions(in_axes)
+    none_out, none_in = _none_positions(out_axes, fixed), _none_positions(in_axes, fixed)
     none_values = list(itertools.product(*[range(out_shape[i]) for i in none_out])), list(
         itertools.product(*[range(in_shape[i]) for i in none_in])
     )
     mats = []
-    for term in terms(out_axes, in_axes):
-        base = _term_mask(term, grids, out_shape, in_shape, reduction)
-        for vo in none_values[0]:
-            for vi in none_values[1]:
-                m = base
+    for vo in none_values[0]:
+        for vi in none_values[1]:
+            same = _same_layer(out_axes, in_axes, fixed, none_out, none_in, vo, vi)
+            for term in terms(out_axes, in_axes, fixed, same):
+                m = _term_mask(term, grids, out_shape, in_shape, reduction)
                 for axis, v in zip(none_out, vo):
                     m = m * (grids[("out", axis)] == v)
                 for axis, v in zip(none_in, vi):
@@ -178,7 +225,7 @@ def term_count_table(spec) -> str:
     """Returns a table of the number of basis terms from every input leaf (columns) to every output leaf (rows)."""
     names = spec.leaf_names
     counts = [
-        [num_terms(oa, ia, os, ins) for ia, ins in zip(spec.leaf_axes, spec.leaf_shapes)]
+        [num_terms(oa, ia, os, ins, spec.fixed) for ia, ins in zip(spec.leaf_axes, spec.leaf_shapes)]
         for oa, os in zip(spec.leaf_axes, spec.leaf_shapes)
     ]
     width = max(len(n) for n in names)

@@ -16,13 +16,15 @@ import numpy as np
 
 from unf.plan import LeafLayout, Plan, Signature, build_plan
 from unf.spec import WeightSpaceSpec
+from unf.stacking import Unstacked, unstack
 
 _LETTERS = string.ascii_letters.replace("Z", "")
 REDUCTIONS = ("mean", "sum")
 
 
-def _layouts(spec: WeightSpaceSpec) -> tuple[LeafLayout, ...]:
-    return tuple(LeafLayout(a, s) for a, s in zip(spec.leaf_axes, spec.leaf_shapes))
+def _unstacked(spec: WeightSpaceSpec) -> Unstacked:
+    """The leaves the plan runs on: the spec's own, or one per layer where a stacking axis is fixed."""
+    return unstack(spec.leaf_axes, spec.leaf_shapes, spec.fixed)
 
 
 def fold(x: jax.Array, layout: LeafLayout) -> jax.Array:
@@ -220,11 +222,14 @@ def _check_channels(**channels: int) -> None:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
 
 
-def _attach_plan(layer, out_layouts: tuple[LeafLayout, ...], c_out: int) -> None:
-    """Checks a frozen layer's settings and stores its plan and compiled init on it."""
+def _attach_plan(layer, out_layouts: tuple[LeafLayout, ...] | None, c_out: int) -> None:
+    """Checks a frozen layer's settings and stores its plan (output layouts default to the input's) and compiled
+    init on it."""
     _check_reduction(layer.reduction)
-    plan = build_plan(_layouts(layer.spec), out_layouts, layer.c_in, c_out)
+    view = _unstacked(layer.spec)
+    plan = build_plan(view.layouts, view.layouts if out_layouts is None else out_layouts, layer.c_in, c_out)
     object.__setattr__(layer, "plan", plan)
+    object.__setattr__(layer, "_view", view)
     object.__setattr__(layer, "_init", _jitted_init(plan))
 
 
@@ -234,7 +239,8 @@ class EquivariantLinear:
 
     Every output leaf receives every basis term from every input leaf, each mixed by its own ``[c_in, c_out]`` matrix
     (``None`` axes widen it), plus the complete equivariant bias. x, y: trees like the params, leaves
-    ``[*leaf_shape, c]``.
+    ``[*leaf_shape, c]``. A fixed stacking axis (``spec.fixed``, the exact layers mode) gives every layer its own
+    terms; a permuted one (tied) shares them across layers, so the params fit any depth.
     """
 
     spec: WeightSpaceSpec
@@ -245,7 +251,7 @@ class EquivariantLinear:
 
     def __post_init__(self):
         _check_channels(c_in=self.c_in, c_out=self.c_out)
-        _attach_plan(self, _layouts(self.spec), self.c_out)
+        _attach_plan(self, None, self.c_out)
 
     @property
     def num_terms(self) -> int:
@@ -257,8 +263,8 @@ class EquivariantLinear:
 
     def apply(self, params: dict, x: Any) -> Any:
         """Returns the layer's output features: same tree as ``x``, leaves ``[*leaf_shape, c_out]``."""
-        xs = _check_features(self.spec, x, self.c_in)
-        return self.spec.unflatten(_apply_plan(self.plan, params["weights"], xs, self.reduction))
+        xs = self._view.split(_check_features(self.spec, x, self.c_in))
+        return self.spec.unflatten(self._view.merge(_apply_plan(self.plan, params["weights"], xs, self.reduction)))
 
 
 
@@ -283,7 +289,7 @@ class InvariantLinear:
 
     def apply(self, params: dict, x: Any) -> jax.Array:
         """Returns ``[out_features]``."""
-        xs = _check_features(self.spec, x, self.c_in)
+        xs = self._view.split(_check_features(self.spec, x, self.c_in))
         return _apply_plan(self.plan, params["weights"], xs, self.reduction)[0]
 
 

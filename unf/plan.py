@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from unf.basis import Term, set_partitions
+from unf.basis import Term, nested_ok, set_partitions
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,6 +202,8 @@ def build_plan(
                             if tuple(kept_labels[i] for i in order) != linked_labels:
                                 continue
                             term = _term_of(out_layout, layout, groups, linked, red, order)
+                            if not nested_ok(term.blocks, out_layout.axes, layout.axes, frozenset()):
+                                continue  # a per-layer group linked across two different layers
                             contributions.append(Contribution(ridx, order, (row, row + width), term))
                             row += width
                     if bias and not linked:

@@ -29,7 +29,7 @@ class Recipe:
         if kind == "unf-adam":
             return lopt.EquivariantAdam(reference.spec, layer_key="blocks")
         if kind == "mlp-adam":
-            return lopt.PerParameterAdam()
+            return lopt.PerParameterAdam(layer_key="blocks")
         raise ValueError(f"kind must be 'unf-adam' or 'mlp-adam', got {kind!r}.")
 
 

@@ -2,6 +2,11 @@
 
 A label is any hashable (strings from hetnet, ints as in the original UNF code); ``None`` marks an axis that is not
 permuted. Labels shared between leaves name one group: permuting that group reindexes every axis carrying it.
+
+Stacked layers: a :class:`hetnet.axes.Nested` label is a group nested in a stacking axis (``"layers"``): each layer
+index has its own permutation of it. The stacking axis itself is either *fixed* (listed in ``spec.fixed``: not
+permuted, the model's exact symmetry; layers are told apart by their index) or a permuted label of its own (*tied*:
+layers are interchangeable, so one set of layer coefficients serves any depth).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 
 from hetnet import axes as hetnet_axes
 from hetnet import symmetry
+from hetnet.axes import Nested
 
 Label = Hashable
 
@@ -37,6 +43,19 @@ class WeightSpaceSpec:
     leaf_shapes: tuple[tuple[int, ...], ...]
     leaf_names: tuple[str, ...]
     sizes: tuple[tuple[Label, int], ...]
+    fixed: tuple[Label, ...] = ()
+
+    def __post_init__(self):
+        named = {label for label, _ in self.sizes}
+        for label in self.fixed:
+            if label not in named:
+                raise ValueError(f"fixed label {label!r} names no axis of the weight space; its labels are "
+                                 f"{sorted(map(repr, named))}.")
+        for labels, name in zip(self.leaf_axes, self.leaf_names):
+            for label in labels:
+                if isinstance(label, Nested) and list(labels).count(label.parent) != 1:
+                    raise ValueError(f"leaf {name} carries the nested label {label} but not exactly one axis "
+                                     f"labelled {label.parent!r}, its parent.")
 
     @property
     def num_leaves(self) -> int:
@@ -48,6 +67,16 @@ class WeightSpaceSpec:
 
     def size(self, label: Label) -> int:
         return dict(self.sizes)[label]
+
+    @property
+    def permuted_sizes(self) -> dict:
+        """``label: size`` of every label a permutation acts on (all but the fixed ones)."""
+        return {label: n for label, n in self.sizes if label not in self.fixed}
+
+    @property
+    def is_stacked(self) -> bool:
+        """Whether some leaf carries a nested label (a per-layer group of stacked layers)."""
+        return any(isinstance(label, Nested) for labels in self.leaf_axes for label in labels)
 
     def axes_tree(self) -> Any:
         """Returns the labels as a tree with the params' structure."""
@@ -64,8 +93,9 @@ class WeightSpaceSpec:
         return jax.tree.unflatten(self.treedef, list(leaves))
 
     def sample(self, key: jax.Array) -> symmetry.Permutations:
-        """Returns a uniformly random group element: one permutation per label."""
-        return symmetry.sample_from_sizes(key, dict(self.sizes))
+        """Returns a uniformly random group element: one permutation per permuted label, one per layer index for a
+        nested label."""
+        return symmetry.sample_from_sizes(key, self.permuted_sizes, dict(self.sizes))
 
     def apply(self, perms: symmetry.Permutations, tree: Any) -> Any:
         """Returns ``tree`` acted on by ``perms``. Leaves may carry trailing axes (channels) beyond the labelled ones."""
@@ -78,8 +108,9 @@ class WeightSpaceSpec:
         )
 
 
-def from_labels(params: Any, labels: Any) -> WeightSpaceSpec:
-    """Returns the spec of ``params`` whose axes carry ``labels`` (a tree of label tuples, ``None`` for unpermuted).
+def from_labels(params: Any, labels: Any, fixed: Sequence[Label] = ()) -> WeightSpaceSpec:
+    """Returns the spec of ``params`` whose axes carry ``labels`` (a tree of label tuples, ``None`` for unpermuted);
+    ``fixed`` lists labels that name axes no permutation acts on but that nested labels hang from.
 
     Raises ValueError when the trees differ, a leaf has the wrong number of labels, or one label names axes of
     different sizes.
@@ -93,6 +124,7 @@ def from_labels(params: Any, labels: Any) -> WeightSpaceSpec:
         leaf_shapes=tuple(tuple(np.shape(x)) for _, x in flat),
         leaf_names=tuple(jax.tree_util.keystr(p) or "<root>" for p, _ in flat),
         sizes=tuple(sorted(sizes.items(), key=lambda kv: repr(kv[0]))),
+        fixed=tuple(fixed),
     )
 
 
@@ -120,20 +152,66 @@ def relabel(reference: WeightSpaceSpec, params: Any) -> WeightSpaceSpec:
         axes.append(labels)
         shapes.append(shape)
     return WeightSpaceSpec(treedef, tuple(axes), tuple(shapes), tuple(names),
-                           tuple(sorted(sizes.items(), key=lambda kv: repr(kv[0]))))
+                           tuple(sorted(sizes.items(), key=lambda kv: repr(kv[0]))),
+                           tuple(label for label in reference.fixed if label in sizes))
 
 
-def from_hetnet(params: Any, axes: Any, *, io_as_groups: bool = False) -> WeightSpaceSpec:
+LAYERS_MODES = ("exact", "tied")
+
+
+def from_hetnet(params: Any, axes: Any, *, io_as_groups: bool = False, layers: str = "exact") -> WeightSpaceSpec:
     """Returns the spec of a hetnet model from its axes labels.
 
     By default the vocabulary, position and class axes are unpermuted (``None``): the spec's group is exactly the
     model's symmetry, and layers mix those axes densely through their channels. With ``io_as_groups=True`` each of
     those labels becomes a group of its own (shared by every leaf carrying it), the original UNF code's convention:
     layers are then equivariant to a larger group than the model's, with far fewer weights.
+
+    ``layers`` sets the stacked blocks' ``"layers"`` axis: ``"exact"`` keeps it fixed (the model's true symmetry:
+    each layer's groups permute independently, layers never swap), ``"tied"`` makes it a permuted group, so an
+    equivariant layer's coefficients do not depend on the depth.
     """
-    if io_as_groups:
-        return from_labels(params, axes)
-    return from_labels(params, hetnet_axes.map_labels(lambda l: l if hetnet_axes.is_permuted(l) else None, axes))
+    if layers not in LAYERS_MODES:
+        raise ValueError(f"layers must be one of {LAYERS_MODES}, got {layers!r}.")
+    stacking = hetnet_axes.LAYERS
+
+    def keep(label):
+        if label == stacking or hetnet_axes.is_permuted(label):
+            return label
+        return label if io_as_groups else None
+
+    labels = hetnet_axes.map_labels(keep, axes)
+    present = any(stacking in leaf for leaf in hetnet_axes.axes_leaves(labels))
+    return from_labels(params, labels, fixed=(stacking,) if layers == "exact" and present else ())
+
+
+def layer_view(spec: WeightSpaceSpec, layer_key: str) -> WeightSpaceSpec:
+    """Returns the spec of one layer's view of a stacked model: the leaves under ``params[layer_key]`` lose their
+    leading stacking axis and their nested labels become plain ones (``Nested("blocks/mlp") -> "blocks/mlp"``); the
+    other leaves are kept. The view's params are ``{**params, layer_key: <layer i's slice>}``.
+    """
+    prefix = f"[{layer_key!r}]"
+    if not any(n.startswith(prefix) for n in spec.leaf_names):
+        raise ValueError(f"layer_key={layer_key!r}: the spec has no leaves under {prefix}; it names "
+                         f"{list(spec.leaf_names)}.")
+    axes, shapes, sizes = [], [], {}
+    for labels, shape, name in zip(spec.leaf_axes, spec.leaf_shapes, spec.leaf_names):
+        if name.startswith(prefix):
+            stacking = labels[0] if labels else None
+            if stacking is None or not (stacking == hetnet_axes.LAYERS or any(
+                    isinstance(l, Nested) and l.parent == stacking for l in labels)):
+                raise ValueError(f"layer_key={layer_key!r}: leaf {name} with labels {labels} does not lead with a "
+                                 "stacking axis; build the spec from a model whose layers are stacked.")
+            labels = tuple(l.name if isinstance(l, Nested) else l for l in labels[1:])
+            shape = shape[1:]
+        for label, n in zip(labels, shape):
+            if label is not None:
+                sizes[label] = n
+        axes.append(labels)
+        shapes.append(shape)
+    return WeightSpaceSpec(spec.treedef, tuple(axes), tuple(shapes), spec.leaf_names,
+                           tuple(sorted(sizes.items(), key=lambda kv: repr(kv[0]))),
+                           tuple(label for label in spec.fixed if label in sizes))
 
 
 _NUMBERED = re.compile(r"^(?P<stem>.*?)_?(?P<index>\d+)$")
@@ -271,7 +349,7 @@ def rnn(params: Any, *, hidden_label: Label = "hidden", input_label: Label | Non
     return from_labels(params, labels)
 
 
-__all__ = ["WeightSpaceSpec", "from_labels", "from_hetnet", "mlp", "cnn", "rnn"]
+__all__ = ["WeightSpaceSpec", "Nested", "LAYERS_MODES", "from_labels", "from_hetnet", "layer_view", "mlp", "cnn", "rnn"]
 
 
 from unf.flax_labels import FLAX_RULES, from_flax  # noqa: E402 - it builds on from_labels above

@@ -1,16 +1,22 @@
-"""Attention variants behind one signature.
+"""Attention variants behind one signature, and :class:`Attention`, the layer bound to its config.
 
-Each variant is a module with ``init(key, cfg) -> (params, axes)``,
-``apply(params, x, cfg, *, padding_mask=None, state=None) -> (y, state)``, where ``state`` is a dict threaded through
-one forward pass of a model (a variant that needs something from an earlier layer reads it there), and ``OPTIONS``,
-the names of the settings it reads from ``AttentionConfig.options``; any other name is refused.
+Each variant is a module with ``init(key, cfg) -> params``, ``axes(cfg) -> axes``,
+``apply(params, x, cfg, *, padding_mask=None, carry=None) -> y`` and ``OPTIONS``, the names of the settings it reads
+from ``AttentionConfig.options`` (any other name is refused). A variant that reads a value made by the first layer
+(NeuTRENO) also defines ``first_carry(params, x, cfg)``, returning that value as a typed carry that the body creates
+before running its layers and hands to every layer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from types import ModuleType
+from typing import Any
+
+import jax
 
 from hetnet.attention import linear, neutreno, softmax, sparse
+from hetnet.config import AttentionConfig
 
 _VARIANTS: dict[str, ModuleType] = {"softmax": softmax, "neutreno": neutreno, "linear": linear, "sparse": sparse}
 
@@ -31,10 +37,10 @@ def check_options(name: str, options: tuple) -> None:
     """Raises ValueError when ``options`` (``(name, value)`` pairs) names a setting the variant ``name`` does not
     read, or names one twice."""
     accepted = tuple(get(name).OPTIONS)
-    names = [pair[0] if isinstance(pair, tuple) and len(pair) == 2 else pair for pair in options]
     for pair in options:
         if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
             raise ValueError(f"attention options must be (name, value) pairs, got {pair!r}.")
+    names = [pair[0] for pair in options]
     unknown = [n for n in names if n not in accepted]
     if unknown:
         raise ValueError(f"attention {name!r} has no option {unknown[0]!r}; it accepts {accepted or 'none'}.")
@@ -44,8 +50,9 @@ def check_options(name: str, options: tuple) -> None:
 
 
 def register(name: str, module: ModuleType) -> None:
-    """Registers ``module`` (with ``init``, ``apply`` of the variant signature and ``OPTIONS``) as variant ``name``."""
-    for fn in ("init", "apply"):
+    """Registers ``module`` (with ``init``, ``axes``, ``apply`` of the variant signature and ``OPTIONS``) as
+    variant ``name``."""
+    for fn in ("init", "axes", "apply"):
         if not callable(getattr(module, fn, None)):
             raise TypeError(f"attention variant {name!r} must define {fn}(); {module!r} does not.")
     if not isinstance(getattr(module, "OPTIONS", None), tuple):
@@ -53,4 +60,46 @@ def register(name: str, module: ModuleType) -> None:
     _VARIANTS[name] = module
 
 
-__all__ = ["variants", "get", "check_options", "register"]
+@dataclasses.dataclass(frozen=True)
+class Attention:
+    """The attention layer of ``cfg.variant``, bound to ``cfg``: ``init(key) -> params``, ``axes``, and
+    ``apply(params, x, *, padding_mask=None, carry=None) -> y``."""
+
+    cfg: AttentionConfig
+
+    def __post_init__(self):
+        get(self.cfg.variant)
+
+    @property
+    def variant(self) -> ModuleType:
+        return get(self.cfg.variant)
+
+    @property
+    def needs_carry(self) -> bool:
+        """Whether every layer reads a value the first layer makes (see :meth:`first_carry`)."""
+        return callable(getattr(self.variant, "first_carry", None))
+
+    def init(self, key: jax.Array) -> dict:
+        """Returns the variant's params (arrays only)."""
+        return self.variant.init(key, self.cfg)
+
+    @property
+    def axes(self) -> dict:
+        return self.variant.axes(self.cfg)
+
+    def first_carry(self, params, x: jax.Array) -> Any:
+        """Returns the value the first layer hands to every layer (None when the variant needs none).
+
+        x: [batch, seq, d_model], the first attention layer's input
+        """
+        return self.variant.first_carry(params, x, self.cfg) if self.needs_carry else None
+
+    def apply(self, params, x: jax.Array, *, padding_mask: jax.Array | None = None, carry: Any = None) -> jax.Array:
+        """Returns the attention output.
+
+        x: [batch, seq, d_model]; padding_mask: [batch, seq] bool or None (True marks real tokens) -> same as x
+        """
+        return self.variant.apply(params, x, self.cfg, padding_mask=padding_mask, carry=carry)
+
+
+__all__ = ["Attention", "variants", "get", "check_options", "register"]

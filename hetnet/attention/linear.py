@@ -20,6 +20,7 @@ from hetnet.attention import projections
 from hetnet.config import AttentionConfig
 
 init = projections.init
+axes = projections.axes
 
 FEATURE_MAPS = {
     "elu": lambda x: jax.nn.elu(x) + 1.0,
@@ -93,8 +94,8 @@ def _global(q, k, v, real, normalize: bool):
     return out / count[:, None, None, None, None]
 
 
-def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array | None = None, state=None):
-    """Returns ``(y, state)``; state passes through unchanged.
+def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array | None = None, carry=None):
+    """Returns the attention output ``y``; ``carry`` is unused (this variant reads nothing from other layers).
 
     x: [batch, seq, d_model]; padding_mask: [batch, seq] bool or None (keys marked False are ignored);
     y: [batch, seq, d_model].
@@ -112,4 +113,4 @@ def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array
         o = _chunked_causal(q, k, v, real, normalize, chunk)
     else:
         o = _global(q, k, v, real, normalize)
-    return projections.project_out(params, o.reshape(b, n, cfg.num_heads, o.shape[-1])), state
+    return projections.project_out(params, o.reshape(b, n, cfg.num_heads, o.shape[-1]))

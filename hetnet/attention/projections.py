@@ -19,8 +19,8 @@ AXES = {
 }
 
 
-def init(key: jax.Array, cfg: AttentionConfig):
-    """Returns ``(params, axes)`` for the four projection kernels (no biases).
+def init(key: jax.Array, cfg: AttentionConfig) -> dict:
+    """Returns the four projection kernels (no biases), labelled by :data:`AXES`.
 
     query: [d_model, kv_heads, q_per_kv, head_dim]; key, value: [d_model, kv_heads, head_dim];
     out: [kv_heads, q_per_kv, head_dim, d_model].
@@ -36,7 +36,13 @@ def init(key: jax.Array, cfg: AttentionConfig):
         "value": kv_init(kv, (d, k, h), jnp.float32),
         "out": out_init(ko, (k, g, h, d), jnp.float32),
     }
-    return params, dict(AXES)
+    return params
+
+
+def axes(cfg: AttentionConfig) -> dict:
+    """Returns the labels of :func:`init`'s kernels."""
+    del cfg
+    return dict(AXES)
 
 
 def project_qkv(params, x: jax.Array):

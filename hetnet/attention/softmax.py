@@ -8,6 +8,7 @@ from hetnet.attention import projections
 from hetnet.config import AttentionConfig
 
 init = projections.init
+axes = projections.axes
 OPTIONS = ()
 
 
@@ -21,12 +22,12 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=cfg.causal)
 
 
-def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array | None = None, state=None):
-    """Returns ``(y, state)``: attention output and the forward-pass state, passed through unchanged.
+def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array | None = None, carry=None):
+    """Returns the attention output ``y``; ``carry`` is unused (this variant reads nothing from other layers).
 
     x: [batch, seq, d_model]; padding_mask: [batch, seq] bool, True for real tokens (keys marked False are ignored);
     y: [batch, seq, d_model]. Outputs at padded query positions are defined but meaningless.
     """
     projections.check_padding_mask(padding_mask, x)
     q, k, v = projections.project_qkv(params, x)
-    return projections.project_out(params, attend(q, k, v, cfg, padding_mask)), state
+    return projections.project_out(params, attend(q, k, v, cfg, padding_mask))

@@ -33,6 +33,7 @@ from hetnet.attention.masked_softmax import masked_softmax
 from hetnet.config import AttentionConfig
 
 init = projections.init
+axes = projections.axes
 
 
 SUMMARIES = ("mean", "none")
@@ -149,12 +150,12 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
     return out[:, :n].astype(q.dtype)
 
 
-def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array | None = None, state=None):
-    """Returns ``(y, state)``; state passes through unchanged.
+def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array | None = None, carry=None):
+    """Returns the attention output ``y``; ``carry`` is unused (this variant reads nothing from other layers).
 
     x: [batch, seq, d_model]; padding_mask: [batch, seq] bool or None (keys marked False are ignored);
     y: [batch, seq, d_model].
     """
     projections.check_padding_mask(padding_mask, x)
     q, k, v = projections.project_qkv(params, x)
-    return projections.project_out(params, attend(q, k, v, cfg, padding_mask)), state
+    return projections.project_out(params, attend(q, k, v, cfg, padding_mask))

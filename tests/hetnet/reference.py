@@ -68,6 +68,25 @@ def softmax_attention(params, x, *, causal: bool, padding_mask=None):
     return out
 
 
+def layers(stacked) -> list:
+    """Returns the per-layer params of blocks stacked along a leading layers axis, as a list."""
+    stacked = _np(stacked)
+    depth = len(next(iter(_leaves(stacked))))
+    return [_map(lambda a, i=i: a[i], stacked) for i in range(depth)]
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        for v in tree.values():
+            yield from _leaves(v)
+    else:
+        yield tree
+
+
+def _map(fn, tree):
+    return {k: _map(fn, v) for k, v in tree.items()} if isinstance(tree, dict) else fn(tree)
+
+
 def block(params, x, cfg, padding_mask=None):
     h = norm(params["attn_norm"], x, cfg.norm, 1e-6)
     x = _np(x) + softmax_attention(params["attn"], h, causal=cfg.causal, padding_mask=padding_mask)
@@ -79,7 +98,7 @@ def transformer_lm(params, tokens, cfg, padding_mask=None):
     p = _np(params)
     tokens = np.asarray(tokens)
     x = p["tokens"][tokens] + p["positions"][: tokens.shape[1]]
-    for blk in params["blocks"]:
+    for blk in layers(params["blocks"]):
         x = block(blk, x, cfg, padding_mask)
     x = norm(p["final_norm"], x, cfg.norm, 1e-6)
     return x @ p["unembed"]
@@ -92,7 +111,7 @@ def neutreno_lm(params, tokens, cfg, lam: float):
     tokens = np.asarray(tokens)
     x = p["tokens"][tokens] + p["positions"][: tokens.shape[1]]
     first = None
-    for blk in p["blocks"]:
+    for blk in layers(p["blocks"]):
         h = norm(blk["attn_norm"], x, cfg.norm, 1e-6)
         attn = blk["attn"]
         values = np.einsum("bsd,dkh->bskh", h, attn["value"])

@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 
 from hetnet import axes as axes_lib, train
-from hetnet.attention import softmax
+from hetnet.attention import Attention
 from hetnet.config import AttentionConfig, TransformerConfig
 from hetnet.models import TransformerLM
 
 CFG = TransformerConfig(vocab_size=10, d_model=8, num_heads=2, num_layers=1, max_len=8)
+MODEL = TransformerLM(CFG)
 
 
 @pytest.fixture(scope="module")
 def lm():
-    return TransformerLM.init(jax.random.key(0), CFG)
+    return MODEL.init(jax.random.key(0)), MODEL.axes
 
 
 def test_d_model_not_divisible_by_heads():
@@ -38,7 +39,12 @@ def test_bad_config_field_is_named(field, value):
 
 def test_unknown_attention_variant(lm):
     with pytest.raises(ValueError, match="attention must be one of"):
-        TransformerLM.init(jax.random.key(0), TransformerConfig(attention="nope"))
+        TransformerLM(TransformerConfig(attention="nope"))
+
+
+def test_a_model_given_the_wrong_config_type():
+    with pytest.raises(TypeError, match="TransformerLM takes a TransformerConfig, got AttentionConfig"):
+        TransformerLM(AttentionConfig(d_model=8, num_heads=2))
 
 
 @pytest.mark.parametrize("bad", [-1, 10, 99])
@@ -47,12 +53,12 @@ def test_tokens_outside_vocabulary(lm, bad):
     tokens = np.zeros((1, 4), np.int32)
     tokens[0, 2] = bad
     with pytest.raises(ValueError, match=r"tokens must lie in \[0, vocab_size\) = \[0, 10\)"):
-        TransformerLM.apply(params, tokens, CFG)
+        MODEL.apply(params, tokens)
 
 
 def test_traced_out_of_range_tokens_give_nan_not_a_clamped_row(lm):
     params, _ = lm
-    apply = jax.jit(lambda p, t: TransformerLM.apply(p, t, CFG))
+    apply = jax.jit(MODEL.apply)
     assert np.all(np.isfinite(apply(params, jnp.array([[1, 2, 9]]))))
     assert np.any(np.isnan(apply(params, jnp.array([[1, 2, 10]]))))
     assert np.any(np.isnan(apply(params, jnp.array([[1, -1, 3]]))))  # negative: NaN, not the row of token vocab-1
@@ -61,13 +67,13 @@ def test_traced_out_of_range_tokens_give_nan_not_a_clamped_row(lm):
 def test_lm_loss_checks_targets(lm):
     params, _ = lm
     with pytest.raises(ValueError, match=r'batch\["tokens"\] must lie in \[0, vocab_size\)'):
-        train.lm_loss(params, {"tokens": jnp.array([[1, 2, 10]])}, CFG)
-    loss = jax.jit(lambda p, t: train.lm_loss(p, {"tokens": t}, CFG))
+        MODEL.loss(params, {"tokens": jnp.array([[1, 2, 10]])})
+    loss = jax.jit(lambda p, t: MODEL.loss(p, {"tokens": t}))
     assert np.isfinite(loss(params, jnp.array([[1, 2, 3]])))
     assert np.isnan(loss(params, jnp.array([[1, 2, 10]])))  # the last token is only a target
     assert np.isnan(loss(params, jnp.array([[1, 2, -4]])))
     with pytest.raises(ValueError, match=r"\[batch, seq \+ 1\] with seq >= 1"):
-        train.lm_loss(params, {"tokens": jnp.array([[1]])}, CFG)
+        MODEL.loss(params, {"tokens": jnp.array([[1]])})
 
 
 @pytest.mark.parametrize("attention,options,match", [
@@ -91,28 +97,28 @@ def test_a_permutation_of_another_width_is_refused(lm):
 @pytest.mark.parametrize("block", ["standard", "hyperset"])
 def test_padding_mask_of_wrong_shape_is_named_for_every_body(block):
     cfg = TransformerConfig(vocab_size=10, d_model=8, num_heads=2, num_layers=1, max_len=8, block=block)
-    params, _ = TransformerLM.init(jax.random.key(0), cfg)
+    model = TransformerLM(cfg)
     with pytest.raises(ValueError, match=r"padding_mask must have shape \[batch, seq\] = \(1, 3\)"):
-        TransformerLM.apply(params, jnp.array([[1, 2, 3]]), cfg, padding_mask=jnp.ones((1, 4), bool))
+        model.apply(model.init(jax.random.key(0)), jnp.array([[1, 2, 3]]), padding_mask=jnp.ones((1, 4), bool))
 
 
 def test_float_tokens_rejected(lm):
     with pytest.raises(TypeError, match="integer"):
-        TransformerLM.apply(lm[0], np.zeros((1, 4), np.float32), CFG)
+        MODEL.apply(lm[0], np.zeros((1, 4), np.float32))
 
 
 def test_sequence_longer_than_max_len(lm):
     with pytest.raises(ValueError, match="exceeds max_len 8"):
-        TransformerLM.apply(lm[0], np.zeros((1, 9), np.int32), CFG)
+        MODEL.apply(lm[0], np.zeros((1, 9), np.int32))
 
 
 @pytest.mark.parametrize("shape", [(2, 5), (3, 4), (2, 4, 1)])
 def test_mask_of_wrong_shape(shape):
     cfg = AttentionConfig(d_model=8, num_heads=2)
-    params, _ = softmax.init(jax.random.key(0), cfg)
+    layer = Attention(cfg)
     x = jnp.zeros((2, 4, 8))
     with pytest.raises(ValueError, match=r"padding_mask must have shape \[batch, seq\] = \(2, 4\)"):
-        softmax.apply(params, x, cfg, padding_mask=jnp.ones(shape, bool))
+        layer.apply(layer.init(jax.random.key(0)), x, padding_mask=jnp.ones(shape, bool))
 
 
 def test_axes_that_do_not_match_params(lm):

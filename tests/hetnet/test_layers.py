@@ -1,13 +1,14 @@
 """Every hetnet layer against a slow float64 reference, with and without masks, jitted and not; gradients checked."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.test_util import check_grads
 
-from hetnet import blocks, feedforward, norms
-from hetnet.attention import softmax
+from hetnet import Attention, Block, FeedForward, Norm
 from hetnet.config import AttentionConfig, FeedForwardConfig, NormConfig, TransformerConfig
 from hetnet.models import TransformerLM
 from tests.hetnet import reference
@@ -29,10 +30,10 @@ def random_padding_mask(key, batch, seq):
 @pytest.mark.parametrize("kind", ["rms", "layer"])
 def test_norm_matches_reference(kind, use_jit):
     cfg = NormConfig(8, kind)
-    params, _ = norms.init(jax.random.key(0), cfg)
+    params = Norm(cfg).init(jax.random.key(0))
     params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.key(1), p.shape), params)
     x = jax.random.normal(jax.random.key(2), (2, 5, 8)) * 3 + 1
-    got = maybe_jit(lambda p, x: norms.apply(p, x, cfg), use_jit)(params, x)
+    got = maybe_jit(Norm(cfg).apply, use_jit)(params, x)
     np.testing.assert_allclose(got, reference.norm(params, x, kind, cfg.eps), rtol=2e-5, atol=2e-5)
 
 
@@ -40,9 +41,9 @@ def test_norm_matches_reference(kind, use_jit):
 @pytest.mark.parametrize("kind", ["gelu", "swiglu"])
 def test_feedforward_matches_reference(kind, use_jit):
     cfg = FeedForwardConfig(8, 16, kind)
-    params, _ = feedforward.init(jax.random.key(0), cfg)
+    params = FeedForward(cfg).init(jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (2, 5, 8))
-    got = maybe_jit(lambda p, x: feedforward.apply(p, x, cfg), use_jit)(params, x)
+    got = maybe_jit(FeedForward(cfg).apply, use_jit)(params, x)
     np.testing.assert_allclose(got, reference.feedforward(params, x, kind), rtol=1e-4, atol=1e-5)
 
 
@@ -59,10 +60,11 @@ ATTENTION_CASES = {
 @pytest.mark.parametrize("case", ATTENTION_CASES)
 def test_softmax_attention_matches_reference(case, masked, use_jit):
     cfg = AttentionConfig(d_model=8, **ATTENTION_CASES[case])
-    params, _ = softmax.init(jax.random.key(0), cfg)
+    layer = Attention(cfg)
+    params = layer.init(jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (2, 6, 8))
     mask = random_padding_mask(jax.random.key(2), 2, 6) if masked else None
-    got, _ = maybe_jit(lambda p, x, m: softmax.apply(p, x, cfg, padding_mask=m), use_jit)(params, x, mask)
+    got = maybe_jit(lambda p, x, m: layer.apply(p, x, padding_mask=m), use_jit)(params, x, mask)
     want = reference.softmax_attention(params, x, causal=cfg.causal, padding_mask=mask)
     if masked and not cfg.causal:
         # Padded queries attend like any other query; only real positions are compared, as the docstring promises.
@@ -74,27 +76,29 @@ def test_softmax_attention_matches_reference(case, masked, use_jit):
 @pytest.mark.parametrize("norm,ffn", [("rms", "gelu"), ("layer", "swiglu")])
 def test_block_matches_reference(norm, ffn, use_jit):
     cfg = TransformerConfig(d_model=8, num_heads=2, num_kv_heads=1, d_ff=12, norm=norm, ffn=ffn)
-    params, _ = blocks.init(jax.random.key(0), cfg)
+    params = Block(cfg).init(jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (2, 5, 8))
     mask = random_padding_mask(jax.random.key(2), 2, 5)
-    got, _ = maybe_jit(lambda p, x, m: blocks.apply(p, x, cfg, padding_mask=m), use_jit)(params, x, mask)
+    got = maybe_jit(lambda p, x, m: Block(cfg).apply(p, x, padding_mask=m), use_jit)(params, x, mask)
     np.testing.assert_allclose(got, reference.block(params, x, cfg, mask), rtol=1e-4, atol=1e-5)
 
 
 def test_transformer_lm_matches_reference():
     cfg = TransformerConfig(vocab_size=11, d_model=8, num_heads=2, d_ff=16, num_layers=2, max_len=8)
-    params, _ = TransformerLM.init(jax.random.key(0), cfg)
+    model = TransformerLM(cfg)
+    params = model.init(jax.random.key(0))
     tokens = jax.random.randint(jax.random.key(1), (2, 7), 0, cfg.vocab_size)
-    got = jax.jit(lambda p, t: TransformerLM.apply(p, t, cfg))(params, tokens)
+    got = jax.jit(model.apply)(params, tokens)
     np.testing.assert_allclose(got, reference.transformer_lm(params, tokens, cfg), rtol=1e-4, atol=1e-5)
 
 
 def test_causal_lm_ignores_future_tokens():
     cfg = TransformerConfig(vocab_size=11, d_model=8, num_heads=2, num_layers=2, max_len=8)
-    params, _ = TransformerLM.init(jax.random.key(0), cfg)
+    model = TransformerLM(cfg)
+    params = model.init(jax.random.key(0))
     tokens = jax.random.randint(jax.random.key(1), (1, 8), 0, cfg.vocab_size)
     changed = tokens.at[0, 5].set((tokens[0, 5] + 1) % cfg.vocab_size)
-    a, b = TransformerLM.apply(params, tokens, cfg), TransformerLM.apply(params, changed, cfg)
+    a, b = model.apply(params, tokens), model.apply(params, changed)
     np.testing.assert_allclose(a[:, :5], b[:, :5], rtol=1e-5, atol=1e-6)
     assert not np.allclose(a[:, 5:], b[:, 5:])
 
@@ -113,28 +117,60 @@ ATTENTION_GRAD_TOL = 2e-3
 @pytest.mark.parametrize("kind", ["rms", "layer"])
 def test_norm_gradients(kind):
     cfg = NormConfig(6, kind)
-    params, _ = norms.init(jax.random.key(0), cfg)
-    _grad_check(lambda p, x: norms.apply(p, x, cfg), params, np.random.default_rng(0).normal(size=(2, 3, 6)))
+    _grad_check(Norm(cfg).apply, Norm(cfg).init(jax.random.key(0)), np.random.default_rng(0).normal(size=(2, 3, 6)))
 
 
 @pytest.mark.parametrize("kind", ["gelu", "swiglu"])
 def test_feedforward_gradients(kind):
     cfg = FeedForwardConfig(6, 10, kind)
-    params, _ = feedforward.init(jax.random.key(0), cfg)
-    _grad_check(lambda p, x: feedforward.apply(p, x, cfg), params, np.random.default_rng(0).normal(size=(2, 3, 6)))
+    _grad_check(FeedForward(cfg).apply, FeedForward(cfg).init(jax.random.key(0)), np.random.default_rng(0).normal(size=(2, 3, 6)))
 
 
 @pytest.mark.parametrize("case", ["gqa-causal", "mha-bidirectional"])
 def test_softmax_attention_gradients(case):
     cfg = AttentionConfig(d_model=8, **ATTENTION_CASES[case])
-    params, _ = softmax.init(jax.random.key(0), cfg)
+    layer = Attention(cfg)
     mask = np.array([[True, True, False, True], [True, True, True, True]])
-    fn = lambda p, x: softmax.apply(p, x, cfg, padding_mask=mask)[0]  # noqa: E731
-    _grad_check(fn, params, np.random.default_rng(0).normal(size=(2, 4, 8)), ATTENTION_GRAD_TOL)
+    fn = lambda p, x: layer.apply(p, x, padding_mask=mask)  # noqa: E731
+    _grad_check(fn, layer.init(jax.random.key(0)), np.random.default_rng(0).normal(size=(2, 4, 8)), ATTENTION_GRAD_TOL)
 
 
 def test_block_gradients():
     cfg = TransformerConfig(d_model=8, num_heads=2, d_ff=12, norm="layer", ffn="swiglu")
-    params, _ = blocks.init(jax.random.key(0), cfg)
     x = np.random.default_rng(0).normal(size=(1, 4, 8))
-    _grad_check(lambda p, x: blocks.apply(p, x, cfg)[0], params, x, ATTENTION_GRAD_TOL)
+    _grad_check(Block(cfg).apply, Block(cfg).init(jax.random.key(0)), x, ATTENTION_GRAD_TOL)
+
+
+@pytest.mark.parametrize("block", ["standard", "recurrent", "hyperset"])
+def test_models_are_bound_and_static(block):
+    """jit, eval_shape and vmap take the model's methods as they are; axes come from the config with no arrays."""
+    cfg = TransformerConfig(vocab_size=11, d_model=8, num_heads=2, num_layers=3, max_len=8, block=block)
+    model = TransformerLM(cfg)
+    shapes = jax.eval_shape(model.init, jax.random.key(0))
+    assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(shapes))
+    assert jax.tree.structure(shapes) == jax.tree.structure(model.axes, is_leaf=lambda a: isinstance(a, tuple))
+    assert hash(model) == hash(TransformerLM(cfg)) and model == TransformerLM(cfg)
+    params = jax.vmap(model.init)(jax.random.split(jax.random.key(0), 2))
+    tokens = jax.random.randint(jax.random.key(1), (2, 1, 5), 0, cfg.vocab_size)
+    logits = jax.jit(jax.vmap(model.apply))(params, tokens)
+    assert logits.shape == (2, 1, 5, cfg.vocab_size)
+    one = jax.tree.map(lambda a: a[0], params)
+    np.testing.assert_allclose(logits[0], model.apply(one, tokens[0]), rtol=1e-5, atol=1e-6)
+
+
+def test_stacked_blocks_match_a_loop_over_blocks_with_and_without_remat():
+    """The scanned stack equals applying each block in turn; remat changes memory, not values or gradients."""
+    cfg = TransformerConfig(vocab_size=11, d_model=8, num_heads=2, num_layers=3, max_len=8)
+    model = TransformerLM(cfg)
+    params = model.init(jax.random.key(0))
+    assert params["blocks"]["ffn"]["w_in"].shape == (3, 8, 32)
+    tokens = jax.random.randint(jax.random.key(1), (2, 6), 0, cfg.vocab_size)
+    x = model.embed(params, tokens) + params["positions"][None, :6]
+    for i in range(3):
+        x = Block(cfg).apply(jax.tree.map(lambda a, i=i: a[i], params["blocks"]), x)
+    want = Norm(cfg.norm_config).apply(params["final_norm"], x) @ params["unembed"]
+    np.testing.assert_allclose(model.apply(params, tokens), want, rtol=1e-5, atol=1e-5)
+    remat = TransformerLM(dataclasses.replace(cfg, remat=True))
+    batch = {"tokens": jax.random.randint(jax.random.key(2), (2, 7), 0, cfg.vocab_size)}
+    g, g_remat = jax.grad(model.loss)(params, batch), jax.grad(remat.loss)(params, batch)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g, g_remat)

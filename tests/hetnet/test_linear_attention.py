@@ -56,12 +56,12 @@ CASES = {
 def test_chunked_scan_matches_quadratic_definition(case, masked):
     settings = {"num_heads": 2, **CASES[case]}
     cfg = AttentionConfig(d_model=8, **settings)
-    params, _ = linear.init(jax.random.key(0), cfg)
+    params = linear.init(jax.random.key(0), cfg)
     x = jax.random.normal(jax.random.key(1), (2, 7, 8))
     mask = None
     if masked:
         mask = np.array([[True] * 7, [True, True, False, True, True, False, True]])
-    got, _ = jax.jit(lambda p, x, m: linear.apply(p, x, cfg, padding_mask=m))(params, x, mask)
+    got = jax.jit(lambda p, x, m: linear.apply(p, x, cfg, padding_mask=m))(params, x, mask)
     np.testing.assert_allclose(got, quadratic_reference(params, x, cfg, mask), rtol=2e-4, atol=2e-5)
 
 
@@ -70,8 +70,8 @@ def test_result_does_not_depend_on_chunk_size():
     outs = []
     for chunk in (1, 3, 10, 16):
         cfg = AttentionConfig(d_model=8, num_heads=2, options=(("chunk", chunk),))
-        params, _ = linear.init(jax.random.key(0), cfg)
-        outs.append(linear.apply(params, x, cfg)[0])
+        params = linear.init(jax.random.key(0), cfg)
+        outs.append(linear.apply(params, x, cfg))
     for o in outs[1:]:
         np.testing.assert_allclose(o, outs[0], rtol=1e-4, atol=1e-5)
 
@@ -79,22 +79,23 @@ def test_result_does_not_depend_on_chunk_size():
 def test_causal_lm_with_linear_attention_ignores_the_future():
     cfg = TransformerConfig(vocab_size=11, d_model=8, num_heads=2, num_layers=2, max_len=9, attention="linear",
                             attention_options=(("chunk", 4),))
-    params, axes = TransformerLM.init(jax.random.key(0), cfg)
+    model = TransformerLM(cfg)
+    params, axes = model.init(jax.random.key(0)), model.axes
     tokens = jax.random.randint(jax.random.key(1), (1, 9), 0, 11)
-    reference.assert_ignores_the_future(jax.jit(lambda t: TransformerLM.apply(params, t, cfg)), tokens, 6, 11)
-    a = TransformerLM.apply(params, tokens, cfg)
+    reference.assert_ignores_the_future(jax.jit(lambda t: model.apply(params, t)), tokens, 6, 11)
+    a = model.apply(params, tokens)
     perms = symmetry.sample_permutations(jax.random.key(2), params, axes)
-    np.testing.assert_allclose(TransformerLM.apply(symmetry.permute(params, axes, perms), tokens, cfg), a,
+    np.testing.assert_allclose(model.apply(symmetry.permute(params, axes, perms), tokens), a,
                                rtol=1e-4, atol=1e-5)
 
 
 def test_gradients():
     cfg = AttentionConfig(d_model=6, num_heads=2, options=(("chunk", 2),))
-    params, _ = linear.init(jax.random.key(0), cfg)
+    params = linear.init(jax.random.key(0), cfg)
     x = np.random.default_rng(0).normal(size=(1, 5, 6))
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
-        check_grads(lambda p, x: linear.apply(p, x, cfg)[0], (p64, jnp.asarray(x)), order=1, modes=("rev",),
+        check_grads(lambda p, x: linear.apply(p, x, cfg), (p64, jnp.asarray(x)), order=1, modes=("rev",),
                     atol=1e-5, rtol=1e-5)
 
 
@@ -102,6 +103,6 @@ def test_bad_options_are_named():
     x = jnp.zeros((1, 4, 8))
     for options, match in [((("feature_map", "tanh"),), "feature_map must be one of"), ((("chunk", 0),), "chunk")]:
         cfg = dataclasses.replace(AttentionConfig(d_model=8, num_heads=2), options=options)
-        params, _ = linear.init(jax.random.key(0), cfg)
+        params = linear.init(jax.random.key(0), cfg)
         with pytest.raises(ValueError, match=match):
             linear.apply(params, x, cfg)

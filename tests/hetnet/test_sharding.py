@@ -8,6 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec
 
 from hetnet import sharding, train
+from hetnet.axes import Nested
 from hetnet.config import TransformerConfig
 from hetnet.models import TransformerLM
 
@@ -18,7 +19,8 @@ CFG = TransformerConfig(vocab_size=16, d_model=8, num_heads=4, num_kv_heads=2, d
 def setup():
     if jax.device_count() < 4:
         pytest.fail("the sharding tests need 4 devices; tests/conftest.py sets jax_num_cpu_devices=4")
-    params, axes = TransformerLM.init(jax.random.key(0), CFG)
+    model = TransformerLM(CFG)
+    params, axes = model.init(jax.random.key(0)), model.axes
     tokens = jax.random.randint(jax.random.key(1), (8, CFG.max_len + 1), 0, CFG.vocab_size)
     return params, axes, {"tokens": tokens}
 
@@ -27,15 +29,15 @@ def test_rules_shard_heads_and_mlp_over_model_axis(setup):
     params, axes, _ = setup
     mesh = jax.make_mesh((2, 2), ("data", "model"))
     shardings = sharding.named_shardings(params, axes, mesh)
-    block = shardings["blocks"][0]
-    assert block["attn"]["query"].spec == PartitionSpec(None, "model", None, None)
-    assert block["ffn"]["w_out"].spec == PartitionSpec("model", None)
+    block = shardings["blocks"]  # the stacked layers axis stays unsharded
+    assert block["attn"]["query"].spec == PartitionSpec(None, None, "model", None, None)
+    assert block["ffn"]["w_out"].spec == PartitionSpec(None, "model", None)
     assert shardings["tokens"].spec == PartitionSpec(None, None)
 
 
 def test_indivisible_axis_falls_back_to_replication():
     mesh = jax.make_mesh((1, 4), ("data", "model"))
-    spec = sharding.partition_spec(("embed", "blocks/0/kv_heads", "blocks/0/q_per_kv"), (8, 2, 2), mesh,
+    spec = sharding.partition_spec(("embed", Nested("blocks/kv_heads"), Nested("blocks/q_per_kv")), (8, 2, 2), mesh,
                                    sharding.TENSOR_PARALLEL_RULES)
     assert spec == PartitionSpec(None, None, None)
 
@@ -50,7 +52,7 @@ def test_rule_naming_a_missing_mesh_axis():
 def test_sharded_step_matches_single_device(setup, mesh_shape):
     params, axes, batch = setup
     optimizer = optax.adam(1e-2)
-    loss_fn = lambda p, b: train.lm_loss(p, b, CFG)  # noqa: E731
+    loss_fn = TransformerLM(CFG).loss
     single = train.make_train_step(loss_fn, optimizer)
     fresh = lambda t: jax.tree.map(jnp.copy, t)  # noqa: E731 - the step donates its inputs
     want_params, _, want_metrics = single(fresh(params), optimizer.init(params), batch)
@@ -70,4 +72,4 @@ def test_sharded_step_matches_single_device(setup, mesh_shape):
     np.testing.assert_allclose(got_metrics["loss"], want_metrics["loss"], rtol=1e-5)
     np.testing.assert_allclose(got_metrics2["loss"], want_metrics2["loss"], rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), got_params, want_params2)
-    assert got_params["blocks"][0]["ffn"]["w_in"].sharding.spec == shardings.params["blocks"][0]["ffn"]["w_in"].spec
+    assert got_params["blocks"]["ffn"]["w_in"].sharding.spec == shardings.params["blocks"]["ffn"]["w_in"].spec

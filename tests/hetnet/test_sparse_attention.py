@@ -26,25 +26,25 @@ CASES = {
 @pytest.mark.parametrize("case", CASES)
 def test_equals_dense_attention_when_every_block_is_selected(case, masked):
     cfg = AttentionConfig(d_model=8, **{"num_heads": 2, **CASES[case]})
-    params, _ = sparse.init(jax.random.key(0), cfg)
+    params = sparse.init(jax.random.key(0), cfg)
     x = jax.random.normal(jax.random.key(1), (2, 13, 8))  # 13 is no multiple of the block: the tail is padded
     mask = jnp.ones((2, 13), bool).at[1, 3].set(False).at[1, 10].set(False) if masked else None
-    got, _ = jax.jit(lambda p, x, m: sparse.apply(p, x, cfg, padding_mask=m))(params, x, mask)
-    want, _ = softmax.apply(params, x, cfg, padding_mask=mask)
+    got = jax.jit(lambda p, x, m: sparse.apply(p, x, cfg, padding_mask=m))(params, x, mask)
+    want = softmax.apply(params, x, cfg, padding_mask=mask)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_summary_of_unselected_blocks_recovers_dropped_mass():
     # Keys within a block nearly equal: the block's mean key then stands for it almost exactly.
     base = AttentionConfig(d_model=8, num_heads=2, options=(("block", 4), ("top_k", 0), ("window", 0)))
-    params, _ = sparse.init(jax.random.key(0), base)
+    params = sparse.init(jax.random.key(0), base)
     centers = jax.random.normal(jax.random.key(1), (1, 6, 1, 8))
     x = (centers + 0.01 * jax.random.normal(jax.random.key(2), (1, 6, 4, 8))).reshape(1, 24, 8)
-    want, _ = jax.jit(lambda p, x: softmax.apply(p, x, base))(params, x)
+    want = jax.jit(lambda p, x: softmax.apply(p, x, base))(params, x)
 
     def error(summary):
         cfg = dataclasses.replace(base, options=base.options + (("summary", summary),))
-        got, _ = jax.jit(lambda p, x: sparse.apply(p, x, cfg))(params, x)
+        got = jax.jit(lambda p, x: sparse.apply(p, x, cfg))(params, x)
         return float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want))
 
     with_summary, without = error("mean"), error("none")
@@ -54,16 +54,17 @@ def test_summary_of_unselected_blocks_recovers_dropped_mass():
 def test_causal_lm_with_sparse_attention_ignores_the_future():
     cfg = TransformerConfig(vocab_size=11, d_model=8, num_heads=2, num_layers=2, max_len=16, attention="sparse",
                             attention_options=(("block", 4), ("top_k", 1)))
-    params, _ = TransformerLM.init(jax.random.key(0), cfg)
+    model = TransformerLM(cfg)
+    params = model.init(jax.random.key(0))
     tokens = jax.random.randint(jax.random.key(1), (1, 16), 0, 11)
-    reference.assert_ignores_the_future(jax.jit(lambda t: TransformerLM.apply(params, t, cfg)), tokens, 9, 11)
+    reference.assert_ignores_the_future(jax.jit(lambda t: model.apply(params, t)), tokens, 9, 11)
 
 
 def test_no_intermediate_is_sequence_by_sequence():
     n = 256
     cfg = AttentionConfig(d_model=8, num_heads=2, options=(("block", 16), ("top_k", 2)))
-    params, _ = sparse.init(jax.random.key(0), cfg)
-    jaxpr = jax.make_jaxpr(lambda p, x: sparse.apply(p, x, cfg)[0])(params, jnp.zeros((1, n, 8)))
+    params = sparse.init(jax.random.key(0), cfg)
+    jaxpr = jax.make_jaxpr(lambda p, x: sparse.apply(p, x, cfg))(params, jnp.zeros((1, n, 8)))
     shapes = [v.aval.shape for eqn in jaxpr.jaxpr.eqns for v in eqn.outvars]
     assert not [s for s in shapes if sum(dim >= n for dim in s) >= 2]
     largest = max(int(np.prod(s)) for s in shapes)
@@ -72,11 +73,11 @@ def test_no_intermediate_is_sequence_by_sequence():
 
 def test_gradients():
     cfg = AttentionConfig(d_model=6, num_heads=2, options=(("block", 2), ("top_k", 1)))
-    params, _ = sparse.init(jax.random.key(0), cfg)
+    params = sparse.init(jax.random.key(0), cfg)
     x = np.random.default_rng(0).normal(size=(1, 9, 6))
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
-        check_grads(jax.jit(lambda p, x: sparse.apply(p, x, cfg)[0]), (p64, jnp.asarray(x)), order=1, modes=("rev",),
+        check_grads(jax.jit(lambda p, x: sparse.apply(p, x, cfg)), (p64, jnp.asarray(x)), order=1, modes=("rev",),
                     atol=1e-5, rtol=1e-5)
 
 
@@ -84,6 +85,6 @@ def test_bad_options_are_named():
     x = jnp.zeros((1, 4, 8))
     for options, match in [((("block", 0),), "block"), ((("top_k", -1),), "top_k"), ((("summary", True),), "summary")]:
         cfg = AttentionConfig(d_model=8, num_heads=2, options=options)
-        params, _ = sparse.init(jax.random.key(0), cfg)
+        params = sparse.init(jax.random.key(0), cfg)
         with pytest.raises(ValueError, match=match):
             sparse.apply(params, x, cfg)

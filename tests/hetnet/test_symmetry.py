@@ -3,10 +3,12 @@
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from hetnet import attention, symmetry
+from hetnet.axes import Nested
 from hetnet.config import ClassifierConfig, TransformerConfig
 from hetnet.models import SequenceClassifier, TransformerLM
 
@@ -20,16 +22,17 @@ CONFIGS = {
 
 
 def lm_logits_close_after(params, axes, perms, cfg, tokens):
-    apply = jax.jit(TransformerLM.apply, static_argnums=2)
-    before = apply(params, tokens, cfg)
-    after = apply(symmetry.permute(params, axes, perms), tokens, cfg)
+    apply = jax.jit(TransformerLM(cfg).apply)
+    before = apply(params, tokens)
+    after = apply(symmetry.permute(params, axes, perms), tokens)
     return np.allclose(before, after, rtol=1e-4, atol=1e-5), float(np.max(np.abs(before - after)))
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_lm_function_invariant_under_label_permutations(name):
     cfg = CONFIGS[name]
-    params, axes = TransformerLM.init(jax.random.key(0), cfg)
+    model = TransformerLM(cfg)
+    params, axes = model.init(jax.random.key(0)), model.axes
     tokens = jax.random.randint(jax.random.key(1), (2, 6), 0, cfg.vocab_size)
     for seed in range(3):
         perms = symmetry.sample_permutations(jax.random.key(100 + seed), params, axes)
@@ -38,29 +41,53 @@ def test_lm_function_invariant_under_label_permutations(name):
 
 
 def test_sampled_element_is_not_trivial():
-    params, axes = TransformerLM.init(jax.random.key(0), BASE)
+    model = TransformerLM(BASE)
+    params, axes = model.init(jax.random.key(0)), model.axes
     perms = symmetry.sample_permutations(jax.random.key(1), params, axes)
-    assert {"embed", "blocks/0/mlp", "blocks/0/kv_heads", "blocks/0/qk_dim", "blocks/0/v_dim"} <= set(perms)
+    nested = {Nested(f"blocks/{name}") for name in ("mlp", "kv_heads", "qk_dim", "v_dim")}
+    assert {"embed"} | nested <= set(perms)
     moved = symmetry.permute(params, axes, perms)
-    assert not np.allclose(moved["blocks"][0]["ffn"]["w_in"], params["blocks"][0]["ffn"]["w_in"])
+    assert not np.allclose(moved["blocks"]["ffn"]["w_in"], params["blocks"]["ffn"]["w_in"])
 
 
-def test_layer_local_labels_are_distinct_groups_per_layer():
-    cfg = dataclasses.replace(BASE, num_layers=2)
-    params, axes = TransformerLM.init(jax.random.key(0), cfg)
-    assert axes["blocks"][0]["ffn"]["w_in"] == ("embed", "blocks/0/mlp")
-    assert axes["blocks"][1]["ffn"]["w_in"] == ("embed", "blocks/1/mlp")
+def test_per_layer_groups_are_nested_in_the_layers_axis():
+    """Stacked layers: a per-layer group gets one independent permutation per layer index."""
+    cfg = dataclasses.replace(BASE, num_layers=3)
+    model = TransformerLM(cfg)
+    params, axes = model.init(jax.random.key(0)), model.axes
+    assert axes["blocks"]["ffn"]["w_in"] == ("layers", "embed", Nested("blocks/mlp", "layers"))
+    assert axes["blocks"]["attn_norm"]["scale"] == ("layers", "embed")
     assert axes["tokens"] == ("vocab", "embed")
+    perms = symmetry.sample_permutations(jax.random.key(1), params, axes)
+    mlp = perms[Nested("blocks/mlp")]
+    assert mlp.shape == (3, cfg.d_ff) and "layers" not in perms
+    assert len({tuple(np.asarray(row)) for row in mlp}) == 3
+    moved = symmetry.permute(params, axes, {Nested("blocks/mlp"): mlp})
+    for i in range(3):
+        np.testing.assert_array_equal(moved["blocks"]["ffn"]["w_in"][i], params["blocks"]["ffn"]["w_in"][i][:, mlp[i]])
+
+
+def test_one_permutation_for_every_layer_breaks_nothing_but_is_not_the_whole_group():
+    """Permuting every layer's hidden units alike is also a symmetry; permuting layer 0 alone is one too, which a
+    shared (un-nested) label could not express."""
+    model = TransformerLM(CONFIGS["deep-mqa"])
+    params, axes = model.init(jax.random.key(0)), model.axes
+    tokens = jax.random.randint(jax.random.key(1), (2, 6), 0, BASE.vocab_size)
+    d_ff = CONFIGS["deep-mqa"].ffn_config.d_ff
+    only_first = jnp.stack([jax.random.permutation(jax.random.key(5), d_ff)] + [jnp.arange(d_ff)] * 2)
+    close, err = lm_logits_close_after(params, axes, {Nested("blocks/mlp"): only_first}, CONFIGS["deep-mqa"], tokens)
+    assert close, err
 
 
 def test_classifier_function_invariant_under_label_permutations():
     cfg = ClassifierConfig(dataclasses.replace(BASE, causal=False), num_classes=3, input_dim=4)
-    params, axes = SequenceClassifier.init(jax.random.key(0), cfg)
+    model = SequenceClassifier(cfg)
+    params, axes = model.init(jax.random.key(0)), model.axes
     x = jax.random.normal(jax.random.key(1), (2, 5, 4))
     mask = np.array([[True] * 5, [True, True, True, False, False]])
     perms = symmetry.sample_permutations(jax.random.key(2), params, axes)
-    before = SequenceClassifier.apply(params, x, cfg, padding_mask=mask)
-    after = SequenceClassifier.apply(symmetry.permute(params, axes, perms), x, cfg, padding_mask=mask)
+    before = model.apply(params, x, padding_mask=mask)
+    after = model.apply(symmetry.permute(params, axes, perms), x, padding_mask=mask)
     np.testing.assert_allclose(before, after, rtol=1e-4, atol=1e-5)
 
 
@@ -77,28 +104,36 @@ def relabel(axes, path, axis, label):
 
 MISLABELS = {
     # w_out's hidden axis given its own group, so it is permuted independently of w_in's.
-    "mlp-split": (("blocks", 0, "ffn", "w_out"), 0, "blocks/0/mlp_out"),
+    "mlp-split": (("blocks", "ffn", "w_out"), 1, Nested("blocks/mlp_out")),
     # positions are tied to the token order, which is not a symmetry.
-    "positions-permuted": (("positions",), 0, "blocks/0/pos"),
+    "positions-permuted": (("positions",), 0, "pos_permuted"),
     # the value head axis given the query-key group.
-    "v_dim-as-qk_dim": (("blocks", 0, "attn", "value"), 2, "blocks/0/qk_dim_wrong"),
+    "v_dim-as-qk_dim": (("blocks", "attn", "value"), 3, Nested("blocks/qk_dim_wrong")),
+    # the hidden units permuted alike in every layer only is fine; permuted across layers (un-nested) is not.
+    "mlp-shared-not-nested": (("blocks", "ffn", "w_out"), 1, "blocks/mlp"),
 }
 
 
 @pytest.mark.parametrize("name", MISLABELS)
 def test_wrong_label_breaks_the_symmetry_test(name):
     path, axis, label = MISLABELS[name]
-    params, axes = TransformerLM.init(jax.random.key(0), BASE)
+    cfg = dataclasses.replace(BASE, num_layers=2)
+    model = TransformerLM(cfg)
+    params, axes = model.init(jax.random.key(0)), model.axes
     axes = relabel(axes, path, axis, label)
     tokens = jax.random.randint(jax.random.key(1), (2, 6), 0, BASE.vocab_size)
     perms = symmetry.sample_permutations(jax.random.key(3), params, axes)
-    close, err = lm_logits_close_after(params, axes, perms, BASE, tokens)
+    close, err = lm_logits_close_after(params, axes, perms, cfg, tokens)
     assert not close, f"a mislabelled axis went unnoticed (max change {err})"
 
 
-def test_permute_then_invert_is_identity():
-    params, axes = TransformerLM.init(jax.random.key(0), BASE)
+@pytest.mark.parametrize("permute_layers", [False, True], ids=["exact", "layers-permuted"])
+def test_permute_then_invert_is_identity(permute_layers):
+    model = TransformerLM(dataclasses.replace(BASE, num_layers=3))
+    params, axes = model.init(jax.random.key(0)), model.axes
     perms = symmetry.sample_permutations(jax.random.key(1), params, axes)
+    if permute_layers:
+        perms["layers"] = jax.random.permutation(jax.random.key(2), 3)
     back = symmetry.permute(symmetry.permute(params, axes, perms), axes, symmetry.invert(perms))
     jax.tree.map(np.testing.assert_array_equal, back, params)
 
@@ -109,7 +144,8 @@ VARIANT_OPTIONS = {"sparse": (("block", 2), ("top_k", 1)), "linear": (("chunk", 
 @pytest.mark.parametrize("variant", attention.variants())
 def test_every_attention_variant_keeps_the_symmetry(variant):
     cfg = dataclasses.replace(BASE, num_layers=2, attention=variant, attention_options=VARIANT_OPTIONS.get(variant, ()))
-    params, axes = TransformerLM.init(jax.random.key(0), cfg)
+    model = TransformerLM(cfg)
+    params, axes = model.init(jax.random.key(0)), model.axes
     tokens = jax.random.randint(jax.random.key(1), (2, 6), 0, cfg.vocab_size)
     perms = symmetry.sample_permutations(jax.random.key(2), params, axes)
     close, err = lm_logits_close_after(params, axes, perms, cfg, tokens)

@@ -118,8 +118,9 @@ def test_deep_equivariant_network_composes():
 @pytest.fixture(scope="module")
 def transformer():
     cfg = TransformerConfig(vocab_size=7, d_model=4, num_heads=2, num_kv_heads=1, d_ff=6, num_layers=2, max_len=3)
-    params, axes = TransformerLM.init(jax.random.key(0), cfg)
-    return params, axes, spec_lib.from_hetnet(params, axes)
+    model = TransformerLM(cfg)
+    params = model.init(jax.random.key(0))
+    return params, model.axes, spec_lib.from_hetnet(params, model.axes)
 
 
 def test_transformer_spec_layer_equivariant_under_function_preserving_elements(transformer):

@@ -34,14 +34,13 @@ def run(opt, params, grads_seq):
 @pytest.fixture(scope="module")
 def lm():
     """A two-block TransformerLM, and the one-block spec the depth-generic optimizer is built from."""
-    cfg = TransformerConfig(vocab_size=11, d_model=8, num_heads=2, num_layers=2, max_len=6)
-    params, axes = TransformerLM.init(jax.random.key(0), cfg)
-    one_block = TransformerConfig(vocab_size=11, d_model=8, num_heads=2, num_layers=1, max_len=6)
-    p1, a1 = TransformerLM.init(jax.random.key(0), one_block)
+    model = TransformerLM(TransformerConfig(vocab_size=11, d_model=8, num_heads=2, num_layers=2, max_len=6))
+    params = model.init(jax.random.key(0))
+    one_block = TransformerLM(TransformerConfig(vocab_size=11, d_model=8, num_heads=2, num_layers=1, max_len=6))
     return {
         "params": params,
-        "spec": spec_lib.from_hetnet(params, axes, io_as_groups=True),
-        "one_block_spec": spec_lib.from_hetnet(p1, a1, io_as_groups=True),
+        "spec": spec_lib.from_hetnet(params, model.axes, io_as_groups=True),
+        "one_block_spec": spec_lib.from_hetnet(one_block.init(jax.random.key(0)), one_block.axes, io_as_groups=True),
     }
 
 
@@ -53,7 +52,7 @@ def mlp_task():
 def variants(lm):
     return {
         "equivariant": lopt.EquivariantAdam(lm["one_block_spec"], hidden=8, layer_key="blocks"),
-        "per-parameter": lopt.PerParameterAdam(hidden=8),
+        "per-parameter": lopt.PerParameterAdam(hidden=8, layer_key="blocks"),
     }
 
 
@@ -127,7 +126,7 @@ def test_one_object_and_one_set_of_meta_params_serve_any_width_and_depth(lm):
     opt = learned.opt_fn(meta, total_steps=10)
     for width, depth in ((16, 2),):  # wider and deeper than the spec's one block of width 8
         cfg = TransformerConfig(vocab_size=11, d_model=width, num_heads=2, num_layers=depth, max_len=6)
-        params, _ = TransformerLM.init(jax.random.key(1), cfg)
+        params = TransformerLM(cfg).init(jax.random.key(1))
         updates, _ = opt.update(random_grads(params, 0, 1)[0], opt.init(params), params)
         assert jax.tree.structure(updates) == jax.tree.structure(params)
         assert all(np.all(np.isfinite(u)) for u in jax.tree.leaves(updates))
@@ -235,3 +234,17 @@ def test_schedule_basis_interpolates_and_starts_constant():
     np.testing.assert_allclose(schedule.learning_rate(meta, jnp.int32(37), 100), 2e-3, rtol=1e-6)
     with pytest.raises(ValueError, match="base_lr must be positive"):
         schedule.init(0.0)
+
+
+def test_stacked_layers_are_updated_as_separate_tensors(lm):
+    """Per-tensor statistics (weight RMS, factored moments, the update's RMS) are taken per layer: scaling layer 1's
+    weights leaves layer 0's update unchanged."""
+    learned = variants(lm)["per-parameter"]
+    opt = learned.opt_fn(perturbed(learned.init_meta_params(jax.random.key(0)), jax.random.key(1)), total_steps=10)
+    params = lm["params"]
+    scaled = {**params, "blocks": jax.tree.map(lambda a: a.at[1].multiply(10.0), params["blocks"])}
+    grads = random_grads(params, 10, 1)[0]
+    a, _ = opt.update(grads, opt.init(params), params)
+    b, _ = opt.update(grads, opt.init(scaled), scaled)
+    jax.tree.map(lambda u, v: np.testing.assert_allclose(u[0], v[0], rtol=1e-5, atol=1e-8), a["blocks"], b["blocks"])
+    assert not np.allclose(a["blocks"]["ffn"]["w_in"][1], b["blocks"]["ffn"]["w_in"][1])

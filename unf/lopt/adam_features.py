@@ -66,11 +66,19 @@ def leaf_features(w, g, momenta, v, count, progress) -> jax.Array:
     return jnp.concatenate([x, tiled], axis=-1)
 
 
-def features(params: Any, grads: Any, momenta: tuple, v: Any, count: jax.Array, total_steps) -> Any:
-    """Returns a tree like ``params`` with leaves ``[*leaf_shape, NUM_FEATURES]``."""
+def features(params: Any, grads: Any, momenta: tuple, v: Any, count: jax.Array, total_steps,
+             stacked: Any = False) -> Any:
+    """Returns a tree like ``params`` with leaves ``[*leaf_shape, NUM_FEATURES]``.
+
+    stacked: a bool, or a tree of bools like ``params``, True for leaves that lead with a layers axis: their
+    per-tensor statistics (RMS, factored moments) are taken per layer, as for separate tensors.
+    """
     progress = progress_features(count, total_steps)
     f32 = lambda t: jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), t)  # noqa: E731
-    return jax.tree.map(
-        lambda w, g, vv, *ms: leaf_features(w, g, ms, vv, count, progress),
-        f32(params), f32(grads), v, *momenta,
-    )
+    stacked = jax.tree.map(lambda _: stacked, params) if isinstance(stacked, bool) else stacked
+
+    def one(w, g, vv, per_layer, *ms):
+        fn = lambda w, g, vv, *ms: leaf_features(w, g, ms, vv, count, progress)  # noqa: E731
+        return jax.vmap(fn)(w, g, vv, *ms) if per_layer else fn(w, g, vv, *ms)
+
+    return jax.tree.map(one, f32(params), f32(grads), v, stacked, *momenta)

@@ -90,8 +90,12 @@ def transformation(
     correction: Callable[[Any, Any], Any],
     total_steps: int | jax.Array,
     learning_rate: ScalarOrSchedule | None = None,
+    layer_key: str | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Returns the learned-Adam optax transformation.
+
+    layer_key: the params entry holding stacked layers (leaves with a leading layers axis): every per-tensor
+    statistic of its leaves (features, the update's RMS normalisation) is taken per layer.
 
     correction(params, features) -> tree like params with leaves ``[*leaf_shape, 2]`` (direction, log-magnitude);
     total_steps: the run's length, a positive int (or a scalar array inside meta-training, where runs of several
@@ -122,7 +126,8 @@ def transformation(
             for b, ms in zip(feats.BETA1S, state.momenta)
         )
         v = jax.tree.map(lambda n, g: feats.BETA2 * n + (1.0 - feats.BETA2) * jnp.square(g), state.second_moment, g32)
-        x = feats.features(params, g32, momenta, v, count, total_steps)
+        stacked = _stacked_leaves(params, layer_key)
+        x = feats.features(params, g32, momenta, v, count, total_steps, stacked)
         out = correction(params, x)
         adam_m = momenta[feats.BETA1S.index(feats.ADAM_BETA1)]
         lr = step_size(count)
@@ -138,10 +143,26 @@ def transformation(
             u = -lr * (magnitude * scale * direction + decay * jnp.asarray(p, jnp.float32))
             return u.astype(jnp.result_type(g))
 
-        updates = jax.tree.map(one, grads, params, adam_m, v, out)
+        updates = jax.tree.map(lambda per_layer, *a: (jax.vmap(one) if per_layer else one)(*a),
+                               stacked, grads, params, adam_m, v, out)
         return updates, LearnedAdamState(momenta, v, count)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _stacked_leaves(params: Any, layer_key: str | None) -> Any:
+    """Returns a tree of bools like ``params``: True for the leaves under ``params[layer_key]``."""
+    if layer_key is None:
+        return jax.tree.map(lambda _: False, params)
+    if not isinstance(params, dict) or layer_key not in params:
+        raise ValueError(f"layer_key={layer_key!r}: params must be a dict with a {layer_key!r} entry of stacked "
+                         f"layers; got {type(params).__name__}"
+                         + (f" with keys {sorted(params)}." if isinstance(params, dict) else "."))
+    depths = {np.shape(leaf)[0] if np.ndim(leaf) else 0 for leaf in jax.tree.leaves(params[layer_key])}
+    if len(depths) != 1 or 0 in depths:
+        raise ValueError(f"layer_key={layer_key!r}: every leaf of params[{layer_key!r}] must lead with one layers "
+                         f"axis; their leading sizes are {sorted(depths)}.")
+    return {k: jax.tree.map(lambda _, s=(k == layer_key): s, v) for k, v in params.items()}
 
 
 def _base_meta_params(key: jax.Array, hidden: int) -> dict:
@@ -155,9 +176,11 @@ def _base_meta_params(key: jax.Array, hidden: int) -> dict:
 @dataclasses.dataclass(frozen=True)
 class PerParameterAdam:
     """Adam plus a correction computed for every parameter alone (pointwise layers only): the non-equivariant
-    baseline with the same inputs, outputs and update as :class:`EquivariantAdam`."""
+    baseline with the same inputs, outputs and update as :class:`EquivariantAdam`. ``layer_key`` names the params
+    entry of stacked layers, whose per-tensor statistics are then taken per layer."""
 
     hidden: int = HIDDEN
+    layer_key: str | None = None
     name: str = "mlp-adam"
     uses_total_steps = True
 
@@ -180,7 +203,7 @@ class PerParameterAdam:
         def correction(params, x):
             return out_layer.apply(meta_params["output"], _hidden(meta_params["hidden"], x, self.sizes))
 
-        return transformation(meta_params, correction, total_steps, learning_rate)
+        return transformation(meta_params, correction, total_steps, learning_rate, self.layer_key)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,11 +215,13 @@ class EquivariantAdam:
     object, serve any width (the layer is rebuilt from the labels and the params' shapes at trace time). Under
     ``optax.masked`` or ``optax.partition`` the optimizer sees a sub-tree: build it from that sub-tree's spec.
 
-    Any depth: with ``layer_key`` (``"blocks"`` for hetnet models) the spec describes a model with one block and
-    ``params[layer_key]`` may hold any number of blocks. Block ``i`` is updated through its own one-block view (the
-    shared leaves plus block ``i``); each shared leaf takes the mean of its outputs over the views. Every view's
-    layer is equivariant to the shared groups and to its block's own groups, and untouched by the other blocks',
-    so the whole update keeps the model's exact symmetry, with one set of meta-params for every depth.
+    Any depth: with ``layer_key`` (``"blocks"`` for hetnet models) ``spec`` describes a model whose
+    ``params[layer_key]`` leaves are stacked along a leading layers axis (any depth gives the same optimizer), and
+    ``params[layer_key]`` may hold any number of layers. Layer ``i`` is updated through its own one-layer view (the
+    shared leaves plus layer ``i``'s slice, see :func:`unf.spec.layer_view`); each shared leaf takes the mean of its
+    outputs over the views. Every view's layer is equivariant to the shared groups and to its layer's own groups,
+    and untouched by the other layers', so the whole update keeps the model's exact symmetry, with one set of
+    meta-params for every depth.
     """
 
     spec: WeightSpaceSpec
@@ -207,13 +232,12 @@ class EquivariantAdam:
 
     def __post_init__(self):
         if self.layer_key is not None:
-            path = f"[{self.layer_key!r}][0]"
-            if not any(n.startswith(path) for n in self.spec.leaf_names):
-                raise ValueError(f"layer_key={self.layer_key!r}: the spec has no leaves under {path}; it names "
-                                 f"{list(self.spec.leaf_names)}.")
-            if any(n.startswith(f"[{self.layer_key!r}][1]") for n in self.spec.leaf_names):
-                raise ValueError(f"with layer_key={self.layer_key!r} the spec must describe a model with exactly one "
-                                 "block; any depth is then served by the same meta-params.")
+            object.__setattr__(self, "_view_spec", spec_lib.layer_view(self.spec, self.layer_key))
+
+    @property
+    def view_spec(self) -> WeightSpaceSpec:
+        """The spec the equivariant layer is built on: one layer's view with ``layer_key``, else ``spec``."""
+        return self.spec if self.layer_key is None else self._view_spec
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -225,7 +249,7 @@ class EquivariantAdam:
     def init_meta_params(self, key: jax.Array) -> dict:
         """Returns meta-params at which the rule is exactly Adam (lr 1e-3): the equivariant output layer is zero."""
         k_hidden, k_out = jax.random.split(key)
-        out = jax.tree.map(jnp.zeros_like, self._layer(self.spec).init(k_out))
+        out = jax.tree.map(jnp.zeros_like, self._layer(self.view_spec).init(k_out))
         return {**_base_meta_params(k_hidden, self.hidden), "output": out}
 
     def opt_fn(self, meta_params: dict, *, total_steps: int | jax.Array,
@@ -234,11 +258,11 @@ class EquivariantAdam:
         check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
 
         def one_view(params, x):
-            layer = self._layer(spec_lib.relabel(self.spec, params))
-            if layer.spec.leaf_names != self.spec.leaf_names:
+            layer = self._layer(spec_lib.relabel(self.view_spec, params))
+            if layer.spec.leaf_names != self.view_spec.leaf_names:
                 raise ValueError(
                     f"params hold the leaves {list(layer.spec.leaf_names)} but this optimizer's equivariant layer "
-                    f"spans {list(self.spec.leaf_names)}; under optax.masked / optax.partition build "
+                    f"spans {list(self.view_spec.leaf_names)}; under optax.masked / optax.partition build "
                     "EquivariantAdam from the spec of the sub-tree it updates."
                 )
             return layer.apply(meta_params["output"], _hidden(meta_params["hidden"], x, self.sizes))
@@ -247,11 +271,11 @@ class EquivariantAdam:
             if self.layer_key is None:
                 return one_view(params, x)
             key = self.layer_key
-            if not isinstance(params, dict) or not isinstance(params.get(key), (list, tuple)) or not params[key]:
-                raise ValueError(f"layer_key={key!r}: params must be a dict whose {key!r} entry is a non-empty list of "
-                                 f"blocks; got {type(params).__name__} with {type(getattr(params, 'get', dict)(key)).__name__}.")
-            outs = [one_view({**params, key: [p]}, {**x, key: [f]}) for p, f in zip(params[key], x[key])]
+            depth = np.shape(jax.tree.leaves(params[key])[0])[0]
+            layer = lambda tree, i: jax.tree.map(lambda a: a[i], tree)  # noqa: E731
+            outs = [one_view({**params, key: layer(params[key], i)}, {**x, key: layer(x[key], i)})
+                    for i in range(depth)]
             shared = {k: jax.tree.map(lambda *ys: sum(ys) / len(ys), *[o[k] for o in outs]) for k in params if k != key}
-            return {**shared, key: [o[key][0] for o in outs]}
+            return {**shared, key: jax.tree.map(lambda *ys: jnp.stack(ys), *[o[key] for o in outs])}
 
-        return transformation(meta_params, correction, total_steps, learning_rate)
+        return transformation(meta_params, correction, total_steps, learning_rate, self.layer_key)

@@ -12,7 +12,6 @@ import optax
 from hetnet import data
 from hetnet.config import TransformerConfig
 from hetnet.models import TransformerLM
-from hetnet.train import lm_loss
 from unf import spec as spec_lib
 from unf.tasks.base import Task
 
@@ -73,16 +72,8 @@ def transformer_lm(
     groups of their own, as the original UNF code does, which keeps equivariant optimizers small."""
     cfg = TransformerConfig(vocab_size=data.BYTE_VOCAB, d_model=d_model, num_heads=heads, num_layers=layers,
                             max_len=seq, attention=attention)
-    init = lambda key: TransformerLM.init(key, cfg)[0]  # noqa: E731
-    traced_axes = {}
-
-    def params_only(key):
-        p, traced_axes["axes"] = TransformerLM.init(key, cfg)
-        return p
-
-    params = jax.eval_shape(params_only, jax.random.key(0))
-    axes = traced_axes["axes"]
-    spec = spec_lib.from_hetnet(params, axes, io_as_groups=True)
+    model = TransformerLM(cfg)
+    spec = spec_lib.from_hetnet(jax.eval_shape(model.init, jax.random.key(0)), model.axes, io_as_groups=True)
     config = (("d_model", d_model), ("layers", layers), ("heads", heads), ("seq", seq), ("batch", batch),
               ("attention", attention))
-    return Task("transformer_lm", config, init, lambda p, b: lm_loss(p, b, cfg), _window_sampler(batch, seq + 1), spec)
+    return Task("transformer_lm", config, model.init, model.loss, _window_sampler(batch, seq + 1), spec)
