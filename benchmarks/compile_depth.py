@@ -61,7 +61,7 @@ def main(argv=None) -> dict:
     rows, results = [], {}
     for depth in depths:
         cfg = TransformerConfig(vocab_size=256, d_model=d_model, num_heads=4, num_layers=depth, max_len=seq)
-        r = measure(cfg, batch, repeats=10)
+        r = measure(cfg, batch, repeats=30)
         results[depth] = r
         rows.append([depth, r["scan_compile_s"], r["unrolled_compile_s"], r["scan_step_ms"], r["unrolled_step_ms"]])
         print(f"depth {depth}: compile scan {r['scan_compile_s']:.2f}s unrolled {r['unrolled_compile_s']:.2f}s; "

@@ -6,6 +6,9 @@
    relative error of each layer's sparse attention output against dense on the same (trained) activations, and the
    model's loss with each attention swapped in. A second model trained from scratch with sparse attention gives the
    trained-sparse loss.
+3. On the same activations, output error against the number of keys each query reads exactly: routing per query
+   block (the default) against routing per query with smaller blocks, and an oracle that keeps each query's
+   highest-scoring keys (the best any selection of that many exact keys can do, summaries aside).
 
     python -m benchmarks.sparse_attention             # N = 1k, 4k, 16k; LM at 1k context (CPU, a few minutes)
     python -m benchmarks.sparse_attention --large     # adds N = 32k, 64k and a longer LM run (GPU)
@@ -24,7 +27,7 @@ from tqdm import tqdm
 
 from benchmarks import report, timing
 from hetnet import Attention, Norm, data, embedding
-from hetnet.attention import softmax, sparse
+from hetnet.attention import projections, softmax, sparse
 from hetnet.config import AttentionConfig, TransformerConfig
 from hetnet.models import Body, TransformerLM
 from hetnet.train import make_train_step
@@ -97,6 +100,40 @@ def relative_output_errors(params, reference, sparse_cfg: TransformerConfig) -> 
     return errors
 
 
+def oracle_output(attn, h: jax.Array, keys: int) -> jax.Array:
+    """Returns causal attention that keeps, for each query and head, only its ``keys`` highest-scoring keys.
+
+    attn: a layer's projection params; h: [batch, seq, d_model] -> [batch, seq, d_model]. Dense-sized: for study only.
+    """
+    q, k, v = projections.project_qkv(attn, h)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(q.shape[-1])
+    n = logits.shape[-1]
+    logits = jnp.where(jnp.tril(jnp.ones((n, n), bool)), logits, -jnp.inf)
+    kth = jnp.sort(logits, axis=-1)[..., -min(keys, n)][..., None]
+    p = jax.nn.softmax(jnp.where(logits >= kth, logits, -jnp.inf), axis=-1)
+    return projections.project_out(attn, jnp.einsum("bhqk,bkhd->bqhd", p, v))
+
+
+def routing_curves(params, reference, sparse_cfg: TransformerConfig) -> dict[str, list[dict]]:
+    """Returns error-vs-keys-read curves: block routing (block 32), per-query routing (block 8), and the oracle."""
+    curves: dict[str, list[dict]] = {"block routing (block 32)": [], "per-query routing (block 8)": [], "oracle": []}
+    settings = [("block routing (block 32)", 32, 32, k) for k in (1, 2, 6, 14)]
+    settings += [("per-query routing (block 8)", 8, 1, k) for k in (5, 13, 29, 61)]
+    for name, block, group, top_k in settings:
+        cfg = dataclasses.replace(sparse_cfg, attention_options=(
+            ("block", block), ("top_k", top_k), ("window", 1), ("query_group", group), ("summary", "mean")))
+        curves[name].append({"keys": (top_k + 3) * block, "top_k": top_k,
+                             "errors": relative_output_errors(params, reference, cfg)})
+    run = jax.jit(oracle_output, static_argnums=2)
+    for keys in (64, 128, 256, 512):
+        errors = []
+        for i, (h, want) in enumerate(reference):
+            got = run(jax.tree.map(lambda a, i=i: a[i], params["blocks"]["attn"]), h, keys)
+            errors.append(float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want)))
+        curves["oracle"].append({"keys": keys, "errors": errors})
+    return curves
+
+
 def lm_study(context: int, steps: int, batch: int, eval_batches: int) -> dict:
     corpus = data.stdlib_corpus(max_bytes=2_000_000)
     dense_cfg = TransformerConfig(vocab_size=256, d_model=64, num_heads=4, num_layers=2, max_len=context)
@@ -128,7 +165,8 @@ def lm_study(context: int, steps: int, batch: int, eval_batches: int) -> dict:
         "sparse-trained, sparse": mean_loss(sparse_params, sparse_cfg),
     }
     return {"context": context, "steps": steps, "batch": batch, "options": dict(LM_OPTIONS),
-            "relative_output_error_per_layer": errors, "valid_loss": losses, "error_sweep": sweep}
+            "relative_output_error_per_layer": errors, "valid_loss": losses, "error_sweep": sweep,
+            "routing_curves": routing_curves(dense_params, reference, sparse_cfg)}
 
 
 def plot(lengths: list[dict], lm: dict):
@@ -137,7 +175,7 @@ def plot(lengths: list[dict], lm: dict):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
     ns = [r["n"] for r in lengths]
     for name in ("dense", "sparse"):
         axes[0].plot(ns, [r["time_s"][name] * 1e3 for r in lengths], "o-", label=name)
@@ -154,6 +192,15 @@ def plot(lengths: list[dict], lm: dict):
     axes[2].set_ylabel("validation loss (nats/byte)")
     low = min(lm["valid_loss"].values())
     axes[2].set_ylim(low * 0.95, max(lm["valid_loss"].values()) * 1.02)
+    for (name, curve), color in zip(lm["routing_curves"].items(), ("C0", "C1", "k")):
+        for layer in range(len(curve[0]["errors"])):
+            axes[3].plot([c["keys"] for c in curve], [c["errors"][layer] for c in curve], "o-" if layer else "s--",
+                         color=color, label=f"{name}, layer {layer}")
+    axes[3].axhline(0.05, color="grey", lw=0.8)
+    axes[3].axvline(lm["context"] / 8, color="grey", lw=0.8, ls=":")
+    axes[3].set(xscale="log", yscale="log", xlabel="exact keys read per query (at most)",
+                ylabel="relative output error")
+    axes[3].legend(fontsize=6)
     fig.suptitle(f"sparse vs dense causal attention ({HEADS} heads x {HEAD_DIM}; options {dict(SPARSE_OPTIONS)})")
     fig.tight_layout()
     return fig
@@ -198,6 +245,13 @@ def main(argv=None) -> int:
     table += (f"\nThe same dense-trained model's activations (context {lm['context']}, "
               f"{lm['context'] // dict(LM_OPTIONS)['block']} blocks) under other top_k, with and without the summary "
               "of unselected blocks.\n")
+    curve_rows = [[name, c["keys"], c.get("top_k", "-"), ", ".join(f"{e:.4f}" for e in c["errors"])]
+                  for name, curve in lm["routing_curves"].items() for c in curve]
+    table += "\n" + report.markdown_table(
+        ["selection", "exact keys per query (at most)", "top_k", "relative output error per layer"], curve_rows)
+    table += (f"\nRouting granularity on the same activations (context {lm['context']}; 1/8 of the keys is "
+              f"{lm['context'] // 8}). Routed rows keep the mean summary of unselected blocks and window 1; the "
+              "oracle keeps each query's highest-scoring keys and nothing else.\n")
     command = "python -m benchmarks.sparse_attention" + (" --large" if args.large else "")
     payload = {"device": timing.device_description(), "command": command, "lengths": lengths, "lm": lm,
                "options": dict(SPARSE_OPTIONS)}

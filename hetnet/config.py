@@ -8,6 +8,7 @@ NORM_KINDS = ("rms", "layer")
 FFN_KINDS = ("gelu", "swiglu")
 DTYPES = ("float32", "bfloat16", "float16")
 BLOCK_KINDS = ("standard", "recurrent", "hyperset")
+REMAT_POLICIES = ("none", "dots", "full")
 
 
 def _positive(name: str, value: int) -> None:
@@ -109,8 +110,12 @@ class TransformerConfig:
     ``block`` picks the body: ``"standard"`` (``num_layers`` blocks with their own weights), ``"recurrent"`` (one
     block applied ``num_layers`` times) or ``"hyperset"`` (the Hyper-SET layer of :mod:`hetnet.hyperset`, iterated
     ``num_layers`` times, with ``num_heads`` subspaces and a dictionary of ``d_ff`` atoms). In the last two the
-    params do not depend on ``num_layers``, so the same params run at any depth. ``remat`` recomputes each block's
-    activations in the backward pass (``jax.checkpoint`` per layer) instead of storing them.
+    params do not depend on ``num_layers``, so the same params run at any depth.
+
+    ``remat`` says what each scanned block keeps for the backward pass (``jax.checkpoint`` per layer): ``"dots"``
+    keeps the outputs of its weight matmuls and recomputes the rest (attention probabilities, activations), which
+    is as fast as unrolled layers and uses less memory; ``"full"`` keeps only the block's input; ``"none"`` keeps
+    everything.
     """
 
     vocab_size: int = 256
@@ -128,13 +133,14 @@ class TransformerConfig:
     causal: bool = True
     dtype: str = "float32"
     block: str = "standard"
-    remat: bool = False
+    remat: str = "dots"
 
     def __post_init__(self):
         for name in ("vocab_size", "num_layers", "max_len"):
             _positive(name, getattr(self, name))
         _one_of("dtype", self.dtype, DTYPES)
         _one_of("block", self.block, BLOCK_KINDS)
+        _one_of("remat", self.remat, REMAT_POLICIES)
         if self.block == "hyperset" and (self.attention != "softmax" or self.attention_options):
             raise ValueError(
                 f"block='hyperset' brings its own attention step; leave attention at 'softmax' with no options "

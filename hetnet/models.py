@@ -21,6 +21,17 @@ from hetnet.hyperset import HyperSET
 from hetnet.norms import Norm
 
 
+# What a scanned block keeps for the backward pass. Saving everything makes the scan copy every residual (attention
+# probabilities included) into stacked buffers, which on XLA:CPU costs about a third of the step; keeping only the
+# weight matmuls' outputs recomputes the cheap rest and matches unrolled layers (benchmarks/compile_depth.py).
+_POLICIES = {"dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+             "full": jax.checkpoint_policies.nothing_saveable}
+
+
+def _remat(fn, policy: str):
+    return fn if policy == "none" else jax.checkpoint(fn, policy=_POLICIES[policy])
+
+
 def _check_config(name: str, cfg, expected: type) -> None:
     if not isinstance(cfg, expected):
         raise TypeError(f"{name} takes a {expected.__name__}, got {type(cfg).__name__}.")
@@ -32,7 +43,7 @@ class Body:
 
     ``cfg.block == "standard"``: ``blocks`` holds ``num_layers`` blocks stacked along a leading ``layers`` axis
     (per-layer groups :class:`~hetnet.axes.Nested` in it), run by ``lax.scan`` (each block under
-    ``jax.checkpoint`` when ``cfg.remat``); ``"recurrent"``: ``shared_block`` is one block run ``num_layers`` times;
+    ``jax.checkpoint`` with the policy ``cfg.remat``); ``"recurrent"``: ``shared_block`` is one block run ``num_layers`` times;
     ``"hyperset"``: ``hyperset`` is the Hyper-SET layer.
     """
 
@@ -87,8 +98,7 @@ class Body:
             x = block.apply(p, x, padding_mask=padding_mask, carry=carry)
             return x, (x if keep_states else None)
 
-        step = jax.checkpoint(one) if self.cfg.remat else one
-        return jax.lax.scan(step, x, stacked, length=self.cfg.num_layers)
+        return jax.lax.scan(_remat(one, self.cfg.remat), x, stacked, length=self.cfg.num_layers)
 
     def residual_states(self, params, x: jax.Array, *, padding_mask=None) -> jax.Array:
         """Returns the residual stream after the positions and after every block (for probing).

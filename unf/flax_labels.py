@@ -7,11 +7,12 @@ every parameter axis. A rule table says what each name means for the network's s
 - ``"per_layer"``: a group of one layer (MLP units, heads, head dims). In a model whose layers are separate modules
   the group is scoped by the layer's path (the path up to its first numbered component: ``blocks/0``,
   ``layers_3``), so each layer's units permute independently; a model with one layer needs no number. On a tensor
-  stacked over a ``"layers"`` axis the group is shared by all layers (one permutation for every layer: a subgroup of
-  the model's symmetry, sound until per-layer nesting is expressed in the spec). An MLP's hidden layers are not
-  layers in this sense: name each hidden axis (``hidden_1``, ``hidden_2``) and mark it ``"shared"``, or use
-  :func:`unf.spec.mlp`;
-- ``"unpermuted"``: named for sharding but not permuted (``vocab``, and the stacked ``layers`` axis itself).
+  stacked over a ``"layers"`` axis (``nn.scan``, ``nnx.scan``) the group is :class:`hetnet.axes.Nested` in that
+  axis: one independent permutation per layer index. An MLP's hidden layers are not layers in this sense: name each
+  hidden axis (``hidden_1``, ``hidden_2``) and mark it ``"shared"``, or use :func:`unf.spec.mlp`;
+- ``"unpermuted"``: named for sharding but not permuted (``vocab``). The stacking axis ``layers`` is kept as a label:
+  fixed (``layers="exact"``, the model's own symmetry) or a permuted group (``layers="tied"``), as in
+  :func:`unf.spec.from_hetnet`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 
 import jax
 
-from unf.spec import WeightSpaceSpec, from_labels
+from hetnet.axes import LAYERS, Nested
+from unf.spec import LAYERS_MODES, WeightSpaceSpec, from_labels
 
 ROLES = ("shared", "per_layer", "unpermuted")
 
@@ -86,7 +88,7 @@ def _names_and_params(model_or_variables: Any) -> tuple[Any, Any]:
 
 
 def from_flax(model_or_variables: Any, rules: Mapping[str, str] | None = None,
-              overrides: Mapping[str, tuple] | None = None) -> WeightSpaceSpec:
+              overrides: Mapping[str, tuple] | None = None, *, layers: str = "exact") -> WeightSpaceSpec:
     """Returns the spec of a flax model's params from its logical axis names.
 
     model_or_variables: an ``nnx.Module`` (its ``nnx.Param`` state) or ``nnx.State``, whose params are then
@@ -94,9 +96,12 @@ def from_flax(model_or_variables: Any, rules: Mapping[str, str] | None = None,
     ``nn.with_logical_partitioning``), whose params are ``nn.unbox(variables)``. The spec describes that tree.
     rules: logical name -> role (``"shared"``, ``"per_layer"``, ``"unpermuted"``); default :data:`FLAX_RULES`.
     overrides: leaf path (as ``jax.tree_util.keystr`` writes it) -> names, for leaves without an annotation.
+    layers: ``"exact"`` or ``"tied"``, what the stacking axis ``layers`` of scanned layers is (see module docs).
 
     Raises ValueError naming a leaf with no (or too few) names, or a name the rules do not define.
     """
+    if layers not in LAYERS_MODES:
+        raise ValueError(f"layers must be one of {LAYERS_MODES}, got {layers!r}.")
     rules = dict(FLAX_RULES if rules is None else rules)
     bad = {k: v for k, v in rules.items() if v not in ROLES}
     if bad:
@@ -114,9 +119,13 @@ def from_flax(model_or_variables: Any, rules: Mapping[str, str] | None = None,
             raise ValueError(f"params leaf {name} of shape {leaf.shape} has logical axis names {names or 'none'}; "
                              f"annotate it (with_partitioning / with_logical_partitioning) or pass it in overrides.")
         out = []
+        stacked = LAYERS in names
         for n in names:
             if n is None:
                 out.append(None)
+                continue
+            if n == LAYERS:
+                out.append(LAYERS)
                 continue
             if n not in rules:
                 raise ValueError(f"params leaf {name} uses the logical name {n!r}, which the rules do not define; "
@@ -124,14 +133,16 @@ def from_flax(model_or_variables: Any, rules: Mapping[str, str] | None = None,
             role = rules[n]
             if role == "unpermuted":
                 out.append(None)
-            elif role == "shared" or "layers" in names:
+            elif role == "shared":
                 out.append(n)
             else:
                 scope = _layer_scope(path)
-                out.append(f"{scope}/{n}" if scope else n)
+                scoped = f"{scope}/{n}" if scope else n
+                out.append(Nested(scoped, LAYERS) if stacked else scoped)
         return tuple(out)
 
     label_tree = jax.tree_util.tree_map_with_path(labels, params)
     if overrides:
         raise ValueError(f"overrides name leaves the params lack: {sorted(overrides)}.")
-    return from_labels(params, label_tree)
+    present = any(LAYERS in leaf for leaf in jax.tree.leaves(label_tree, is_leaf=lambda x: isinstance(x, tuple)))
+    return from_labels(params, label_tree, fixed=(LAYERS,) if present and layers == "exact" else ())

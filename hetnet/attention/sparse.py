@@ -4,20 +4,23 @@ The sequence is cut into blocks of ``block`` positions. For each query block ``i
 
 - **exact keys** of ``1 + window (+ window when non-causal) + 1 + top_k`` blocks: the query's own block (causally
   masked), the ``window`` neighbouring blocks before it (and after it when non-causal), the first block, and the
-  ``top_k`` remaining blocks that score highest against the block's mean query, scored with mean-pooled block keys
-  (MoBA's routing; no extra parameters);
+  ``top_k`` remaining blocks that score highest against the mean query of the query's *routing group*, scored with
+  mean-pooled block keys (MoBA's routing; no extra parameters). A routing group is ``query_group`` consecutive
+  queries of one block: the whole block by default (one choice per block), down to ``1`` (every query routes on its
+  own, as MoBA and NSA do);
 - **one summary token per other block**: the mean key and mean value of each eligible block that was not selected,
   with its logit raised by ``log(block size)`` so it stands for that many keys, so dropped attention mass is
   approximated rather than zeroed (``c exp(q . k_mean)`` stands for ``sum_l exp(q . k_l)``; by Jensen it is a lower
   bound, tight when the block's keys agree).
 
 Both enter one softmax. Nothing of size N x N exists: the logits per query number
-``(1 + window + 1 + top_k) * block + N / block``. With ``top_k`` at least the number of blocks every block is exact and
-the result equals dense attention.
+``(1 + window + 1 + top_k) * block + N / block``, and the keys gathered for a routing group
+``(1 + window + 1 + top_k) * block * head_dim``, so small groups trade memory for finer routing. With ``top_k`` at
+least the number of blocks every block is exact and the result equals dense attention.
 
 Options (``AttentionConfig.options``): ``block`` (default 64), ``top_k`` (default 4), ``window`` (neighbouring blocks,
-default 1), ``summary`` (``"mean"``, the default, or ``"none"``, which drops unselected blocks as MoBA and
-NSA do).
+default 1), ``query_group`` (queries that share one routing choice; a divisor of ``block``, default ``block``),
+``summary`` (``"mean"``, the default, or ``"none"``, which drops unselected blocks as MoBA and NSA do).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ axes = projections.axes
 
 
 SUMMARIES = ("mean", "none")
-OPTIONS = ("block", "top_k", "window", "summary")
+OPTIONS = ("block", "top_k", "window", "query_group", "summary")
 
 
 class SparseSettings(NamedTuple):
@@ -45,6 +48,7 @@ class SparseSettings(NamedTuple):
     top_k: int
     window: int
     summary: str
+    query_group: int
 
 
 def settings(cfg: AttentionConfig) -> SparseSettings:
@@ -57,7 +61,11 @@ def settings(cfg: AttentionConfig) -> SparseSettings:
     summary = cfg.option("summary", "mean")
     if summary not in SUMMARIES:
         raise ValueError(f"sparse attention summary must be one of {SUMMARIES}, got {summary!r}.")
-    return SparseSettings(block, top_k, window, summary)
+    query_group = int(cfg.option("query_group", block))
+    if query_group < 1 or block % query_group:
+        raise ValueError(f"sparse attention query_group must be a positive divisor of block={block}, "
+                         f"got {query_group}.")
+    return SparseSettings(block, top_k, window, summary, query_group)
 
 
 def _forced_blocks(num_blocks: int, window: int, causal: bool):
@@ -87,8 +95,10 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
     if pad:
         q, k, v = (jnp.pad(t, [(0, 0), (0, pad), (0, 0), (0, 0)]) for t in (q, k, v))
         real = jnp.pad(real, [(0, 0), (0, pad)])
-    # Blocked layouts: q [b, K, G, m, bs, d]; k, v [b, K, m, bs, d]; real [b, m, bs].
-    qb = q.reshape(b, m, bs, kv_heads, groups, d).transpose(0, 3, 4, 1, 2, 5)
+    gs = opts.query_group
+    r = bs // gs
+    # Blocked layouts: q [b, K, G, m, r, gs, d] (r routing groups of gs queries per block); k, v [b, K, m, bs, d].
+    qb = q.reshape(b, m, r, gs, kv_heads, groups, d).transpose(0, 4, 5, 1, 2, 3, 6)
     kb = k.reshape(b, m, bs, kv_heads, d).transpose(0, 3, 1, 2, 4)
     vb = v.reshape(b, m, bs, kv_heads, v.shape[-1]).transpose(0, 3, 1, 2, 4)
     realb = real.reshape(b, m, bs)
@@ -98,55 +108,57 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
     v_mean = jnp.einsum("bkmld,bml->bkmd", vb, weights)
     scale = 1.0 / math.sqrt(d)
 
-    # Routing: the block's mean query against each block's mean key, among eligible blocks not already forced.
+    # Routing: each group's mean query against each block's mean key, among eligible blocks not already forced.
     eligible = jnp.tril(jnp.ones((m, m), bool), k=-1) if cfg.causal else jnp.ones((m, m), bool)
     eligible = eligible[None] & (count > 0)[:, None, :]  # [b, m_query, m_key]
     forced, forced_valid = _forced_blocks(m, opts.window, cfg.causal)
     forced_hit = jnp.any(jax.nn.one_hot(forced, m, dtype=bool) & forced_valid[..., None], axis=1)  # [m, m]
-    route = jnp.einsum("bkgmd,bkjd->bkgmj", jnp.mean(qb, axis=4), k_mean)
-    route = jnp.where((eligible & ~forced_hit[None])[:, None, None], route, -jnp.inf)
+    route = jnp.einsum("bkgmrd,bkjd->bkgmrj", jnp.mean(qb, axis=5), k_mean)
+    route = jnp.where((eligible & ~forced_hit[None])[:, None, None, :, None], route, -jnp.inf)
+    lead = (b, kv_heads, groups, m, r)
     top_k = min(opts.top_k, m)
     if top_k:
         top_score, top_index = jax.lax.top_k(jax.lax.stop_gradient(route), top_k)
-        index = jnp.concatenate([jnp.broadcast_to(forced, top_index.shape[:-1] + forced.shape[-1:]), top_index], -1)
-        valid = jnp.concatenate(
-            [jnp.broadcast_to(forced_valid, index.shape[:-1] + forced.shape[-1:]), jnp.isfinite(top_score)], -1
-        )
+        forced_r = jnp.broadcast_to(forced[:, None], (m, r, forced.shape[-1]))
+        valid_r = jnp.broadcast_to(forced_valid[:, None], forced_r.shape)
+        index = jnp.concatenate([jnp.broadcast_to(forced_r, lead + forced.shape[-1:]), top_index], -1)
+        valid = jnp.concatenate([jnp.broadcast_to(valid_r, lead + forced.shape[-1:]), jnp.isfinite(top_score)], -1)
     else:
-        index = jnp.broadcast_to(forced, (b, kv_heads, groups) + forced.shape)
-        valid = jnp.broadcast_to(forced_valid, index.shape)
+        index = jnp.broadcast_to(forced[:, None], lead + forced.shape[-1:])
+        valid = jnp.broadcast_to(forced_valid[:, None], index.shape)
 
-    # Exact part: gather the selected blocks' keys and values, [b, K, G, m, slots, bs, d].
-    bi = jnp.arange(b)[:, None, None, None, None]
-    hi = jnp.arange(kv_heads)[None, :, None, None, None]
+    # Exact part: gather the selected blocks' keys and values, [b, K, G, m, r, slots, bs, d].
+    bi = jnp.arange(b)[:, None, None, None, None, None]
+    hi = jnp.arange(kv_heads)[None, :, None, None, None, None]
     k_sel, v_sel = kb[bi, hi, index], vb[bi, hi, index]
-    key_real = realb[jnp.arange(b)[:, None, None, None, None], index]  # [b, K, G, m, slots, bs]
-    q_pos = (jnp.arange(m)[:, None] * bs + jnp.arange(bs)[None]).reshape(1, 1, 1, m, bs, 1, 1)
-    k_pos = index[..., None] * bs + jnp.arange(bs).reshape(1, 1, 1, 1, 1, bs)  # [b, K, G, m, slots, bs]
-    exact_mask = (valid[..., None] & key_real)[..., None, :, :]  # [b, K, G, m, 1, slots, bs]
+    key_real = realb[bi, index]  # [b, K, G, m, r, slots, bs]
+    q_pos = (jnp.arange(m)[:, None, None] * bs + jnp.arange(r)[None, :, None] * gs
+             + jnp.arange(gs)[None, None, :]).reshape(1, 1, 1, m, r, gs, 1, 1)
+    k_pos = index[..., None] * bs + jnp.arange(bs).reshape((1,) * index.ndim + (bs,))  # [b, K, G, m, r, slots, bs]
+    exact_mask = (valid[..., None] & key_real)[..., None, :, :]  # [b, K, G, m, r, 1, slots, bs]
     if cfg.causal:
         exact_mask = exact_mask & (k_pos[..., None, :, :] <= q_pos)
-    exact_logits = jnp.einsum("bkgmqd,bkgmsld->bkgmqsl", qb, k_sel) * scale
+    exact_logits = jnp.einsum("bkgmrqd,bkgmrsld->bkgmrqsl", qb, k_sel) * scale
     slots = index.shape[-1]
-    exact_logits = exact_logits.reshape(*exact_logits.shape[:5], slots * bs)
-    exact_mask = jnp.broadcast_to(exact_mask, exact_logits.shape[:5] + (slots, bs)).reshape(exact_logits.shape)
+    exact_logits = exact_logits.reshape(*exact_logits.shape[:6], slots * bs)
+    exact_mask = jnp.broadcast_to(exact_mask, exact_logits.shape[:6] + (slots, bs)).reshape(exact_logits.shape)
 
     if opts.summary != "none":
-        selected = jnp.any(jax.nn.one_hot(index, m, dtype=bool) & valid[..., None], axis=-2)  # [b, K, G, m, m]
-        summary_mask = (eligible[:, None, None] & ~selected)[..., None, :]  # [b, K, G, m, 1, m]
-        summary_logits = jnp.einsum("bkgmqd,bkjd->bkgmqj", qb, k_mean) * scale
-        summary_logits = summary_logits + jnp.log(jnp.maximum(count, 1.0))[:, None, None, None, None, :]
+        selected = jnp.any(jax.nn.one_hot(index, m, dtype=bool) & valid[..., None], axis=-2)  # [b, K, G, m, r, m]
+        summary_mask = (eligible[:, None, None, :, None] & ~selected)[..., None, :]  # [b, K, G, m, r, 1, m]
+        summary_logits = jnp.einsum("bkgmrqd,bkjd->bkgmrqj", qb, k_mean) * scale
+        summary_logits = summary_logits + jnp.log(jnp.maximum(count, 1.0))[:, None, None, None, None, None, :]
         summary_mask = jnp.broadcast_to(summary_mask, summary_logits.shape)
         logits = jnp.concatenate([exact_logits, summary_logits], axis=-1)
         mask = jnp.concatenate([exact_mask, summary_mask], axis=-1)
     else:
         logits, mask = exact_logits, exact_mask
     p = masked_softmax(logits, mask)
-    p_exact = p[..., : slots * bs].reshape(*p.shape[:5], slots, bs)
-    out = jnp.einsum("bkgmqsl,bkgmsle->bkgmqe", p_exact, v_sel)
+    p_exact = p[..., : slots * bs].reshape(*p.shape[:6], slots, bs)
+    out = jnp.einsum("bkgmrqsl,bkgmrsle->bkgmrqe", p_exact, v_sel)
     if opts.summary != "none":
-        out = out + jnp.einsum("bkgmqj,bkje->bkgmqe", p[..., slots * bs :], v_mean)
-    out = out.transpose(0, 3, 4, 1, 2, 5).reshape(b, m * bs, kv_heads * groups, -1)
+        out = out + jnp.einsum("bkgmrqj,bkje->bkgmrqe", p[..., slots * bs :], v_mean)
+    out = out.transpose(0, 3, 4, 5, 1, 2, 6).reshape(b, m * bs, kv_heads * groups, -1)
     return out[:, :n].astype(q.dtype)
 
 

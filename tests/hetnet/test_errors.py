@@ -31,7 +31,8 @@ def test_heads_not_multiple_of_kv_heads():
         AttentionConfig(d_model=12, num_heads=6, num_kv_heads=4)
 
 
-@pytest.mark.parametrize("field,value", [("norm", "batch"), ("ffn", "relu6"), ("dtype", "int8"), ("num_layers", 0)])
+@pytest.mark.parametrize("field,value", [("norm", "batch"), ("ffn", "relu6"), ("dtype", "int8"), ("num_layers", 0),
+                                         ("remat", True)])
 def test_bad_config_field_is_named(field, value):
     with pytest.raises(ValueError, match=field.replace("_", "_")):
         TransformerConfig(**{field: value})

@@ -158,7 +158,7 @@ def test_models_are_bound_and_static(block):
     np.testing.assert_allclose(logits[0], model.apply(one, tokens[0]), rtol=1e-5, atol=1e-6)
 
 
-def test_stacked_blocks_match_a_loop_over_blocks_with_and_without_remat():
+def test_stacked_blocks_match_a_loop_over_blocks_under_every_remat_policy():
     """The scanned stack equals applying each block in turn; remat changes memory, not values or gradients."""
     cfg = TransformerConfig(vocab_size=11, d_model=8, num_heads=2, num_layers=3, max_len=8)
     model = TransformerLM(cfg)
@@ -170,7 +170,8 @@ def test_stacked_blocks_match_a_loop_over_blocks_with_and_without_remat():
         x = Block(cfg).apply(jax.tree.map(lambda a, i=i: a[i], params["blocks"]), x)
     want = Norm(cfg.norm_config).apply(params["final_norm"], x) @ params["unembed"]
     np.testing.assert_allclose(model.apply(params, tokens), want, rtol=1e-5, atol=1e-5)
-    remat = TransformerLM(dataclasses.replace(cfg, remat=True))
     batch = {"tokens": jax.random.randint(jax.random.key(2), (2, 7), 0, cfg.vocab_size)}
-    g, g_remat = jax.grad(model.loss)(params, batch), jax.grad(remat.loss)(params, batch)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), g, g_remat)
+    grads = {policy: jax.grad(TransformerLM(dataclasses.replace(cfg, remat=policy)).loss)(params, batch)
+             for policy in ("none", "dots", "full")}
+    for policy in ("dots", "full"):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads["none"], grads[policy])

@@ -18,6 +18,8 @@ CASES = {
     "causal-gqa-block3-nowindow": dict(causal=True, num_heads=4, num_kv_heads=2,
                                        options=(("block", 3), ("top_k", 8), ("window", 0))),
     "bidirectional-block4": dict(causal=False, options=(("block", 4), ("top_k", 8))),
+    "causal-per-query": dict(causal=True, options=(("block", 4), ("top_k", 8), ("query_group", 1))),
+    "gqa-query-pairs": dict(num_kv_heads=1, causal=True, options=(("block", 4), ("top_k", 8), ("query_group", 2))),
     "bidirectional-window-covers-all": dict(causal=False, options=(("block", 5), ("top_k", 0), ("window", 3))),
 }
 
@@ -88,3 +90,38 @@ def test_bad_options_are_named():
         params = sparse.init(jax.random.key(0), cfg)
         with pytest.raises(ValueError, match=match):
             sparse.apply(params, x, cfg)
+
+
+def per_query_reference(q, k, v, block: int, top_k: int):
+    """Causal sparse attention with every query routing alone, the slow obvious way (one head, no summary): a query
+    reads its own block, the previous one, the first, and the top_k earlier blocks whose mean key scores highest."""
+    q, k, v = (np.asarray(t, np.float64) for t in (q, k, v))
+    n, d = q.shape
+    means = np.stack([k[j:j + block].mean(axis=0) for j in range(0, n, block)])
+    out = np.zeros_like(v)
+    for i in range(n):
+        own = i // block
+        forced = {own, max(own - 1, 0), 0}
+        candidates = [j for j in range(own) if j not in forced]
+        chosen = sorted(candidates, key=lambda j: -(q[i] @ means[j]))[:top_k]
+        keys = [p for j in forced | set(chosen) for p in range(j * block, (j + 1) * block) if p <= i]
+        logits = np.array([q[i] @ k[p] for p in keys]) / np.sqrt(d)
+        w = np.exp(logits - logits.max())
+        out[i] = (w / w.sum()) @ v[keys]
+    return out
+
+
+def test_per_query_routing_matches_a_slow_reference():
+    cfg = AttentionConfig(d_model=4, num_heads=1, options=(("block", 3), ("top_k", 1), ("query_group", 1),
+                                                            ("summary", "none")))
+    q, k, v = (jax.random.normal(jax.random.key(i), (1, 18, 1, 4)) for i in range(3))
+    got = sparse.attend(q, k, v, cfg, None)[0, :, 0]
+    np.testing.assert_allclose(got, per_query_reference(q[0, :, 0], k[0, :, 0], v[0, :, 0], 3, 1), rtol=1e-4, atol=1e-5)
+    coarse = dataclasses.replace(cfg, options=(("block", 3), ("top_k", 1), ("summary", "none")))
+    assert not np.allclose(sparse.attend(q, k, v, coarse, None)[0, :, 0], got, atol=1e-4)
+
+
+def test_query_group_must_divide_the_block():
+    cfg = AttentionConfig(d_model=4, num_heads=1, options=(("block", 4), ("query_group", 3)))
+    with pytest.raises(ValueError, match="query_group must be a positive divisor of block=4"):
+        sparse.attend(*(jnp.zeros((1, 8, 1, 4)),) * 3, cfg, None)

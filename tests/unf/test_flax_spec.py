@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from hetnet.axes import Nested
 from unf import spec as spec_lib
 
 
@@ -108,6 +109,37 @@ def test_linen_logical_names():
     for seed in range(2):
         moved = spec.apply(spec.sample(jax.random.key(seed)), params)
         np.testing.assert_allclose(model.apply(moved, x), model.apply(params, x), rtol=1e-5, atol=1e-6)
+
+
+def test_scanned_linen_layers_get_per_layer_nested_groups():
+    """A linen model whose layers are stacked over a "layers" axis (as nn.scan makes them): each layer's MLP units
+    are a group of their own, permuted independently; the exact spec keeps layers in place."""
+    depth, d, f = 3, 4, 5
+
+    class Stacked(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            named = lambda *n: nn.with_logical_partitioning(nn.initializers.normal(0.5), n)  # noqa: E731
+            w_in = self.param("w_in", named("layers", "embed", "mlp"), (depth, d, f))
+            b_in = self.param("b_in", named("layers", "mlp"), (depth, f))
+            w_out = self.param("w_out", named("layers", "mlp", "embed"), (depth, f, d))
+            for i in range(depth):
+                x = x + jnp.tanh(x @ w_in[i] + b_in[i][None]) @ w_out[i]
+            return x
+
+    x = jax.random.normal(jax.random.key(0), (2, d))
+    model = Stacked()
+    variables = model.init(jax.random.key(1), x)
+    params = nn.unbox(variables)
+    rules = {**spec_lib.FLAX_RULES, "embed": "unpermuted"}  # the input enters the residual stream unembedded
+    spec = spec_lib.from_flax(variables, rules)
+    assert spec.fixed == ("layers",) and Nested("mlp") in dict(spec.sizes)
+    for seed in range(2):
+        perms = spec.sample(jax.random.key(seed))
+        assert perms[Nested("mlp")].shape == (depth, f)
+        moved = spec.apply(perms, params)
+        np.testing.assert_allclose(model.apply(moved, x), model.apply(params, x), rtol=1e-5, atol=1e-6)
+    assert spec_lib.from_flax(variables, rules, layers="tied").fixed == ()
 
 
 def test_missing_names_and_unknown_names_are_refused():

@@ -127,7 +127,7 @@ def test_one_object_and_one_set_of_meta_params_serve_any_width_and_depth(lm):
     for width, depth in ((16, 2),):  # wider and deeper than the spec's one block of width 8
         cfg = TransformerConfig(vocab_size=11, d_model=width, num_heads=2, num_layers=depth, max_len=6)
         params = TransformerLM(cfg).init(jax.random.key(1))
-        updates, _ = opt.update(random_grads(params, 0, 1)[0], opt.init(params), params)
+        updates, _ = jax.jit(opt.update)(random_grads(params, 0, 1)[0], opt.init(params), params)
         assert jax.tree.structure(updates) == jax.tree.structure(params)
         assert all(np.all(np.isfinite(u)) for u in jax.tree.leaves(updates))
 
@@ -244,7 +244,8 @@ def test_stacked_layers_are_updated_as_separate_tensors(lm):
     params = lm["params"]
     scaled = {**params, "blocks": jax.tree.map(lambda a: a.at[1].multiply(10.0), params["blocks"])}
     grads = random_grads(params, 10, 1)[0]
-    a, _ = opt.update(grads, opt.init(params), params)
-    b, _ = opt.update(grads, opt.init(scaled), scaled)
+    update = jax.jit(opt.update)
+    a, _ = update(grads, opt.init(params), params)
+    b, _ = update(grads, opt.init(scaled), scaled)
     jax.tree.map(lambda u, v: np.testing.assert_allclose(u[0], v[0], rtol=1e-5, atol=1e-8), a["blocks"], b["blocks"])
     assert not np.allclose(a["blocks"]["ffn"]["w_in"][1], b["blocks"]["ffn"]["w_in"][1])

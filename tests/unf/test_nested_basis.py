@@ -102,11 +102,13 @@ def _equivariance_error(layer, lp, spec, params, key):
 
 
 def test_one_tied_layer_fits_1_2_4_and_8_layer_models_and_is_equivariant_on_each():
+    """On the stacked blocks of 1-, 2-, 4- and 8-layer models (the part whose size depends on depth)."""
     params, axes = _lm(1)
-    built = layers.EquivariantLinear(spec_lib.from_hetnet(params, axes, layers="tied"), 1, 2)
+    built = layers.EquivariantLinear(spec_lib.from_hetnet(params["blocks"], axes["blocks"], layers="tied"), 1, 2)
     lp = built.init(jax.random.key(0))
     for depth in (1, 2, 4, 8):
         params, axes = _lm(depth)
+        params, axes = params["blocks"], axes["blocks"]
         spec = spec_lib.from_hetnet(params, axes, layers="tied")
         layer = layers.cached_equivariant(spec, 1, 2)
         assert layer.num_terms == built.num_terms
