@@ -66,6 +66,11 @@ def main(argv=None) -> int:
         r = results[-1]
         print(f"{covariates} L={layers}: SGD {r['SGD']['final_median']:.4g}, Adam {r['Adam']['final_median']:.4g}, "
               f"SGD/Adam {r['sgd_over_adam']:.3g}", flush=True)
+        write(results, args)  # after every setting, so a cut run keeps what it finished
+    return 0
+
+
+def write(results: list[dict], args) -> None:
     rows = [[f"{r['covariates']}, L={r['layers']}", r["clip"], r["SGD"]["final_median"], r["Adam"]["final_median"],
              r["sgd_over_adam"], f"{r['SGD']['diverged']}/{args.seeds}", f"{r['Adam']['diverged']}/{args.seeds}"]
             for r in results]
@@ -78,22 +83,22 @@ def main(argv=None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3), sharey=False)
-    for ax, r in zip(axes, results):
+    fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3), squeeze=False)
+    for ax, r in zip(axes[0], results):
         for name in ("SGD", "Adam"):
             curve = np.asarray(r[name]["curve_median"])
             ax.plot(np.linspace(0, args.steps, len(curve)), curve, label=name)
         ax.set(yscale="log", title=f"{r['covariates']}, L={r['layers']}", xlabel="step")
-    axes[0].set_ylabel("training loss (median over seeds)")
-    axes[0].legend()
+    axes[0][0].set_ylabel("training loss (median over seeds)")
+    axes[0][0].legend()
     fig.tight_layout()
     command = "python -m benchmarks.linear_attention_paper_setup" + (
         "" if (args.steps, args.seeds) == (10_000, 6) else f" --steps {args.steps} --seeds {args.seeds}")
     payload = {"device": timing.device_description(), "command": command, "steps": args.steps,
-               "seeds": args.seeds, "learning_rate": LEARNING_RATE, "results": results}
+               "seeds": args.seeds, "learning_rate": LEARNING_RATE, "complete": len(results) == len(SETTINGS),
+               "results": results}
     report.write("linear_attention_paper_setup", payload, table, fig, args.out)
-    print(table)
-    return 0
+    plt.close(fig)
 
 
 if __name__ == "__main__":

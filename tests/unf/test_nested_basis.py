@@ -101,12 +101,13 @@ def _equivariance_error(layer, lp, spec, params, key):
     return max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)))
 
 
-def test_one_tied_layer_fits_1_2_4_and_8_layer_models_and_is_equivariant_on_each():
-    """On the stacked blocks of 1-, 2-, 4- and 8-layer models (the part whose size depends on depth)."""
+def _tied_layer_fits(depths):
+    """One tied layer built on a 1-layer model's stacked blocks applies to the blocks of every depth in ``depths``
+    and is equivariant there (the blocks are the part whose size depends on depth)."""
     params, axes = _lm(1)
     built = layers.EquivariantLinear(spec_lib.from_hetnet(params["blocks"], axes["blocks"], layers="tied"), 1, 2)
     lp = built.init(jax.random.key(0))
-    for depth in (1, 2, 4, 8):
+    for depth in depths:
         params, axes = _lm(depth)
         params, axes = params["blocks"], axes["blocks"]
         spec = spec_lib.from_hetnet(params, axes, layers="tied")
@@ -115,8 +116,18 @@ def test_one_tied_layer_fits_1_2_4_and_8_layer_models_and_is_equivariant_on_each
         assert _equivariance_error(layer, lp, spec, params, jax.random.key(depth)) < 1e-4
 
 
+def test_one_tied_layer_fits_1_and_3_layer_models():
+    _tied_layer_fits((1, 3))
+
+
+@pytest.mark.slow
+def test_one_tied_layer_fits_1_2_4_and_8_layer_models_and_is_equivariant_on_each():
+    _tied_layer_fits((1, 2, 4, 8))
+
+
 def test_exact_layer_is_equivariant_per_layer_but_tells_layers_apart():
     params, axes = _lm(2)
+    params, axes = params["blocks"], axes["blocks"]
     spec = spec_lib.from_hetnet(params, axes)  # exact by default: the model's own symmetry
     assert spec.fixed == ("layers",)
     layer = layers.EquivariantLinear(spec, 1, 1)
