@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from hetnet import axes as axes_lib, embedding
+from hetnet.attention.projections import check_padding_mask
 from hetnet.blocks import Block
 from hetnet.config import ClassifierConfig, TransformerConfig
 from hetnet.hyperset import HyperSET
@@ -108,23 +109,17 @@ class Body:
         if self.cfg.block == "hyperset":
             raise ValueError("residual_states reads a body of blocks; this config's block is 'hyperset' "
                              "(use HyperSET.iterate for its trajectory).")
-        self._check_mask(x, padding_mask)
+        check_padding_mask(padding_mask, x)
         x = embedding.add_positions(params["positions"], x)
         _, states = self._run_blocks(params, x, padding_mask, keep_states=True)
         return jnp.concatenate([x[None], states])
-
-    @staticmethod
-    def _check_mask(x: jax.Array, padding_mask) -> None:
-        if padding_mask is not None and tuple(padding_mask.shape) != tuple(x.shape[:2]):
-            raise ValueError(f"padding_mask must have shape [batch, seq] = {tuple(x.shape[:2])}, got "
-                             f"{tuple(padding_mask.shape)}.")
 
     def apply(self, params, x: jax.Array, *, padding_mask=None) -> jax.Array:
         """Returns the final-normed residual stream after adding positions and running the body.
 
         x: [batch, seq, d_model] embedded inputs; padding_mask: [batch, seq] bool or None -> [batch, seq, d_model]
         """
-        self._check_mask(x, padding_mask)
+        check_padding_mask(padding_mask, x)
         x = embedding.add_positions(params["positions"], x)
         if self.cfg.block == "hyperset":
             x = HyperSET(self.cfg).apply(params["hyperset"], x, padding_mask=padding_mask)
