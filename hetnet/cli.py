@@ -1,4 +1,9 @@
-"""``hetnet-train``: train a TransformerLM with Adam on the embedded standard-library text (or a text file)."""
+"""``hetnet-train``: train a TransformerLM with Adam on the embedded standard-library text (or a text file).
+
+With ``--mesh DATA MODEL`` the step is sharded by the params' labels over a mesh of every device of every process
+(data parallel over DATA, tensor parallel over MODEL); started by ``python -m hetnet.launch`` (or under a cluster's
+launcher with ``--distributed``) each process reads only its rows of each batch, and only process 0 prints.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,10 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from hetnet import attention, data
-from hetnet.config import BLOCK_KINDS, TransformerConfig
+from hetnet import attention, data, distributed, sharding
+from hetnet.config import BLOCK_KINDS, DTYPES, FFN_KINDS, TransformerConfig
 from hetnet.models import TransformerLM
-from hetnet.train import make_eval_step, make_train_step
+from hetnet.train import make_eval_step, make_train_step, step_shardings
 
 
 def _option(text: str) -> tuple[str, object]:
@@ -56,12 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--heads", type=_positive_int, default=4)
     p.add_argument("--kv-heads", type=_positive_int, default=None)
     p.add_argument("--norm", choices=("rms", "layer"), default="rms")
-    p.add_argument("--ffn", choices=("gelu", "swiglu"), default="gelu")
+    p.add_argument("--ffn", choices=FFN_KINDS, default="gelu")
     p.add_argument("--attention", choices=attention.variants(), default="softmax")
     p.add_argument("--attention-option", action="append", default=[], metavar="NAME=VALUE", type=_option,
                    help="a setting of the attention variant, e.g. --attention-option top_k=8 (repeatable)")
     p.add_argument("--block", choices=BLOCK_KINDS, default="standard",
                    help="stacked blocks, one recurrent block, or the Hyper-SET layer (--layers iterations)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="compute dtype; params stay float32")
+    p.add_argument("--mesh", type=_positive_int, nargs=2, default=None, metavar=("DATA", "MODEL"),
+                   help="shard the step over a DATA x MODEL mesh of all devices (of all processes)")
+    p.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run found by jax.distributed's cluster detection; runs started by "
+                   "python -m hetnet.launch join without it")
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--eval-every", type=_positive_int, default=100)
     p.add_argument("--eval-batches", type=_positive_int, default=8)
@@ -71,12 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def evaluate(eval_step, params, tokens: jax.Array, key: jax.Array, batches: int, batch: int, length: int) -> float:
-    """Returns the mean validation loss over ``batches`` random windows."""
-    losses = []
-    for k in jax.random.split(key, batches):
-        losses.append(float(eval_step(params, {"tokens": data.sample_windows(k, tokens, batch, length)})))
-    return float(np.mean(losses))
+def evaluate(eval_step, params, make_batch, key: jax.Array, batches: int) -> float:
+    """Returns the mean validation loss over ``batches`` batches ``make_batch(key)``."""
+    return float(np.mean([float(eval_step(params, make_batch(k))) for k in jax.random.split(key, batches)]))
+
+
+def batch_maker(tokens: np.ndarray, batch: int, length: int, shardings):
+    """Returns ``make(key) -> {"tokens": [batch, length]}``: on one device straight from :func:`data.sample_windows`,
+    with ``shardings`` a global batch to which this process contributes only its own rows."""
+    if shardings is None:
+        on_device = jnp.asarray(tokens)
+        return lambda key: {"tokens": data.sample_windows(key, on_device, batch, length)}
+    rows = distributed.process_rows(batch)
+    return lambda key: distributed.global_batch(
+        {"tokens": data.sample_window_rows(key, tokens, batch, length, rows)}, shardings.batch)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -94,53 +113,66 @@ def run(args: argparse.Namespace) -> dict:
         attention=args.attention,
         attention_options=tuple(args.attention_option),
         block=args.block,
+        dtype=args.dtype,
     )
     key = jax.random.key(args.seed)
     k_init, k_data, k_eval = jax.random.split(key, 3)
     model = TransformerLM(cfg)
-    params = model.init(k_init)
     optimizer = optax.adam(args.lr)
-    opt_state = optimizer.init(params)
     loss_fn = model.loss
-    step, eval_step = make_train_step(loss_fn, optimizer), make_eval_step(loss_fn)
-    train_tokens, valid_tokens = jnp.asarray(corpus.train), jnp.asarray(corpus.valid)
+    shardings = None
+    if args.mesh is not None:
+        mesh = sharding.make_mesh(tuple(args.mesh))
+        shardings = step_shardings(optimizer, jax.eval_shape(model.init, k_init), model.axes, mesh)
+        params = jax.jit(model.init, out_shardings=shardings.params)(k_init)
+        opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
+        eval_step = jax.jit(loss_fn, in_shardings=(shardings.params, shardings.batch))
+    else:
+        params = model.init(k_init)
+        opt_state = optimizer.init(params)
+        eval_step = make_eval_step(loss_fn)
+    step = make_train_step(loss_fn, optimizer, shardings)
     length = args.seq_len + 1
+    train_batch = batch_maker(corpus.train, args.batch, length, shardings)
+    valid_batch = batch_maker(corpus.valid, args.batch, length, shardings)
+    main = distributed.is_main()
     log = None
-    if args.out is not None:
+    if args.out is not None and main:
         args.out.mkdir(parents=True, exist_ok=True)
         log = (args.out / "metrics.jsonl").open("a")
     n_params = sum(x.size for x in jax.tree.leaves(params))
-    print(f"corpus {corpus.source}: {corpus.train.size:,} train / {corpus.valid.size:,} valid bytes; "
-          f"model {n_params:,} params", flush=True)
+    distributed.main_print(f"corpus {corpus.source}: {corpus.train.size:,} train / {corpus.valid.size:,} valid "
+                           f"bytes; model {n_params:,} params", flush=True)
     start, train_loss, valid_loss = time.perf_counter(), math.nan, math.nan
-    bar = tqdm(range(1, args.steps + 1), disable=args.quiet, desc="train", unit="step")
+    bar = tqdm(range(1, args.steps + 1), disable=args.quiet or not main, desc="train", unit="step")
     for i in bar:
-        batch = {"tokens": data.sample_windows(jax.random.fold_in(k_data, i), train_tokens, args.batch, length)}
+        batch = train_batch(jax.random.fold_in(k_data, i))
         params, opt_state, metrics = step(params, opt_state, batch)
         train_loss = float(metrics["loss"])
         if not math.isfinite(train_loss):
             raise FloatingPointError(f"training loss became {train_loss} at step {i}; lower --lr.")
         record = {"step": i, "train_loss": train_loss}
         if i % args.eval_every == 0 or i == args.steps:
-            valid_loss = evaluate(eval_step, params, valid_tokens, k_eval, args.eval_batches, args.batch, length)
+            valid_loss = evaluate(eval_step, params, valid_batch, k_eval, args.eval_batches)
             record["valid_loss"] = valid_loss
             bar.set_postfix(train=f"{train_loss:.3f}", valid=f"{valid_loss:.3f}")
             if args.quiet:
-                print(f"step {i}: train {train_loss:.4f} valid {valid_loss:.4f}", flush=True)
+                distributed.main_print(f"step {i}: train {train_loss:.4f} valid {valid_loss:.4f}", flush=True)
         if log is not None:
             log.write(json.dumps(record) + "\n")
             log.flush()
     if log is not None:
         log.close()
     seconds = time.perf_counter() - start
-    print(f"final validation loss {valid_loss:.4f} nats/byte ({valid_loss / math.log(2):.3f} bits/byte) "
-          f"after {args.steps} steps in {seconds:.1f}s", flush=True)
+    distributed.main_print(f"final validation loss {valid_loss:.4f} nats/byte ({valid_loss / math.log(2):.3f} "
+                           f"bits/byte) after {args.steps} steps in {seconds:.1f}s", flush=True)
     return {"final_valid_loss": valid_loss, "final_train_loss": train_loss, "steps": args.steps, "seconds": seconds}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        distributed.initialize(auto=args.distributed)
         run(args)
     except (FileNotFoundError, ValueError, FloatingPointError) as err:
         print(f"hetnet-train: error: {err}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 NORM_KINDS = ("rms", "layer")
-FFN_KINDS = ("gelu", "swiglu")
+FFN_KINDS = ("gelu", "relu", "swiglu")
 DTYPES = ("float32", "bfloat16", "float16")
 BLOCK_KINDS = ("standard", "recurrent", "hyperset")
 REMAT_POLICIES = ("none", "dots", "full")
@@ -36,7 +36,7 @@ class NormConfig:
 
 @dataclasses.dataclass(frozen=True)
 class FeedForwardConfig:
-    """Position-wise feed-forward: GELU MLP or SwiGLU, ``d_model -> d_ff -> d_model``, no biases."""
+    """Position-wise feed-forward: GELU or ReLU MLP, or SwiGLU, ``d_model -> d_ff -> d_model``, no biases."""
 
     d_model: int
     d_ff: int

@@ -119,6 +119,18 @@ def sample_windows(key: jax.Array, tokens: jax.Array, batch: int, length: int) -
     return jax.vmap(window)(starts).astype(jnp.int32)
 
 
+def sample_window_rows(key: jax.Array, tokens: np.ndarray, batch: int, length: int, rows: slice) -> np.ndarray:
+    """Returns rows ``rows`` of :func:`sample_windows`'s batch (same key, same windows), read on the host: each
+    process of a multi-process run reads only the windows it feeds.
+
+    tokens: [num_tokens] -> [len(rows), length] int32
+    """
+    if tokens.shape[0] < length:
+        raise ValueError(f"the token array has {tokens.shape[0]} tokens, fewer than the window length {length}.")
+    starts = np.asarray(jax.random.randint(key, (batch,), 0, tokens.shape[0] - length + 1))[rows]
+    return np.asarray(tokens)[starts[:, None] + np.arange(length)].astype(np.int32)
+
+
 @dataclasses.dataclass(frozen=True)
 class ImageSet:
     """Images with labels. images: [n, height, width] float32 in [0, 1]; labels: [n] int32."""

@@ -1,4 +1,4 @@
-"""Position-wise feed-forward layers: GELU MLP and SwiGLU."""
+"""Position-wise feed-forward layers: GELU and ReLU MLPs, and SwiGLU."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ _in_init = jax.nn.initializers.lecun_normal()
 
 @dataclasses.dataclass(frozen=True)
 class FeedForward:
-    """``d_model -> d_ff -> d_model`` with GELU, or SwiGLU (``cfg.kind == "swiglu"``); no biases.
+    """``d_model -> d_ff -> d_model`` with GELU or ReLU (``cfg.kind``), or SwiGLU; no biases.
 
     Kernels ``w_in`` (and ``w_gate`` for SwiGLU) ``[d_model, d_ff]``, ``w_out [d_ff, d_model]``.
     """
@@ -45,6 +45,8 @@ class FeedForward:
         h = x @ params["w_in"].astype(x.dtype)
         if self.cfg.kind == "swiglu":
             h = jax.nn.silu(x @ params["w_gate"].astype(x.dtype)) * h
+        elif self.cfg.kind == "relu":
+            h = jax.nn.relu(h)
         else:
             h = jax.nn.gelu(h)
         return h @ params["w_out"].astype(x.dtype)

@@ -14,9 +14,13 @@ Their negative gradients with respect to the sphere points, lifted back through 
 
 where ``A^h = beta Z^h Z^h^T``, ``C^h`` is its softmax over senders ``i`` for each reader ``k`` (ordinary attention,
 queries = keys = values through ``W_h``) and ``R^h`` its softmax over each sender's receivers (the transposed
-term). The step sizes ``alpha, gamma: [d_model]`` per token come from a small network of a sinusoidal embedding of
-the iteration ``t`` and the (normalised) token; its output layer starts at zero, so every iteration starts as the
-identity. One set of weights serves all ``T = num_layers`` iterations, so running more iterations at inference is
+term). The step sizes ``alpha, gamma: [d_model]`` per token and channel come, as in the paper's code, from
+
+    c_t = MLP(sinusoid(t)),    (alpha, gamma) = Linear(GELU(c_t + x_0))
+
+where ``x_0`` is the layer's input before the first iteration; the output layer starts at zero, so every iteration
+starts as the identity. (The paper's code also zeroes both layers of the time MLP, which leaves their gradients
+zero forever, so ``c_t`` stays a constant; here its hidden layer starts random so the steps can depend on ``t``.) One set of weights serves all ``T = num_layers`` iterations, so running more iterations at inference is
 ``dataclasses.replace(cfg, num_layers=...)`` on the same params.
 
 Causal variant (not in the paper): a token may only receive from tokens at or before it. Masked that way, the
@@ -40,9 +44,10 @@ AXES = {
     "subspaces": ("embed", "hs_heads", "hs_dim"),
     "dictionary": ("embed", "hs_atoms"),
     "step_time": (None, "hs_step"),
-    "step_token": ("embed", "hs_step"),
-    "step_bias": ("hs_step",),
-    "step_out": ("hs_step", None, "embed"),
+    "step_time_bias": ("hs_step",),
+    "step_time_out": ("hs_step", "embed"),
+    "step_time_out_bias": ("embed",),
+    "step_out": ("embed", None, "embed"),
     "step_out_bias": (None, "embed"),
 }
 
@@ -67,13 +72,15 @@ def time_embedding(t: jax.Array, dim: int) -> jax.Array:
     return jnp.pad(emb, (0, dim - 2 * half))
 
 
-def step_sizes(params, x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Returns ``(alpha, gamma)``, each [batch, seq, d_model], for iteration ``t`` at tokens ``x: [batch, seq, d_model]``."""
-    temb = time_embedding(t, params["step_time"].shape[0]).astype(x.dtype)
-    hidden = sphere(x) @ params["step_token"].astype(x.dtype) + (temb @ params["step_time"].astype(x.dtype))[None, None]
-    hidden = jax.nn.gelu(hidden + params["step_bias"].astype(x.dtype)[None, None])
-    out = jnp.einsum("bse,ekd->bskd", hidden, params["step_out"].astype(x.dtype))
-    out = out + params["step_out_bias"].astype(x.dtype)[None, None]
+def step_sizes(params, x0: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Returns ``(alpha, gamma)``, each [batch, seq, d_model], for iteration ``t`` of a layer whose input before
+    the first iteration was ``x0: [batch, seq, d_model]``."""
+    dtype = x0.dtype
+    temb = time_embedding(t, params["step_time"].shape[0]).astype(dtype)
+    hidden = jax.nn.gelu(temb @ params["step_time"].astype(dtype) + params["step_time_bias"].astype(dtype))
+    c = hidden @ params["step_time_out"].astype(dtype) + params["step_time_out_bias"].astype(dtype)
+    out = jnp.einsum("bse,ekd->bskd", jax.nn.gelu(x0 + c[None, None]), params["step_out"].astype(dtype))
+    out = out + params["step_out_bias"].astype(dtype)[None, None]
     return out[:, :, 0], out[:, :, 1]
 
 
@@ -148,8 +155,9 @@ class HyperSET:
     """The shared Hyper-SET layer bound to ``cfg``, iterated ``cfg.num_layers`` times.
 
     Params: subspaces [d_model, heads, p]; dictionary [d_model, M]; the step-size network: step_time
-    [d_model, d_model], step_token [d_model, d_model], step_bias [d_model], step_out [d_model, 2, d_model] and
-    step_out_bias [2, d_model] (both zero, so the first update of every iteration is zero).
+    [d_model, d_model] and step_time_bias [d_model] (time MLP hidden layer, on a d_model-wide sinusoid),
+    step_time_out [d_model, d_model] and step_time_out_bias [d_model], step_out [d_model, 2, d_model] and
+    step_out_bias [2, d_model] (both zero, so every step starts at zero).
     """
 
     cfg: TransformerConfig
@@ -158,14 +166,15 @@ class HyperSET:
         """Returns the layer's params (arrays only)."""
         heads, p, atoms = sizes(self.cfg)
         d = self.cfg.d_model
-        k_w, k_d, k_t, k_x = jax.random.split(key, 4)
+        k_w, k_d, k_t, k_c = jax.random.split(key, 4)
         normal = jax.nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))
         return {
             "subspaces": normal(k_w, (d, heads, p), jnp.float32),
             "dictionary": jax.nn.initializers.lecun_normal()(k_d, (d, atoms), jnp.float32),
             "step_time": jax.nn.initializers.lecun_normal()(k_t, (d, d), jnp.float32),
-            "step_token": jax.nn.initializers.lecun_normal()(k_x, (d, d), jnp.float32),
-            "step_bias": jnp.zeros((d,), jnp.float32),
+            "step_time_bias": jnp.zeros((d,), jnp.float32),
+            "step_time_out": jax.nn.initializers.lecun_normal()(k_c, (d, d), jnp.float32),
+            "step_time_out_bias": jnp.zeros((d,), jnp.float32),
             "step_out": jnp.zeros((d, 2, d), jnp.float32),
             "step_out_bias": jnp.zeros((2, d), jnp.float32),
         }
@@ -190,9 +199,10 @@ class HyperSET:
         iteration and after the last.
         """
         causal = self.cfg.causal
+        x0 = x
 
         def one(x, t):
-            alpha, gamma = step_sizes(params, x, t)
+            alpha, gamma = step_sizes(params, x0, t)
             x = x - alpha * attention_update(params, x, causal, padding_mask)
             x = x + gamma * feedforward_update(params, x)
             return x, (energies(x) if record_energies else None)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jax
 
+from hetnet import distributed
 from unf import compare, evaluate, lopt, recipes, tasks
 from unf.lopt import shipped
 from unf.meta import ESConfig, MetaTrainConfig, load_meta_params, meta_train, save_meta_params
@@ -43,6 +44,12 @@ def _add_pes_args(p: argparse.ArgumentParser, defaults: dict) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _add_distributed_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--distributed", action="store_true",
+                   help="join a multi-process run found by jax.distributed's cluster detection (SLURM, MPI, TPU "
+                   "pods); runs started by python -m hetnet.launch join without it")
+
+
 def _config(args) -> MetaTrainConfig:
     return MetaTrainConfig(
         steps=args.steps, meta_lr=args.meta_lr, checkpoint_every=args.checkpoint_every, seed=args.seed,
@@ -58,6 +65,7 @@ def run_meta_train(task_name: str, optimizer: str, cfg: MetaTrainConfig, out: Pa
     learned = build_lopt(optimizer, train_tasks[0])
     start = time.perf_counter()
     state = meta_train(learned, train_tasks, cfg, out, progress=progress)
+    # Every process takes part in the orbax save; process 0 writes the description.
     info = {
         "optimizer": optimizer, "task": task_name, "train_configs": list(family.train_configs),
         "meta_steps": cfg.steps, "particles": cfg.es.num_particles, "truncation": cfg.es.truncation,
@@ -112,9 +120,10 @@ def _commit() -> str:
 
 
 def device_description() -> str:
-    """Returns the devices JAX runs on, e.g. ``cpu x1``."""
+    """Returns the devices JAX runs on, e.g. ``cpu:cpu x1``, or ``... x4 over 2 processes``."""
     devices = jax.devices()
-    return f"{devices[0].platform}:{devices[0].device_kind} x{len(devices)}"
+    where = f" over {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    return f"{devices[0].platform}:{devices[0].device_kind} x{len(devices)}{where}"
 
 
 def run_recipe(name: str, kind: str, cfg: MetaTrainConfig, out: Path, command: str, progress: bool = True,
@@ -130,6 +139,8 @@ def run_recipe(name: str, kind: str, cfg: MetaTrainConfig, out: Path, command: s
     state = meta_train(learned, train_tasks, cfg, out, progress=progress)
     seconds = time.perf_counter() - start
     export = out / "export"
+    if not distributed.is_main():
+        return export
     export.mkdir(parents=True, exist_ok=True)
     shipped.save_npz(export / "meta_params.npz", state["meta_params"])
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
@@ -167,14 +178,16 @@ def meta_train_main(argv=None) -> int:
     p.add_argument("--optimizer", choices=OPTIMIZERS, default="unf")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.jsonl, meta_params/")
     p.add_argument("--quiet", action="store_true")
+    _add_distributed_arg(p)
     _add_pes_args(p, {"steps": 100, "particles": 16, "truncation": 50, "horizon": 2000})
     args = p.parse_args(argv)
     try:
+        distributed.initialize(auto=args.distributed)
         path = run_meta_train(args.task, args.optimizer, _config(args), args.out, progress=not args.quiet)
     except (ValueError, FloatingPointError) as err:
         print(f"unf-meta-train: error: {err}", file=sys.stderr)
         return 2
-    print(f"meta-params written to {path}")
+    distributed.main_print(f"meta-params written to {path}")
     return 0
 
 
@@ -185,6 +198,7 @@ def _recipe_main(argv) -> int:
     p.add_argument("--optimizer", choices=("unf-adam", "mlp-adam"), default="unf-adam")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.jsonl, export/")
     p.add_argument("--quiet", action="store_true")
+    _add_distributed_arg(p)
     p.add_argument("--estimator", choices=("nres", "pes"), default=None)
     for name, kind in (("steps", int), ("particles", int), ("truncation", int), ("sigma", float),
                        ("rescale", float), ("meta-lr", float), ("checkpoint-every", int), ("seed", int)):
@@ -192,6 +206,7 @@ def _recipe_main(argv) -> int:
     p.add_argument("--horizons", type=int, nargs="+", default=None, help="override the recipe's run lengths")
     args = p.parse_args(argv)
     try:
+        distributed.initialize(auto=args.distributed)
         recipe = recipes.recipe(args.recipe)
         for name in ("steps", "particles", "truncation", "checkpoint_every"):
             value = getattr(args, name)
@@ -203,7 +218,7 @@ def _recipe_main(argv) -> int:
     except (ValueError, FloatingPointError) as err:
         print(f"unf-meta-train: error: {err}", file=sys.stderr)
         return 2
-    print(f"meta-params written to {export} (meta_params.npz, info.json: the shipped format)")
+    distributed.main_print(f"meta-params written to {export} (meta_params.npz, info.json: the shipped format)")
     return 0
 
 

@@ -23,7 +23,7 @@ from hetnet.axes import MODEL_PREFIX
 from hetnet.config import AttentionConfig
 
 DEFAULT_LAMBDA = 0.6
-OPTIONS = ("lambda",)
+OPTIONS = ("lambda", "implementation")
 _TIED = ("kv_heads", "q_per_kv", "v_dim")
 
 init = projections.init

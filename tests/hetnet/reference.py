@@ -40,6 +40,8 @@ def feedforward(params, x, kind: str):
     if kind == "swiglu":
         g = x @ params["w_gate"]
         h = g / (1.0 + np.exp(-g)) * h
+    elif kind == "relu":
+        h = np.maximum(h, 0.0)
     else:
         h = gelu(h)
     return h @ params["w_out"]

@@ -44,3 +44,16 @@ def test_non_positive_counts_are_refused_by_the_parser(flag, value, capsys):
 def test_a_misspelt_attention_option_is_refused(capsys):
     assert cli.main(TINY + ["--attention", "sparse", "--attention-option", "topk=8"]) == 2
     assert "has no option 'topk'" in capsys.readouterr().err
+
+
+def test_sharded_run_over_a_mesh_gives_the_single_device_losses():
+    base = TINY + ["--batch", "4", "--heads", "4"]
+    single = cli.run(cli.build_parser().parse_args(base))
+    sharded = cli.run(cli.build_parser().parse_args(base + ["--mesh", "2", "2"]))
+    assert math.isclose(sharded["final_valid_loss"], single["final_valid_loss"], rel_tol=1e-5)
+    assert math.isclose(sharded["final_train_loss"], single["final_train_loss"], rel_tol=1e-5)
+
+
+def test_a_mesh_larger_than_the_devices_is_refused(capsys):
+    assert cli.main(TINY + ["--mesh", "4", "4"]) == 2
+    assert "needs 16 devices; 4 exist" in capsys.readouterr().err

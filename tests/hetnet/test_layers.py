@@ -38,7 +38,7 @@ def test_norm_matches_reference(kind, use_jit):
 
 
 @JIT
-@pytest.mark.parametrize("kind", ["gelu", "swiglu"])
+@pytest.mark.parametrize("kind", ["gelu", "relu", "swiglu"])
 def test_feedforward_matches_reference(kind, use_jit):
     cfg = FeedForwardConfig(8, 16, kind)
     params = FeedForward(cfg).init(jax.random.key(0))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,6 +25,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
+from hetnet import distributed
 from unf.meta import estimators
 from unf.tasks.base import Task
 
@@ -79,6 +81,17 @@ def make_step(task: Task, lopt, cfg: MetaTrainConfig, sharding: NamedSharding | 
         in_shardings=(replicated, replicated, replicated, sharding),
         out_shardings=(replicated, replicated, sharding, replicated),
     )
+
+
+def place_state(state: dict, sharding: NamedSharding | None) -> dict:
+    """Returns the run state with each population split by ``sharding`` (over every process's devices) and the rest
+    replicated; unchanged without a sharding. Every process must hold the same ``state``."""
+    if sharding is None:
+        return state
+    replicated = NamedSharding(sharding.mesh, PartitionSpec())
+    shardings = {k: jax.tree.map(lambda _, k=k: sharding if k == "populations" else replicated, v)
+                 for k, v in state.items()}
+    return distributed.from_host(state, shardings)
 
 
 def initial_state(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig) -> dict:
@@ -174,12 +187,19 @@ def meta_train(
     """
     if not tasks:
         raise ValueError("tasks must hold at least one task.")
+    sharding = population_sharding(cfg.es.num_pairs)
+    multi = jax.process_count() > 1
+    if multi and sharding is None:
+        raise ValueError(f"a run over {jax.process_count()} processes splits the population over all "
+                         f"{jax.device_count()} devices: es.num_pairs ({cfg.es.num_pairs}) must be a multiple of "
+                         f"{jax.device_count()}.")
+    main = distributed.is_main()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(out / "checkpoints")
     description = run_description(lopt, tasks, cfg)
     config_path = out / "run_config.json"
-    state = initial_state(lopt, tasks, cfg)
+    state = place_state(initial_state(lopt, tasks, cfg), sharding)
     start = checkpoints.latest()
     metrics_path = out / "metrics.jsonl"
     if start is not None:
@@ -190,22 +210,25 @@ def meta_train(
             raise ValueError(f"checkpoint {start} in {out / 'checkpoints'} could not be restored ({type(err).__name__}"
                              f"); it is damaged or incomplete. Delete that step's folder to resume from an earlier "
                              "one.") from err
-        _truncate_metrics(metrics_path, start)
+        if main:
+            _truncate_metrics(metrics_path, start)
     else:
         start = 0
-        metrics_path.write_text("")
-        config_path.write_text(json.dumps(description, indent=1) + "\n")
-    sharding = population_sharding(cfg.es.num_pairs)
+        if main:
+            metrics_path.write_text("")
+            config_path.write_text(json.dumps(description, indent=1) + "\n")
     steps = [make_step(task, lopt, cfg, sharding) for task in tasks]
-    if sharding is not None:
-        state["populations"] = [jax.device_put(p, sharding) for p in state["populations"]]
     base_key = jax.random.key(cfg.seed)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not progress, desc="meta-train", unit="step")
-    with metrics_path.open("a") as log:
+    bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not (progress and main),
+               desc="meta-train", unit="step")
+    # Only process 0 writes the metrics; the others log to nowhere.
+    with (metrics_path.open("a") if main else open(os.devnull, "w")) as log:
         for i in bar:
             t = task_order(cfg.seed, i, len(tasks))
             key = jax.random.fold_in(base_key, i)
+            if multi:
+                key = distributed.replicated(key, sharding.mesh)
             tick = time.perf_counter()
             meta_params, meta_opt_state, population, metrics = steps[t](
                 key, state["meta_params"], state["meta_opt_state"], state["populations"][t]
@@ -215,10 +238,12 @@ def meta_train(
             state["meta_params"], state["meta_opt_state"] = meta_params, meta_opt_state
             state["populations"][t] = population
             state["step"] = jnp.asarray(i + 1, jnp.int32)
+            if multi:
+                state["step"] = distributed.replicated(state["step"], sharding.mesh)
             record = {"step": i + 1, "task": tasks[t].label, **{k: float(v) for k, v in metrics.items()}}
             log.write(json.dumps(record) + "\n")
             log.flush()
-            if record["dropped"]:
+            if record["dropped"] and main:
                 tqdm.write(f"meta-step {i + 1}: {int(record['dropped'])} pair(s) hit NaN/inf and were dropped "
                            "from the estimate; their inner runs restart.")
             if not math.isfinite(record["meta_loss"]):
@@ -231,12 +256,15 @@ def meta_train(
 
 
 def save_meta_params(path: str | Path, meta_params: Any, info: dict) -> None:
-    """Writes meta-params (orbax) and a JSON description of the optimizer and task they were trained for."""
+    """Writes meta-params (orbax) and a JSON description of the optimizer and task they were trained for.
+
+    In a multi-process run every process calls it (the orbax save is collective); process 0 writes the JSON."""
     path = Path(path).absolute()
     path.mkdir(parents=True, exist_ok=True)
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(path / "params", meta_params, force=True)
-    (path / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    if distributed.is_main():
+        (path / "info.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
 def read_meta_info(path: str | Path) -> dict:
