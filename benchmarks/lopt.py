@@ -65,7 +65,7 @@ def cost_breakdown(task, learned, meta_params, repeats: int) -> dict:
         return learned_adam.feats.features(p, g, (s[0].mu,) * 3, s[0].nu, jnp.int32(3), 1000)
 
     def hidden(p, g, s):
-        return learned_adam._hidden(meta_params["hidden"], features(p, g, s), learned.sizes)
+        return learned_adam.hidden_features(meta_params["hidden"], features(p, g, s), learned.sizes)
 
     def full_step(p, s):
         u, s = full.update(grads(p), s, p)

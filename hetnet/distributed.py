@@ -63,7 +63,11 @@ def initialize(*, auto: bool = False) -> bool:
         return True
     if auto:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize()
+        try:
+            jax.distributed.initialize()
+        except ValueError as err:
+            raise ValueError(f"--distributed found no cluster to join (jax.distributed: {err}); on one machine, "
+                             "start the processes with python -m hetnet.launch instead.") from err
         return jax.process_count() > 1
     return False
 

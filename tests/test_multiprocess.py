@@ -87,3 +87,12 @@ def test_launched_processes_see_one_run(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "2 4 2" in out.stdout
+
+
+def test_distributed_without_a_cluster_says_how_to_launch(capsys):
+    from hetnet import cli
+
+    out = subprocess.run([sys.executable, "-m", "hetnet.cli", "--distributed", "--steps", "1"], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 2 and "found no cluster to join" in out.stderr and "hetnet.launch" in out.stderr
+    assert cli.build_parser().parse_args(["--distributed"]).distributed

@@ -73,7 +73,7 @@ def _mlp_init(key: jax.Array, sizes: tuple[int, ...]) -> list:
     return [layers.PointwiseLinear(a, b).init(k) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
 
 
-def _hidden(params: list, x: Any, sizes: tuple[int, ...]) -> Any:
+def hidden_features(params: list, x: Any, sizes: tuple[int, ...]) -> Any:
     """Returns the pointwise layers applied to every parameter's features: one matmul chain over all tensors'
     rows at once (the layers are shared), which costs far fewer ops than one chain per tensor."""
     leaves, treedef = jax.tree.flatten(x)
@@ -201,7 +201,7 @@ class PerParameterAdam:
         out_layer = layers.PointwiseLinear(self.hidden, 2)
 
         def correction(params, x):
-            return out_layer.apply(meta_params["output"], _hidden(meta_params["hidden"], x, self.sizes))
+            return out_layer.apply(meta_params["output"], hidden_features(meta_params["hidden"], x, self.sizes))
 
         return transformation(meta_params, correction, total_steps, learning_rate, self.layer_key)
 
@@ -265,7 +265,7 @@ class EquivariantAdam:
                     f"spans {list(self.view_spec.leaf_names)}; under optax.masked / optax.partition build "
                     "EquivariantAdam from the spec of the sub-tree it updates."
                 )
-            return layer.apply(meta_params["output"], _hidden(meta_params["hidden"], x, self.sizes))
+            return layer.apply(meta_params["output"], hidden_features(meta_params["hidden"], x, self.sizes))
 
         def correction(params, x):
             if self.layer_key is None:
