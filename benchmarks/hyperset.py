@@ -217,9 +217,7 @@ def main(argv=None) -> int:
               f"{tasks['sudoku']['holes']} blanks per board).\n")
     command = "python -m benchmarks.hyperset" + (" --large" if args.large else "")
     payload = {"device": timing.device_description(), "command": command, "tasks": tasks}
-    paths = report.write("hyperset_large" if args.large else "hyperset", payload, table, plot(tasks), args.out)
-    print(table)
-    print("wrote", ", ".join(str(p) for p in paths.values()))
+    report.publish("hyperset_large" if args.large else "hyperset", payload, table, plot(tasks), args.out)
     return 0
 
 

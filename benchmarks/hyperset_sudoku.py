@@ -176,10 +176,9 @@ def train(args) -> None:
     checkpoints.close()
 
 
-def evaluate(args) -> dict:
-    """Returns each finished model's params count, curve of test accuracy over training, and accuracy against
-    iterations at inference (1 .. 2x training)."""
-    _, test_set = boards(args)
+def evaluate(args, test_set: dict) -> dict:
+    """Returns each finished model's params count, curve of test accuracy over training, and accuracy on
+    ``test_set`` against iterations at inference (1 .. 2x training)."""
     results = {}
     for key, cfg in configs(args).items():
         run_dir = args.runs / key
@@ -228,8 +227,8 @@ def plot(results: dict, iterations: int):
 
 
 def write_report(args) -> int:
-    results = evaluate(args)
     _, test_set = boards(args)
+    results = evaluate(args, test_set)
     givens = np.sum(~test_set["blank"], axis=1)
     rows = []
     for name, e in results.items():
@@ -248,9 +247,7 @@ def write_report(args) -> int:
     payload = {"device": timing.device_description(), "settings": settings(args, configs(args)["recurrent"]),
                "givens_histogram": np.bincount(givens).tolist(), "command": " ".join(["python -m "
                "benchmarks.hyperset_sudoku"] + (sys.argv[1:] if sys.argv[1:] else [])), "models": results}
-    paths = report.write("hyperset_sudoku", payload, table, plot(results, args.iterations), args.out)
-    print(table)
-    print("wrote", ", ".join(str(p) for p in paths.values()))
+    report.publish("hyperset_sudoku", payload, table, plot(results, args.iterations), args.out)
     return 0
 
 

@@ -219,10 +219,8 @@ def main(argv=None) -> int:
     command = "python -m benchmarks.linear_attention_optim" + (" --large" if args.large else "")
     payload = {"device": timing.device_description(), "command": command, "steps": steps, "seeds": seeds,
                "learning_rates": LEARNING_RATES, "results": results, "noise": noise, "findings": findings}
-    paths = report.write("linear_attention_optim_large" if args.large else "linear_attention_optim", payload, table,
-                         plot(results, noise), args.out)
-    print(table)
-    print("wrote", ", ".join(str(p) for p in paths.values()))
+    report.publish("linear_attention_optim_large" if args.large else "linear_attention_optim", payload, table,
+                   plot(results, noise), args.out)
     return 0
 
 

@@ -178,9 +178,7 @@ def main(argv=None) -> int:
         "shipped": shipped.info(RECIPE), "baseline": base_info, "seeds": len(seeds), "tuning_seeds": len(tuning),
         "rows": rows, "step_times": times, "step_times_large": {"task": large.label, **times_large}, "cost_breakdown": breakdown, "variance": variance, "throughput": speed,
     }
-    paths = report.write("lopt", payload, table, compare.plot(rows), args.out)
-    print(table)
-    print("wrote", ", ".join(str(p) for p in paths.values()))
+    report.publish("lopt", payload, table, compare.plot(rows), args.out)
     return 0
 
 

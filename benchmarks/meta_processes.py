@@ -89,9 +89,7 @@ def main(argv=None) -> int:
     payload = {"device": timing.device_description(), "command": command, "particles": particles, "steps": steps,
                "truncation": truncation, "results": results}
     name = "meta_processes_large" if args.large else "meta_processes"
-    paths = report.write(name, payload, table, plot(results), args.out)
-    print(table)
-    print("wrote", ", ".join(str(p) for p in paths.values()))
+    report.publish(name, payload, table, plot(results), args.out)
     return 0
 
 

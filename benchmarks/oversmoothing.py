@@ -121,10 +121,7 @@ def main(argv=None) -> int:
     command = "python -m benchmarks.oversmoothing" + (" --large" if args.large else "")
     payload = {"device": timing.device_description(), "command": command, "size": size, "steps": steps,
                "tasks": tasks}
-    paths = report.write("oversmoothing_large" if args.large else "oversmoothing", payload, table, plot(tasks),
-                         args.out)
-    print(table)
-    print("wrote", ", ".join(str(p) for p in paths.values()))
+    report.publish("oversmoothing_large" if args.large else "oversmoothing", payload, table, plot(tasks), args.out)
     return 0
 
 

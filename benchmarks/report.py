@@ -47,3 +47,11 @@ def write(name: str, payload: dict, table: str, figure, out_dir: Path | None = N
     paths["md"].write_text(header + "\n" + table)
     figure.savefig(paths["png"], dpi=120, bbox_inches="tight")
     return paths
+
+
+def publish(name: str, payload: dict, table: str, figure, out_dir: Path | None = None) -> dict[str, Path]:
+    """Writes the results as :func:`write` does, then prints the table and the paths written; returns the paths."""
+    paths = write(name, payload, table, figure, out_dir)
+    print(table)
+    print("wrote", ", ".join(str(p) for p in paths.values()))
+    return paths

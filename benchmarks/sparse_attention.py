@@ -35,12 +35,12 @@ from hetnet.train import make_train_step
 SPARSE_OPTIONS = (("block", 64), ("top_k", 4), ("window", 1))
 LM_OPTIONS = (("block", 32), ("top_k", 4), ("window", 1))
 HEADS, HEAD_DIM = 2, 64
+DENSE_CFG = AttentionConfig(d_model=HEADS * HEAD_DIM, num_heads=HEADS)
 
 
 def attention_fns(n: int):
-    dense_cfg = AttentionConfig(d_model=HEADS * HEAD_DIM, num_heads=HEADS)
-    sparse_cfg = dataclasses.replace(dense_cfg, variant="sparse", options=SPARSE_OPTIONS)
-    dense = jax.jit(lambda q, k, v: softmax.attend(q, k, v, dense_cfg, None))
+    sparse_cfg = dataclasses.replace(DENSE_CFG, variant="sparse", options=SPARSE_OPTIONS)
+    dense = jax.jit(lambda q, k, v: softmax.attend(q, k, v, DENSE_CFG, None))
     sparse_fn = jax.jit(lambda q, k, v: sparse.attend(q, k, v, sparse_cfg, None))
     return dense, sparse_fn
 
@@ -56,11 +56,10 @@ def measure_length(n: int, repeats: int, dtype: str = "float32") -> dict:
         {"dense": lambda: dense(q, k, v), "sparse": lambda: sparse_fn(q, k, v)}, repeats=repeats, warmup=1
     )
     mem = {"dense": timing.compiled_memory_bytes(dense, q, k, v), "sparse": timing.compiled_memory_bytes(sparse_fn, q, k, v)}
-    dense_cfg = AttentionConfig(d_model=HEADS * HEAD_DIM, num_heads=HEADS)
     return {
         "n": n,
         "dtype": dtype,
-        "dense_kernel": softmax.select_implementation(q, k, dense_cfg, None),
+        "dense_kernel": softmax.select_implementation(q, k, DENSE_CFG, None),
         "time_s": {name: t["median"] for name, t in times.items()},
         "memory_bytes": mem,
         "time_ratio": times["sparse"]["median"] / times["dense"]["median"],
@@ -263,9 +262,7 @@ def main(argv=None) -> int:
     payload = {"device": timing.device_description(), "command": command, "lengths": lengths, "lm": lm,
                "options": dict(SPARSE_OPTIONS)}
     name = "sparse_attention_large" if args.large else "sparse_attention"
-    paths = report.write(name, payload, table, plot(lengths, lm), args.out)
-    print(table)
-    print("wrote", ", ".join(str(p) for p in paths.values()))
+    report.publish(name, payload, table, plot(lengths, lm), args.out)
     return 0
 
 

@@ -253,9 +253,7 @@ def main(argv=None) -> int:
         "results": results,
     }
     name = "transformer_step_large" if args.large else "transformer_step"
-    paths = report.write(name, payload, table, plot(results), args.out)
-    print(table)
-    print("wrote", ", ".join(str(p) for p in paths.values()))
+    report.publish(name, payload, table, plot(results), args.out)
     return 0
 
 

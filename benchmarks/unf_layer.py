@@ -162,9 +162,7 @@ def main(argv=None) -> int:
               "for the 4-layer transformer (`transformer/large`).\n")
     payload = {"device": timing.device_description(), "command": "python -m benchmarks.unf_layer",
                "channels": args.channels, "results": rows}
-    paths = report.write("unf_layer", payload, table, plot(rows), args.out)
-    print(table)
-    print("wrote", ", ".join(str(p) for p in paths.values()))
+    report.publish("unf_layer", payload, table, plot(rows), args.out)
     return 0
 
 

@@ -126,12 +126,11 @@ def run(args: argparse.Namespace) -> dict:
         shardings = step_shardings(optimizer, jax.eval_shape(model.init, k_init), model.axes, mesh)
         params = jax.jit(model.init, out_shardings=shardings.params)(k_init)
         opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
-        eval_step = jax.jit(loss_fn, in_shardings=(shardings.params, shardings.batch))
     else:
         params = model.init(k_init)
         opt_state = optimizer.init(params)
-        eval_step = make_eval_step(loss_fn)
-    step = make_train_step(loss_fn, optimizer, shardings)
+    # Sharded params and batches carry their shardings into the eval step.
+    step, eval_step = make_train_step(loss_fn, optimizer, shardings), make_eval_step(loss_fn)
     length = args.seq_len + 1
     train_batch = batch_maker(corpus.train, args.batch, length, shardings)
     valid_batch = batch_maker(corpus.valid, args.batch, length, shardings)

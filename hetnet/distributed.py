@@ -134,8 +134,3 @@ def to_host(tree: Any) -> Any:
         return jax.tree.map(np.asarray, jax.device_get(tree))
     return multihost_utils.process_allgather(tree, tiled=True)
 
-
-def sync(name: str) -> None:
-    """Blocks until every process reaches the barrier ``name`` (a no-op with one process)."""
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(name)
