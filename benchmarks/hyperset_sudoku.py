@@ -70,6 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="processes that generate boards")
     p.add_argument("--runs", type=Path, default=DEFAULT_RUNS, help="checkpoints, logs and the board cache")
     p.add_argument("--out", type=Path, default=None, help="results folder (default benchmarks/results)")
+    p.add_argument("--init-from", type=Path, default=None,
+                   help="a finished --runs folder: start each model from its newest params there, with fresh "
+                        "optimiser state and a fresh schedule (a warm restart); steps and curves count on from it")
     args = p.parse_args(argv)
     if args.model is None and not args.report:
         p.error("give --model hyperset|recurrent to train, or --report to evaluate")
@@ -77,6 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  "checkpoint_every"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.init_from is not None and not args.init_from.is_dir():
+        p.error(f"--init-from must be a --runs folder of a finished run, got {str(args.init_from)!r}")
     return args
 
 
@@ -94,8 +99,10 @@ def boards(args) -> tuple[dict, dict]:
         return {"inputs": b["puzzles"].astype(np.int32), "targets": b["solutions"].astype(np.int32),
                 "blank": b["puzzles"] == 0}
 
-    train = sudoku.cached_boards(args.runs / "train_boards.npz", args.train_boards, seed=0, workers=args.workers)
-    test = sudoku.cached_boards(args.runs / "test_boards.npz", args.test_boards, seed=1, workers=args.workers)
+    # A warm restart trains on the boards of the run it starts from; the cache is keyed by seed and count.
+    folder = args.runs if args.init_from is None else args.init_from
+    train = sudoku.cached_boards(folder / "train_boards.npz", args.train_boards, seed=0, workers=args.workers)
+    test = sudoku.cached_boards(folder / "test_boards.npz", args.test_boards, seed=1, workers=args.workers)
     return as_set(train), as_set(test)
 
 
@@ -130,7 +137,32 @@ def optimizer(args) -> optax.GradientTransformation:
 
 def settings(args, cfg) -> dict:
     keys = ("d_model", "heads", "iterations", "steps", "batch", "lr", "train_boards", "test_boards")
-    return {**{k: getattr(args, k) for k in keys}, "d_ff": cfg.d_ff}
+    described = {**{k: getattr(args, k) for k in keys}, "d_ff": cfg.d_ff}
+    if args.init_from is not None:
+        described["init_from"] = str(args.init_from)
+    return described
+
+
+def restore_params(run_dir: Path, cfg: TransformerConfig, args) -> tuple[dict, int]:
+    """Returns the params of the newest checkpoint in ``run_dir`` and its step."""
+    checkpoints = Checkpoints(run_dir / "checkpoints")
+    last = checkpoints.latest()
+    if last is None:
+        raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}; train with --model "
+                                f"{run_dir.name} first")
+    params = TransformerLM(cfg).init(jax.random.key(0))
+    # The optimiser state is restored only to read the params; its structure matches every schedule.
+    opt = optimizer(args)
+    params = checkpoints.restore(last, {"params": params, "opt_state": opt.init(params)})["params"]
+    checkpoints.close()
+    return params, last
+
+
+def steps_before(args, model: str) -> int:
+    """Returns the steps the params had already trained before this run: those of the ``--init-from`` run."""
+    if args.init_from is None:
+        return 0
+    return Checkpoints(args.init_from / model / "checkpoints").latest() or 0
 
 
 def train(args) -> None:
@@ -147,32 +179,35 @@ def train(args) -> None:
     settings_path.write_text(json.dumps(described))
     opt = optimizer(args)
     step = make_train_step(blank_loss(cfg), opt)
-    params = TransformerLM(cfg).init(jax.random.key(0))
+    if args.init_from is None:
+        params, offset = TransformerLM(cfg).init(jax.random.key(0)), 0
+    else:
+        params, offset = restore_params(args.init_from / args.model, cfg, args)
     state = {"params": params, "opt_state": opt.init(params)}
     checkpoints = Checkpoints(run_dir / "checkpoints")
     start = checkpoints.latest() or 0
     if start:
         state = checkpoints.restore(start, state)
-    log = (run_dir / "log.jsonl").open("a")
-    n = len(train_set["inputs"])
-    tic = time.perf_counter()
-    for i in range(start, args.steps):
-        # Each step's batch depends only on (step), so a resumed run draws exactly what an unbroken one would.
-        idx = np.random.default_rng([0, i]).integers(0, n, args.batch)
-        batch = {k: jnp.asarray(v[idx]) for k, v in train_set.items()}
-        params, opt_state, metrics = step(state["params"], state["opt_state"], batch)
-        loss = metrics["loss"]
-        state = {"params": params, "opt_state": opt_state}
-        done = i + 1
-        if done % args.checkpoint_every == 0 or done == args.steps:
-            checkpoints.save(done, state)
-        if done % args.eval_every == 0 or done == args.steps:
-            acc = accuracy(params, test_set, cfg)
-            line = {"step": done, "loss": float(loss), **acc, "seconds": time.perf_counter() - tic}
-            log.write(json.dumps(line) + "\n")
-            log.flush()
-            print(f"{args.model} step {done}: loss {float(loss):.4f} cell {acc['cell']:.3f} board {acc['board']:.3f}",
-                  flush=True)
+    with (run_dir / "log.jsonl").open("a") as log:
+        n = len(train_set["inputs"])
+        tic = time.perf_counter()
+        for i in range(start, args.steps):
+            # Each step's batch depends only on (step), so a resumed run draws exactly what an unbroken one would.
+            idx = np.random.default_rng([0, offset + i]).integers(0, n, args.batch)
+            batch = {k: jnp.asarray(v[idx]) for k, v in train_set.items()}
+            params, opt_state, metrics = step(state["params"], state["opt_state"], batch)
+            loss = metrics["loss"]
+            state = {"params": params, "opt_state": opt_state}
+            done = i + 1
+            if done % args.checkpoint_every == 0 or done == args.steps:
+                checkpoints.save(done, state)
+            if done % args.eval_every == 0 or done == args.steps:
+                acc = accuracy(params, test_set, cfg)
+                line = {"step": offset + done, "loss": float(loss), **acc, "seconds": time.perf_counter() - tic}
+                log.write(json.dumps(line) + "\n")
+                log.flush()
+                print(f"{args.model} step {offset + done}: loss {float(loss):.4f} cell {acc['cell']:.3f} "
+                      f"board {acc['board']:.3f}", flush=True)
     checkpoints.close()
 
 
@@ -182,19 +217,13 @@ def evaluate(args, test_set: dict) -> dict:
     results = {}
     for key, cfg in configs(args).items():
         run_dir = args.runs / key
-        checkpoints = Checkpoints(run_dir / "checkpoints")
-        last = checkpoints.latest()
-        if last is None:
-            raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}; train with --model {key} first")
-        opt = optimizer(args)
-        params = TransformerLM(cfg).init(jax.random.key(0))
-        params = checkpoints.restore(last, {"params": params, "opt_state": opt.init(params)})["params"]
-        checkpoints.close()
+        params, last = restore_params(run_dir, cfg, args)
         by_iterations = {t: accuracy(params, test_set, dataclasses.replace(cfg, num_layers=t))
                          for t in range(1, 2 * args.iterations + 1)}
-        curve = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
+        logs = ([args.init_from / key / "log.jsonl"] if args.init_from is not None else []) + [run_dir / "log.jsonl"]
+        curve = [json.loads(line) for path in logs for line in path.read_text().splitlines()]
         results[MODELS[key]] = {"params": sum(x.size for x in jax.tree.leaves(params)),
-                                "layer_params": body_param_count(params), "steps": last,
+                                "layer_params": body_param_count(params), "steps": steps_before(args, key) + last,
                                 "at_training_depth": by_iterations[args.iterations],
                                 "by_iterations": by_iterations, "training_curve": curve}
     return results

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from hetnet import axes as axes_lib, embedding
+from hetnet.attention import sparse
 from hetnet.attention.projections import check_padding_mask
 from hetnet.blocks import Block
 from hetnet.config import ClassifierConfig, TransformerConfig
@@ -114,6 +115,28 @@ class Body:
         _, states = self._run_blocks(params, x, padding_mask, keep_states=True)
         return jnp.concatenate([x[None], states])
 
+    def indexer_loss(self, params, x: jax.Array, *, padding_mask=None) -> jax.Array:
+        """Returns the mean over layers of sparse attention's indexer distillation loss
+        (:func:`hetnet.attention.sparse.indexer_loss`); its gradient reaches only the indexers' kernels.
+
+        x: [batch, seq, d_model] embedded inputs; padding_mask: [batch, seq] bool or None -> scalar
+        """
+        opts = dict(self.cfg.attention_options)
+        if self.cfg.attention != "sparse" or opts.get("router") != "indexer":
+            raise ValueError(f"indexer_loss needs sparse attention with router='indexer'; this config has "
+                             f"attention={self.cfg.attention!r} with options {opts}.")
+        states = jax.lax.stop_gradient(self.residual_states(params, x, padding_mask=padding_mask))[:-1]
+        block = self.block
+        cfg = block.attention.cfg
+
+        def one(layer_params, h):
+            h = block.norm.apply(layer_params["attn_norm"], h)
+            return sparse.indexer_loss(layer_params["attn"], h, cfg, padding_mask=padding_mask)
+
+        if self.cfg.block == "standard":
+            return jnp.mean(jax.lax.map(lambda args: one(*args), (params["blocks"], states)))
+        return jnp.mean(jax.lax.map(lambda h: one(params["shared_block"], h), states))
+
     def apply(self, params, x: jax.Array, *, padding_mask=None) -> jax.Array:
         """Returns the final-normed residual stream after adding positions and running the body.
 
@@ -173,18 +196,32 @@ class TransformerLM:
         h = self.body.apply(params, self.embed(params, tokens), padding_mask=padding_mask)
         return (h @ params["unembed"].astype(h.dtype)).astype(jnp.float32)
 
+    def indexer_loss(self, params, batch: dict) -> jax.Array:
+        """Returns the sparse attention indexers' distillation loss on the inputs of :meth:`loss` (see
+        :meth:`Body.indexer_loss`); add it to the loss to train the indexers alongside the model.
+
+        batch: as for :meth:`loss` -> scalar
+        """
+        inputs, _ = self._split(batch)
+        mask = batch.get("mask")
+        return self.body.indexer_loss(params, self.embed(params, inputs),
+                                      padding_mask=None if mask is None else mask[:, :-1])
+
+    def _split(self, batch: dict) -> tuple[jax.Array, jax.Array]:
+        tokens = batch["tokens"]
+        embedding.check_tokens(tokens, self.cfg.vocab_size, 'batch["tokens"]')
+        if tokens.ndim != 2 or tokens.shape[1] < 2:
+            raise ValueError(f'batch["tokens"] must have shape [batch, seq + 1] with seq >= 1, got '
+                             f"{tuple(tokens.shape)}.")
+        return tokens[:, :-1], tokens[:, 1:]
+
     def loss(self, params, batch: dict) -> jax.Array:
         """Returns the mean next-token cross-entropy (nats per token) over unmasked targets.
 
         batch["tokens"]: [batch, seq + 1] int; optional batch["mask"]: [batch, seq + 1] bool, True for real tokens.
         Out-of-range targets raise when concrete and make the loss NaN when traced.
         """
-        tokens = batch["tokens"]
-        embedding.check_tokens(tokens, self.cfg.vocab_size, 'batch["tokens"]')
-        if tokens.ndim != 2 or tokens.shape[1] < 2:
-            raise ValueError(f'batch["tokens"] must have shape [batch, seq + 1] with seq >= 1, got '
-                             f"{tuple(tokens.shape)}.")
-        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        inputs, targets = self._split(batch)
         mask = batch.get("mask")
         logits = self.apply(params, inputs, padding_mask=None if mask is None else mask[:, :-1])
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, targets)

@@ -18,9 +18,20 @@ Both enter one softmax. Nothing of size N x N exists: the logits per query numbe
 ``(1 + window + 1 + top_k) * block * head_dim``, so small groups trade memory for finer routing. With ``top_k`` at
 least the number of blocks every block is exact and the result equals dense attention.
 
+**Learned router.** With ``router="indexer"`` the ``top_k`` blocks are chosen by a small learned indexer instead of
+mean queries against mean keys (the idea of DeepSeek's sparse attention, here over blocks): per head, the query's
+indexer projection ``a, b`` ([2, index_dim]) against each block's indexer keys pooled two ways,
+``score(q, j) = (a . mean_l u_l + b . max_l u_l) / sqrt(2 index_dim)`` with ``u_l`` the block's projected inputs.
+Max-pooling lets one strong key mark its block, which a mean cannot. The indexer is trained apart from the model by
+:func:`indexer_loss`: the KL divergence from dense attention's mass over the routable blocks to the indexer's softmax
+over them. Its inputs and its target are cut from the gradient, so the loss moves only the indexer, and it is added to
+the model's loss (``TransformerLM.indexer_loss``). An untrained indexer routes at random.
+
 Options (``AttentionConfig.options``): ``block`` (default 64), ``top_k`` (default 4), ``window`` (neighbouring blocks,
 default 1), ``query_group`` (queries that share one routing choice; a divisor of ``block``, default ``block``),
-``summary`` (``"mean"``, the default, or ``"none"``, which drops unselected blocks as MoBA and NSA do).
+``summary`` (``"mean"``, the default, or ``"none"``, which drops unselected blocks as MoBA and NSA do), ``router``
+(``"mean"``, the default, or ``"indexer"``) and ``index_dim`` (the indexer's width per head, default 16; only with
+``router="indexer"``).
 """
 
 from __future__ import annotations
@@ -35,12 +46,13 @@ from hetnet.attention import projections
 from hetnet.attention.masked_softmax import masked_softmax
 from hetnet.config import AttentionConfig
 
-init = projections.init
-axes = projections.axes
-
-
 SUMMARIES = ("mean", "none")
-OPTIONS = ("block", "top_k", "window", "query_group", "summary")
+ROUTERS = ("mean", "indexer")
+OPTIONS = ("block", "top_k", "window", "query_group", "summary", "router", "index_dim")
+INDEXER_AXES = {
+    "index_query": ("embed", "kv_heads", "q_per_kv", None, "index_dim"),
+    "index_key": ("embed", "kv_heads", "index_dim"),
+}
 
 
 class SparseSettings(NamedTuple):
@@ -49,6 +61,8 @@ class SparseSettings(NamedTuple):
     window: int
     summary: str
     query_group: int
+    router: str = "mean"
+    index_dim: int = 16
 
 
 def settings(cfg: AttentionConfig) -> SparseSettings:
@@ -65,7 +79,57 @@ def settings(cfg: AttentionConfig) -> SparseSettings:
     if query_group < 1 or block % query_group:
         raise ValueError(f"sparse attention query_group must be a positive divisor of block={block}, "
                          f"got {query_group}.")
-    return SparseSettings(block, top_k, window, summary, query_group)
+    router = cfg.option("router", "mean")
+    if router not in ROUTERS:
+        raise ValueError(f"sparse attention router must be one of {ROUTERS}, got {router!r}.")
+    if router != "indexer" and "index_dim" in dict(cfg.options):
+        raise ValueError(f"sparse attention index_dim sizes the learned indexer; it needs router='indexer', "
+                         f"got router={router!r}.")
+    index_dim = int(cfg.option("index_dim", 16))
+    if index_dim < 1:
+        raise ValueError(f"sparse attention index_dim must be a positive width, got {index_dim}.")
+    return SparseSettings(block, top_k, window, summary, query_group, router, index_dim)
+
+
+def init(key: jax.Array, cfg: AttentionConfig) -> dict:
+    """Returns the projections, plus the indexer's kernels with ``router="indexer"``.
+
+    index_query: [d_model, kv_heads, q_per_kv, 2, index_dim] (the mean- and max-pooled halves);
+    index_key: [d_model, kv_heads, index_dim].
+    """
+    opts = settings(cfg)
+    params = projections.init(key, cfg)  # the same projections as a dense layer made from the same key
+    if opts.router == "indexer":
+        k_query, k_key = jax.random.split(jax.random.fold_in(key, 1))
+        d, kv, g, r = cfg.d_model, cfg.kv_heads, cfg.q_per_kv, opts.index_dim
+        params["index_query"] = jax.nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2, 3, 4))(
+            k_query, (d, kv, g, 2, r), jnp.float32)
+        params["index_key"] = jax.nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))(
+            k_key, (d, kv, r), jnp.float32)
+    return params
+
+
+def axes(cfg: AttentionConfig) -> dict:
+    """Returns the labels of :func:`init`'s kernels."""
+    labels = projections.axes(cfg)
+    if settings(cfg).router == "indexer":
+        labels.update(INDEXER_AXES)
+    return labels
+
+
+def project_index(params, x: jax.Array):
+    """Returns the indexer's queries and keys.
+
+    x: [batch, seq, d_model] -> queries [batch, seq, num_heads, 2, index_dim], keys [batch, seq, kv_heads, index_dim]
+    """
+    missing = [name for name in INDEXER_AXES if name not in params]
+    if missing:
+        raise ValueError(f"router='indexer' reads params {tuple(INDEXER_AXES)}; these params lack {missing} "
+                         f"(init them with this config).")
+    iq = jnp.einsum("bsd,dkgpr->bskgpr", x, params["index_query"].astype(x.dtype))
+    iq = iq.reshape(*iq.shape[:2], -1, *iq.shape[-2:])
+    ik = jnp.einsum("bsd,dkr->bskr", x, params["index_key"].astype(x.dtype))
+    return iq, ik
 
 
 def _forced_blocks(num_blocks: int, window: int, causal: bool):
@@ -80,42 +144,103 @@ def _forced_blocks(num_blocks: int, window: int, causal: bool):
     return index, valid & ~jnp.any(earlier_same, axis=-1)
 
 
-def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, padding_mask: jax.Array | None):
-    """Returns per-head sparse attention outputs.
+class _Layout(NamedTuple):
+    """Blocked views of one call's inputs: ``m`` blocks of ``bs`` positions, ``r`` routing groups of ``gs``
+    queries per block."""
 
-    q: [batch, seq, num_heads, head_dim]; k, v: [batch, seq, kv_heads, head_dim]; padding_mask: [batch, seq] or None
-    -> [batch, seq, num_heads, head_dim]
-    """
-    opts = settings(cfg)
+    qb: jax.Array  # [b, K, G, m, r, gs, d]
+    kb: jax.Array  # [b, K, m, bs, d]
+    vb: jax.Array  # [b, K, m, bs, dv]
+    realb: jax.Array  # [b, m, bs] bool: real (unpadded) key positions
+    count: jax.Array  # [b, m]: real positions per block
+    eligible: jax.Array  # [b, m_query, m_key] bool: blocks a query block may read beyond its own
+    routable: jax.Array  # [b, m_query, m_key] bool: eligible blocks that are not already forced in
+    forced: jax.Array  # [m, slots]
+    forced_valid: jax.Array  # [m, slots] bool
+    group_weights: jax.Array  # [b, m, r, gs]: averages over a routing group's real queries
+
+
+def _blocked(x: jax.Array, pad: int) -> jax.Array:
+    return jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)) if pad else x
+
+
+def _layout(q, k, v, cfg: AttentionConfig, opts: SparseSettings, padding_mask) -> _Layout:
     b, n, _, d = q.shape
-    kv_heads, groups, bs = cfg.kv_heads, cfg.q_per_kv, opts.block
+    kv_heads, groups, bs, gs = cfg.kv_heads, cfg.q_per_kv, opts.block, opts.query_group
     pad = (-n) % bs
-    m = (n + pad) // bs
+    m, r = (n + pad) // bs, bs // gs
     real = jnp.ones((b, n), bool) if padding_mask is None else padding_mask.astype(bool)
-    if pad:
-        q, k, v = (jnp.pad(t, [(0, 0), (0, pad), (0, 0), (0, 0)]) for t in (q, k, v))
-        real = jnp.pad(real, [(0, 0), (0, pad)])
-    gs = opts.query_group
-    r = bs // gs
-    # Blocked layouts: q [b, K, G, m, r, gs, d] (r routing groups of gs queries per block); k, v [b, K, m, bs, d].
+    q, k, v, real = (_blocked(t, pad) for t in (q, k, v, real))
     qb = q.reshape(b, m, r, gs, kv_heads, groups, d).transpose(0, 4, 5, 1, 2, 3, 6)
     kb = k.reshape(b, m, bs, kv_heads, d).transpose(0, 3, 1, 2, 4)
     vb = v.reshape(b, m, bs, kv_heads, v.shape[-1]).transpose(0, 3, 1, 2, 4)
     realb = real.reshape(b, m, bs)
-    count = jnp.sum(realb, axis=-1).astype(q.dtype)  # [b, m]
-    weights = realb.astype(q.dtype) / jnp.maximum(count, 1.0)[..., None]
-    k_mean = jnp.einsum("bkmld,bml->bkmd", kb, weights)
-    v_mean = jnp.einsum("bkmld,bml->bkmd", vb, weights)
-    scale = 1.0 / math.sqrt(d)
-
-    # Routing: each group's mean query against each block's mean key, among eligible blocks not already forced.
+    count = jnp.sum(realb, axis=-1)
     eligible = jnp.tril(jnp.ones((m, m), bool), k=-1) if cfg.causal else jnp.ones((m, m), bool)
-    eligible = eligible[None] & (count > 0)[:, None, :]  # [b, m_query, m_key]
+    eligible = eligible[None] & (count > 0)[:, None, :]
     forced, forced_valid = _forced_blocks(m, opts.window, cfg.causal)
     forced_hit = jnp.any(jax.nn.one_hot(forced, m, dtype=bool) & forced_valid[..., None], axis=1)  # [m, m]
-    route = jnp.einsum("bkgmrd,bkjd->bkgmrj", jnp.mean(qb, axis=5), k_mean)
-    route = jnp.where((eligible & ~forced_hit[None])[:, None, None, :, None], route, -jnp.inf)
+    # A routing group routes on its real queries only: a padded position's query must not steer the others.
+    query_real = real.reshape(b, m, r, gs).astype(q.dtype)
+    group_weights = query_real / jnp.maximum(jnp.sum(query_real, axis=-1, keepdims=True), 1.0)
+    return _Layout(qb, kb, vb, realb, count, eligible, eligible & ~forced_hit[None], forced, forced_valid,
+                   group_weights)
+
+
+def _block_means(x: jax.Array, lay: _Layout) -> jax.Array:
+    """Returns each block's mean over its real positions. x: [b, K, m, bs, e] -> [b, K, m, e]"""
+    weights = lay.realb.astype(x.dtype) / jnp.maximum(lay.count.astype(x.dtype), 1.0)[..., None]
+    return jnp.einsum("bkmld,bml->bkmd", x, weights)
+
+
+def _route_scores(lay: _Layout, opts: SparseSettings, index) -> jax.Array:
+    """Returns every routing group's score for every key block, [b, K, G, m, r, m]; higher is read first.
+
+    index: None (mean query against mean key) or the indexer's ``(queries, keys)`` of :func:`project_index`.
+    """
+    if index is None:
+        group_query = jnp.einsum("bkgmrqd,bmrq->bkgmrd", lay.qb, lay.group_weights)
+        return jnp.einsum("bkgmrd,bkjd->bkgmrj", group_query, _block_means(lay.kb, lay))
+    iq, ik = index
+    b, n = iq.shape[:2]
+    _, kv_heads, groups, m, r, gs, _ = lay.qb.shape
+    pad = m * r * gs - n
+    iq, ik = _blocked(iq, pad), _blocked(ik, pad)
+    dim = ik.shape[-1]
+    iqb = jnp.einsum("bmrqkgpd,bmrq->bmrkgpd", iq.reshape(b, m, r, gs, kv_heads, groups, 2, dim),
+                     lay.group_weights)  # [b, m, r, K, G, 2, dim]
+    ikb = ik.reshape(b, m, r * gs, kv_heads, dim).transpose(0, 3, 1, 2, 4)  # [b, K, m, bs, dim]
+    key_mean = _block_means(ikb, lay)
+    key_max = jnp.max(jnp.where(lay.realb[:, None, :, :, None], ikb, -jnp.inf), axis=3)
+    key_max = jnp.where((lay.count > 0)[:, None, :, None], key_max, 0.0)
+    scores = (jnp.einsum("bmrkgd,bkjd->bkgmrj", iqb[..., 0, :], key_mean)
+              + jnp.einsum("bmrkgd,bkjd->bkgmrj", iqb[..., 1, :], key_max))
+    return scores / math.sqrt(2 * dim)
+
+
+def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, padding_mask: jax.Array | None,
+           index=None):
+    """Returns per-head sparse attention outputs.
+
+    q: [batch, seq, num_heads, head_dim]; k, v: [batch, seq, kv_heads, head_dim]; padding_mask: [batch, seq] or None;
+    index: the indexer's ``(queries, keys)`` from :func:`project_index` with ``router="indexer"``, else None
+    -> [batch, seq, num_heads, head_dim]
+    """
+    opts = settings(cfg)
+    if (index is None) != (opts.router == "mean"):
+        raise ValueError(f"sparse attention with router={opts.router!r} needs index "
+                         f"{'= None' if opts.router == 'mean' else 'from project_index'}.")
+    b, n, _, d = q.shape
+    lay = _layout(q, k, v, cfg, opts, padding_mask)
+    qb, kb, vb, realb = lay.qb, lay.kb, lay.vb, lay.realb
+    kv_heads, groups, m, r, gs = qb.shape[1:6]
+    bs = opts.block
+    scale = 1.0 / math.sqrt(d)
+
+    route = _route_scores(lay, opts, index)
+    route = jnp.where(lay.routable[:, None, None, :, None], route, -jnp.inf)
     lead = (b, kv_heads, groups, m, r)
+    forced, forced_valid = lay.forced, lay.forced_valid
     top_k = min(opts.top_k, m)
     if top_k:
         top_score, top_index = jax.lax.top_k(jax.lax.stop_gradient(route), top_k)
@@ -144,10 +269,12 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
     exact_mask = jnp.broadcast_to(exact_mask, exact_logits.shape[:6] + (slots, bs)).reshape(exact_logits.shape)
 
     if opts.summary != "none":
+        k_mean, v_mean = _block_means(kb, lay), _block_means(vb, lay)
         selected = jnp.any(jax.nn.one_hot(index, m, dtype=bool) & valid[..., None], axis=-2)  # [b, K, G, m, r, m]
-        summary_mask = (eligible[:, None, None, :, None] & ~selected)[..., None, :]  # [b, K, G, m, r, 1, m]
+        summary_mask = (lay.eligible[:, None, None, :, None] & ~selected)[..., None, :]  # [b, K, G, m, r, 1, m]
         summary_logits = jnp.einsum("bkgmrqd,bkjd->bkgmrqj", qb, k_mean) * scale
-        summary_logits = summary_logits + jnp.log(jnp.maximum(count, 1.0))[:, None, None, None, None, None, :]
+        log_count = jnp.log(jnp.maximum(lay.count.astype(q.dtype), 1.0))
+        summary_logits = summary_logits + log_count[:, None, None, None, None, None, :]
         summary_mask = jnp.broadcast_to(summary_mask, summary_logits.shape)
         logits = jnp.concatenate([exact_logits, summary_logits], axis=-1)
         mask = jnp.concatenate([exact_mask, summary_mask], axis=-1)
@@ -162,6 +289,67 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
     return out[:, :n].astype(q.dtype)
 
 
+def dense_block_mass(lay: _Layout, cfg: AttentionConfig) -> jax.Array:
+    """Returns dense attention's mass on every key block, averaged over each routing group's real queries,
+    [b, K, G, m, r, m].
+
+    One query block at a time (``lax.map``), so the largest intermediate is [b, heads, block, seq], not seq x seq.
+    """
+    qb, kb, realb = lay.qb, lay.kb, lay.realb
+    b, kv_heads, groups, m, r, gs, d = qb.shape
+    bs = r * gs
+    keys = kb.reshape(b, kv_heads, m * bs, d)
+    key_real = realb.reshape(b, m * bs)
+    k_pos = jnp.arange(m * bs)
+
+    def one(i):
+        q_i = jax.lax.dynamic_index_in_dim(qb, i, axis=3, keepdims=False)  # [b, K, G, r, gs, d]
+        logits = jnp.einsum("bkgrqd,bknd->bkgrqn", q_i, keys) / math.sqrt(d)
+        mask = key_real[:, None, None, None, None, :]
+        if cfg.causal:
+            q_pos = i * bs + jnp.arange(bs).reshape(r, gs)
+            mask = mask & (k_pos[None, None, :] <= q_pos[..., None])[None, None, None]
+        p = masked_softmax(logits, mask)
+        weights = jax.lax.dynamic_index_in_dim(lay.group_weights, i, axis=1, keepdims=False)  # [b, r, gs]
+        return jnp.einsum("bkgrqj,brq->bkgrj", p.reshape(*p.shape[:-1], m, bs).sum(-1), weights)
+
+    return jnp.moveaxis(jax.lax.map(one, jnp.arange(m)), 0, 3)
+
+
+def indexer_loss(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array | None = None) -> jax.Array:
+    """Returns the indexer's distillation loss: KL divergence from dense attention's mass over each routing group's
+    routable blocks (renormalised) to the indexer's softmax over them.
+
+    Each group's KL is weighted by the dense mass those blocks hold, since routing there decides that much of the
+    output; groups with nothing routable weigh zero. ``x`` and the dense target are cut from the gradient, so only
+    the indexer's kernels learn from it.
+
+    x: [batch, seq, d_model], the layer's attention input; padding_mask: [batch, seq] bool or None -> scalar
+    """
+    opts = settings(cfg)
+    if opts.router != "indexer":
+        raise ValueError(f"indexer_loss trains the learned router; this config has router={opts.router!r} "
+                         f"(set the sparse option router='indexer').")
+    projections.check_padding_mask(padding_mask, x)
+    x = jax.lax.stop_gradient(x)
+    q, k, v = projections.project_qkv(jax.lax.stop_gradient(params), x)
+    lay = _layout(q, k, v, cfg, opts, padding_mask)
+    target = jax.lax.stop_gradient(dense_block_mass(lay, cfg))
+    routable = lay.routable[:, None, None, :, None]  # [b, 1, 1, m, 1, m]
+    target = jnp.where(routable, target, 0.0)
+    mass = jnp.sum(target, axis=-1)
+    target = target / jnp.maximum(mass, jnp.finfo(target.dtype).tiny)[..., None]
+    scores = _route_scores(lay, opts, project_index(params, x)).astype(jnp.float32)
+    log_p = jax.nn.log_softmax(jnp.where(routable, scores, -jnp.inf), axis=-1)
+    kl = jnp.sum(jnp.where(target > 0, target * (jnp.log(jnp.where(target > 0, target, 1.0)) - log_p), 0.0), -1)
+    b, n = x.shape[:2]
+    real = jnp.ones((b, n), bool) if padding_mask is None else padding_mask.astype(bool)
+    group_real = _blocked(real, lay.realb.shape[1] * lay.realb.shape[2] - n).reshape(
+        b, *lay.qb.shape[3:6]).any(-1)  # [b, m, r]
+    weight = mass * group_real[:, None, None]
+    return jnp.sum(weight * kl) / jnp.maximum(jnp.sum(weight), jnp.finfo(weight.dtype).tiny)
+
+
 def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array | None = None, carry=None):
     """Returns the attention output ``y``; ``carry`` is unused (this variant reads nothing from other layers).
 
@@ -170,4 +358,5 @@ def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array
     """
     projections.check_padding_mask(padding_mask, x)
     q, k, v = projections.project_qkv(params, x)
-    return projections.project_out(params, attend(q, k, v, cfg, padding_mask))
+    index = project_index(params, x) if settings(cfg).router == "indexer" else None
+    return projections.project_out(params, attend(q, k, v, cfg, padding_mask, index))

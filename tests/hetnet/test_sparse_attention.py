@@ -5,10 +5,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from jax.test_util import check_grads
 
-from hetnet.attention import softmax, sparse
+from hetnet.attention import projections, softmax, sparse
 from hetnet.config import AttentionConfig, TransformerConfig
 from hetnet.models import TransformerLM
 from tests.hetnet import reference
@@ -53,6 +54,19 @@ def test_summary_of_unselected_blocks_recovers_dropped_mass():
     assert with_summary < 0.05 < without, (with_summary, without)
 
 
+@pytest.mark.parametrize("router", ["mean", "indexer"])
+def test_padded_positions_do_not_steer_routing(router):
+    options = (("block", 4), ("top_k", 1), ("window", 0), ("router", router))
+    cfg = AttentionConfig(d_model=8, num_heads=2, options=options)
+    params = sparse.init(jax.random.key(0), cfg)
+    x = jax.random.normal(jax.random.key(1), (1, 24, 8))
+    mask = jnp.ones((1, 24), bool).at[0, 21].set(False)
+    run = jax.jit(lambda x: sparse.apply(params, x, cfg, padding_mask=mask)[0, jnp.array([20, 22, 23])])
+    for scale in (10.0, -10.0):  # the padded position's content changes; its block's real queries must not see it
+        moved = run(x.at[0, 21].set(scale * jax.random.normal(jax.random.key(2), (8,))))
+        np.testing.assert_allclose(moved, run(x), rtol=1e-5, atol=1e-6)
+
+
 def test_causal_lm_with_sparse_attention_ignores_the_future():
     cfg = TransformerConfig(vocab_size=11, d_model=8, num_heads=2, num_layers=2, max_len=16, attention="sparse",
                             attention_options=(("block", 4), ("top_k", 1)))
@@ -85,25 +99,32 @@ def test_gradients():
 
 def test_bad_options_are_named():
     x = jnp.zeros((1, 4, 8))
-    for options, match in [((("block", 0),), "block"), ((("top_k", -1),), "top_k"), ((("summary", True),), "summary")]:
+    cases = [((("block", 0),), "block"), ((("top_k", -1),), "top_k"), ((("summary", True),), "summary"),
+             ((("router", "learned"),), "router"), ((("index_dim", 8),), "index_dim"),
+             ((("router", "indexer"), ("index_dim", 0)), "index_dim")]
+    good = sparse.init(jax.random.key(0), AttentionConfig(d_model=8, num_heads=2))
+    for options, match in cases:
         cfg = AttentionConfig(d_model=8, num_heads=2, options=options)
-        params = sparse.init(jax.random.key(0), cfg)
-        with pytest.raises(ValueError, match=match):
-            sparse.apply(params, x, cfg)
+        with pytest.raises(ValueError, match=match):  # refused when the layer is made
+            sparse.init(jax.random.key(0), cfg)
+        with pytest.raises(ValueError, match=match):  # and when it is applied
+            sparse.apply(good, x, cfg)
 
 
-def per_query_reference(q, k, v, block: int, top_k: int):
+def per_query_reference(q, k, v, block: int, top_k: int, scores=None):
     """Causal sparse attention with every query routing alone, the slow obvious way (one head, no summary): a query
-    reads its own block, the previous one, the first, and the top_k earlier blocks whose mean key scores highest."""
+    reads its own block, the previous one, the first, and the top_k earlier blocks that score highest: by ``scores``
+    ([n, blocks]) when given, else by the query against the block's mean key."""
     q, k, v = (np.asarray(t, np.float64) for t in (q, k, v))
     n, d = q.shape
     means = np.stack([k[j:j + block].mean(axis=0) for j in range(0, n, block)])
+    scores = q @ means.T if scores is None else scores
     out = np.zeros_like(v)
     for i in range(n):
         own = i // block
         forced = {own, max(own - 1, 0), 0}
         candidates = [j for j in range(own) if j not in forced]
-        chosen = sorted(candidates, key=lambda j: -(q[i] @ means[j]))[:top_k]
+        chosen = sorted(candidates, key=lambda j: -scores[i, j])[:top_k]
         keys = [p for j in forced | set(chosen) for p in range(j * block, (j + 1) * block) if p <= i]
         logits = np.array([q[i] @ k[p] for p in keys]) / np.sqrt(d)
         w = np.exp(logits - logits.max())
@@ -125,3 +146,108 @@ def test_query_group_must_divide_the_block():
     cfg = AttentionConfig(d_model=4, num_heads=1, options=(("block", 4), ("query_group", 3)))
     with pytest.raises(ValueError, match="query_group must be a positive divisor of block=4"):
         sparse.attend(*(jnp.zeros((1, 8, 1, 4)),) * 3, cfg, None)
+
+
+INDEXED = (("block", 3), ("top_k", 1), ("window", 1), ("router", "indexer"), ("index_dim", 3))
+
+
+def slow_index_scores(iq, ik, block: int):
+    """The indexer's score of every query against every key block, the obvious way. iq: [n, 2, r]; ik: [n, r]."""
+    iq, ik = np.asarray(iq, np.float64), np.asarray(ik, np.float64)
+    blocks = [ik[j:j + block] for j in range(0, len(ik), block)]
+    pooled = [(b.mean(axis=0), b.max(axis=0)) for b in blocks]
+    return np.array([[(a @ mean + c @ top) / np.sqrt(2 * ik.shape[-1]) for mean, top in pooled] for a, c in iq])
+
+
+def test_indexer_routing_matches_a_slow_reference():
+    cfg = AttentionConfig(d_model=4, num_heads=1, options=INDEXED + (("query_group", 1), ("summary", "none")))
+    params = sparse.init(jax.random.key(0), cfg)
+    x = jax.random.normal(jax.random.key(1), (1, 18, 4))
+    q, k, v = projections.project_qkv(params, x)
+    iq, ik = sparse.project_index(params, x)
+    got = sparse.attend(q, k, v, cfg, None, (iq, ik))[0, :, 0]
+    scores = slow_index_scores(iq[0, :, 0], ik[0, :, 0], 3)
+    np.testing.assert_allclose(got, per_query_reference(q[0, :, 0], k[0, :, 0], v[0, :, 0], 3, 1, scores),
+                               rtol=1e-4, atol=1e-5)
+    mean_routed = dataclasses.replace(cfg, options=cfg.options[:3] + cfg.options[5:])
+    assert not np.allclose(sparse.attend(q, k, v, mean_routed, None)[0, :, 0], got, atol=1e-4)
+
+
+def slow_indexer_loss(q, k, iq, ik, block: int, group: int, window: int) -> float:
+    """The distillation loss the obvious way, one head: q, k: [n, d]; iq: [n, 2, r]; ik: [n, r]; causal."""
+    q, k = np.asarray(q, np.float64), np.asarray(k, np.float64)
+    n, m = len(q), -(-len(q) // block)
+    logits = q @ k.T / np.sqrt(q.shape[-1]) + np.where(np.tril(np.ones((n, n))) > 0, 0, -np.inf)
+    p = np.exp(logits - logits.max(-1, keepdims=True))
+    p /= p.sum(-1, keepdims=True)
+    mass = np.stack([p[:, j * block:(j + 1) * block].sum(-1) for j in range(m)], -1)  # [n, m]
+    scores = slow_index_scores(iq, ik, block)
+    total, weight = 0.0, 0.0
+    for start in range(0, n, group):
+        rows = range(start, min(start + group, n))
+        own = start // block
+        routable = [j for j in range(own) if j not in {own, own - 1, 0} and j < own - window + 1 or
+                    (j < own and j not in {0} and own - j > window)]
+        if not routable:
+            continue
+        t = mass[list(rows)].mean(0)[routable]
+        w = t.sum()
+        s = scores[list(rows)].mean(0)[routable]
+        log_p = s - np.log(np.exp(s - s.max()).sum()) - s.max()
+        t = t / w
+        total += w * np.sum(t * (np.log(t) - log_p))
+        weight += w
+    return total / weight
+
+
+@pytest.mark.parametrize("group", [1, 3])
+def test_indexer_loss_matches_a_slow_reference(group):
+    cfg = AttentionConfig(d_model=4, num_heads=1, options=INDEXED + (("query_group", group),))
+    params = sparse.init(jax.random.key(0), cfg)
+    x = jax.random.normal(jax.random.key(1), (1, 17, 4))
+    q, k, _ = projections.project_qkv(params, x)
+    iq, ik = sparse.project_index(params, x)
+    want = slow_indexer_loss(q[0, :, 0], k[0, :, 0], iq[0, :, 0], ik[0, :, 0], 3, group, 1)
+    np.testing.assert_allclose(float(sparse.indexer_loss(params, x, cfg)), want, rtol=1e-4)
+
+
+def test_indexer_loss_ignores_padding():
+    cfg = AttentionConfig(d_model=8, num_heads=2, options=INDEXED)
+    params = sparse.init(jax.random.key(0), cfg)
+    x = jax.random.normal(jax.random.key(1), (1, 16, 8))
+    mask = jnp.arange(16)[None] < 11
+    padded = sparse.indexer_loss(params, x.at[:, 11:].set(7.0), cfg, padding_mask=mask)
+    np.testing.assert_allclose(padded, sparse.indexer_loss(params, x[:, :11], cfg), rtol=1e-5)
+
+
+def test_indexer_loss_trains_only_the_indexer_and_goes_down():
+    cfg = TransformerConfig(vocab_size=11, d_model=8, num_heads=2, num_layers=2, max_len=24, attention="sparse",
+                            attention_options=INDEXED)
+    model = TransformerLM(cfg)
+    params = model.init(jax.random.key(0))
+    batch = {"tokens": jax.random.randint(jax.random.key(1), (2, 25), 0, 11)}
+    grads = jax.grad(model.indexer_loss)(params, batch)
+    for path, g in jax.tree_util.tree_leaves_with_path(grads):
+        name = jax.tree_util.keystr(path)
+        moved = float(jnp.max(jnp.abs(g)))
+        assert (moved > 0) == ("index_" in name), (name, moved)
+    opt = optax.adam(3e-2)
+    step = jax.jit(lambda p, s: (lambda g, s: (optax.apply_updates(p, opt.update(g, s)[0]), opt.update(g, s)[1]))(
+        jax.grad(model.indexer_loss)(p, batch), s))
+    state, first = opt.init(params), float(model.indexer_loss(params, batch))
+    for _ in range(30):
+        params, state = step(params, state)
+    assert float(model.indexer_loss(params, batch)) < 0.7 * first
+
+
+def test_indexer_errors_are_named():
+    indexed = AttentionConfig(d_model=8, num_heads=2, options=INDEXED)
+    plain = AttentionConfig(d_model=8, num_heads=2, options=(("block", 3),))
+    x = jnp.zeros((1, 6, 8))
+    with pytest.raises(ValueError, match="router"):
+        sparse.indexer_loss(sparse.init(jax.random.key(0), plain), x, plain)
+    with pytest.raises(ValueError, match="index_query"):
+        sparse.apply(sparse.init(jax.random.key(0), plain), x, indexed)
+    lm = TransformerLM(TransformerConfig(vocab_size=11, d_model=8, num_heads=2, num_layers=1, max_len=8))
+    with pytest.raises(ValueError, match="router='indexer'"):
+        lm.indexer_loss(lm.init(jax.random.key(0)), {"tokens": jnp.zeros((1, 8), jnp.int32)})

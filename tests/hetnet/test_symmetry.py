@@ -138,12 +138,14 @@ def test_permute_then_invert_is_identity(permute_layers):
     jax.tree.map(np.testing.assert_array_equal, back, params)
 
 
-VARIANT_OPTIONS = {"sparse": (("block", 2), ("top_k", 1)), "linear": (("chunk", 4),)}
+VARIANT_OPTIONS = {"sparse": (("block", 2), ("top_k", 1)), "linear": (("chunk", 4),),
+                   "sparse-indexer": (("block", 2), ("top_k", 1), ("router", "indexer"), ("index_dim", 3))}
 
 
-@pytest.mark.parametrize("variant", attention.variants())
+@pytest.mark.parametrize("variant", attention.variants() + ("sparse-indexer",))
 def test_every_attention_variant_keeps_the_symmetry(variant):
-    cfg = dataclasses.replace(BASE, num_layers=2, attention=variant, attention_options=VARIANT_OPTIONS.get(variant, ()))
+    cfg = dataclasses.replace(BASE, num_layers=2, attention=variant.split("-")[0],
+                              attention_options=VARIANT_OPTIONS.get(variant, ()))
     model = TransformerLM(cfg)
     params, axes = model.init(jax.random.key(0)), model.axes
     tokens = jax.random.randint(jax.random.key(1), (2, 6), 0, cfg.vocab_size)
