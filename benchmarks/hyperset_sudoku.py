@@ -43,10 +43,10 @@ import optax
 
 from benchmarks import report, sudoku, timing
 from benchmarks.hyperset import body_param_count, matched_configs
+from hetnet.checkpoints import Checkpoints
 from hetnet.config import TransformerConfig
 from hetnet.models import TransformerLM
 from hetnet.train import make_train_step
-from unf.meta.train import Checkpoints
 
 MODELS = {"hyperset": "Hyper-SET", "recurrent": "recurrent transformer"}
 PAPER = {"Hyper-SET": {"board": 54.70}, "recurrent transformer": {"board": 49.30}}

@@ -1,5 +1,9 @@
 """``hetnet-train``: train a TransformerLM with Adam on the embedded standard-library text (or a text file).
 
+With ``--out`` the run is resumable: params and optimizer state are checkpointed (orbax) every
+``--checkpoint-every`` steps, and running the same command again continues from the newest checkpoint, drawing the
+same batches an unbroken run would (a larger ``--steps`` extends a finished run).
+
 With ``--mesh DATA MODEL`` the step is sharded by the params' labels over a mesh of every device of every process
 (data parallel over DATA, tensor parallel over MODEL); started by ``python -m hetnet.launch`` (or under a cluster's
 launcher with ``--distributed``) each process reads only its rows of each batch, and only process 0 prints.
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,6 +26,7 @@ import optax
 from tqdm.auto import tqdm
 
 from hetnet import attention, data, distributed, sharding
+from hetnet.checkpoints import Checkpoints, check_resume, truncate_metrics
 from hetnet.config import BLOCK_KINDS, DTYPES, FFN_KINDS, TransformerConfig
 from hetnet.models import TransformerLM
 from hetnet.train import make_eval_step, make_train_step, step_shardings
@@ -77,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=_positive_int, default=100)
     p.add_argument("--eval-batches", type=_positive_int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="folder for metrics.jsonl (appended as training runs)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run folder: metrics.jsonl, run_config.json and checkpoints/; rerun to resume")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=100, help="steps between checkpoints (with --out)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -98,8 +106,47 @@ def batch_maker(tokens: np.ndarray, batch: int, length: int, shardings):
         {"tokens": data.sample_window_rows(key, tokens, batch, length, rows)}, shardings.batch)
 
 
+# The settings that fix a run's trajectory; a resume must repeat them. --steps may grow, and --mesh may change (the
+# state is restored onto whatever layout this run uses).
+TRAJECTORY = ("text", "max_bytes", "batch", "seq_len", "d_model", "layers", "heads", "kv_heads", "norm", "ffn",
+              "attention", "attention_option", "block", "dtype", "lr", "seed")
+
+
+def run_description(args: argparse.Namespace) -> dict:
+    """Returns the settings in :data:`TRAJECTORY` as they read back from run_config.json."""
+    return json.loads(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()
+                                  if k in TRAJECTORY}))
+
+
+def resume(args: argparse.Namespace, state: dict) -> tuple[dict, int, Checkpoints | None]:
+    """Returns ``(state, steps done, checkpoints)``: the newest checkpoint in ``args.out`` (none: ``state``, 0),
+    after checking the run's settings; writes run_config.json for a new run and rewinds metrics.jsonl."""
+    if args.out is None:
+        return state, 0, None
+    checkpoints = Checkpoints(args.out / "checkpoints")
+    config_path, description = args.out / "run_config.json", run_description(args)
+    start = checkpoints.latest()
+    main = distributed.is_main()
+    if start is None:
+        if main:
+            args.out.mkdir(parents=True, exist_ok=True)
+            config_path.write_text(json.dumps(description, indent=1) + "\n")
+            (args.out / "metrics.jsonl").write_text("")
+        return state, 0, checkpoints
+    check_resume(config_path, description)
+    if start > args.steps:
+        raise ValueError(f"{args.out} holds a run checkpointed at step {start}, past --steps {args.steps}; give "
+                         f"--steps >= {start} to continue it.")
+    state = checkpoints.restore(start, state)
+    if main:
+        truncate_metrics(args.out / "metrics.jsonl", start)
+    distributed.main_print(f"resuming {args.out} from step {start}", flush=True)
+    return state, start, checkpoints
+
+
 def run(args: argparse.Namespace) -> dict:
-    """Trains as ``args`` say and returns ``{"final_valid_loss", "final_train_loss", "steps", "seconds"}``."""
+    """Trains as ``args`` say (resuming ``args.out``) and returns ``{"final_valid_loss", "final_train_loss", "steps",
+    "seconds", "params"}``."""
     corpus = data.text_file_corpus(args.text) if args.text else data.stdlib_corpus(args.max_bytes)
     cfg = TransformerConfig(
         vocab_size=corpus.vocab_size,
@@ -135,37 +182,41 @@ def run(args: argparse.Namespace) -> dict:
     train_batch = batch_maker(corpus.train, args.batch, length, shardings)
     valid_batch = batch_maker(corpus.valid, args.batch, length, shardings)
     main = distributed.is_main()
-    log = None
-    if args.out is not None and main:
-        args.out.mkdir(parents=True, exist_ok=True)
-        log = (args.out / "metrics.jsonl").open("a")
+    state, done, checkpoints = resume(args, {"params": params, "opt_state": opt_state})
+    params, opt_state = state["params"], state["opt_state"]
     n_params = sum(x.size for x in jax.tree.leaves(params))
     distributed.main_print(f"corpus {corpus.source}: {corpus.train.size:,} train / {corpus.valid.size:,} valid "
                            f"bytes; model {n_params:,} params", flush=True)
     start, train_loss, valid_loss = time.perf_counter(), math.nan, math.nan
-    bar = tqdm(range(1, args.steps + 1), disable=args.quiet or not main, desc="train", unit="step")
-    for i in bar:
-        batch = train_batch(jax.random.fold_in(k_data, i))
-        params, opt_state, metrics = step(params, opt_state, batch)
-        train_loss = float(metrics["loss"])
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(f"training loss became {train_loss} at step {i}; lower --lr.")
-        record = {"step": i, "train_loss": train_loss}
-        if i % args.eval_every == 0 or i == args.steps:
-            valid_loss = evaluate(eval_step, params, valid_batch, k_eval, args.eval_batches)
-            record["valid_loss"] = valid_loss
-            bar.set_postfix(train=f"{train_loss:.3f}", valid=f"{valid_loss:.3f}")
-            if args.quiet:
-                distributed.main_print(f"step {i}: train {train_loss:.4f} valid {valid_loss:.4f}", flush=True)
-        if log is not None:
+    bar = tqdm(range(done + 1, args.steps + 1), initial=done, total=args.steps, disable=args.quiet or not main,
+               desc="train", unit="step")
+    with (args.out / "metrics.jsonl").open("a") if args.out is not None and main else open(os.devnull, "w") as log:
+        for i in bar:
+            batch = train_batch(jax.random.fold_in(k_data, i))
+            params, opt_state, metrics = step(params, opt_state, batch)
+            train_loss = float(metrics["loss"])
+            if not math.isfinite(train_loss):
+                raise FloatingPointError(f"training loss became {train_loss} at step {i}; lower --lr.")
+            record = {"step": i, "train_loss": train_loss}
+            if i % args.eval_every == 0 or i == args.steps:
+                valid_loss = evaluate(eval_step, params, valid_batch, k_eval, args.eval_batches)
+                record["valid_loss"] = valid_loss
+                bar.set_postfix(train=f"{train_loss:.3f}", valid=f"{valid_loss:.3f}")
+                if args.quiet:
+                    distributed.main_print(f"step {i}: train {train_loss:.4f} valid {valid_loss:.4f}", flush=True)
             log.write(json.dumps(record) + "\n")
             log.flush()
-    if log is not None:
-        log.close()
+            if checkpoints is not None and (i % args.checkpoint_every == 0 or i == args.steps):
+                checkpoints.save(i, {"params": params, "opt_state": opt_state})
+    if checkpoints is not None:
+        checkpoints.close()
+    if done == args.steps:  # nothing left to train: report the finished run
+        valid_loss = evaluate(eval_step, params, valid_batch, k_eval, args.eval_batches)
     seconds = time.perf_counter() - start
     distributed.main_print(f"final validation loss {valid_loss:.4f} nats/byte ({valid_loss / math.log(2):.3f} "
                            f"bits/byte) after {args.steps} steps in {seconds:.1f}s", flush=True)
-    return {"final_valid_loss": valid_loss, "final_train_loss": train_loss, "steps": args.steps, "seconds": seconds}
+    return {"final_valid_loss": valid_loss, "final_train_loss": train_loss, "steps": args.steps, "seconds": seconds,
+            "params": params}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,10 @@
 """hetnet-train: a tiny run with a chosen attention variant and body; bad settings end with a message, not a trace."""
 
+import json
 import math
 
+import jax
+import numpy as np
 import pytest
 
 from hetnet import cli
@@ -57,3 +60,28 @@ def test_sharded_run_over_a_mesh_gives_the_single_device_losses():
 def test_a_mesh_larger_than_the_devices_is_refused(capsys):
     assert cli.main(TINY + ["--mesh", "4", "4"]) == 2
     assert "needs 16 devices; 4 exist" in capsys.readouterr().err
+
+
+def test_a_stopped_run_resumes_to_the_unbroken_result(tmp_path, capsys):
+    def run(out, steps, *extra):
+        return cli.run(cli.build_parser().parse_args(
+            TINY + ["--steps", str(steps), "--eval-every", "2", "--checkpoint-every", "2", "--out", str(out), *extra]))
+
+    unbroken = run(tmp_path / "a", 4)
+    run(tmp_path / "b", 2)
+    # A run killed after logging step 3 but before its next checkpoint: the resume rewinds the log to step 2.
+    with (tmp_path / "b" / "metrics.jsonl").open("a") as log:
+        log.write('{"step": 3, "train_loss": 9.0}\n')
+    resumed = run(tmp_path / "b", 4)
+    assert "resuming" in capsys.readouterr().out
+    assert resumed["final_valid_loss"] == unbroken["final_valid_loss"]
+    for a, b in zip(jax.tree.leaves(unbroken["params"]), jax.tree.leaves(resumed["params"])):
+        np.testing.assert_array_equal(a, b)
+    logged = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4]
+    finished = run(tmp_path / "b", 4)  # nothing left: reports the finished run's loss
+    assert finished["final_valid_loss"] == unbroken["final_valid_loss"]
+    with pytest.raises(ValueError, match="lr: checkpointed 0.003, now 0.01"):
+        run(tmp_path / "b", 6, "--lr", "0.01")
+    with pytest.raises(ValueError, match="past --steps 2"):
+        run(tmp_path / "b", 2)

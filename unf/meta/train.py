@@ -26,6 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from hetnet import distributed
+from hetnet.checkpoints import Checkpoints, check_resume, truncate_metrics
 from unf.meta import estimators
 from unf.tasks.base import Task
 
@@ -111,37 +112,6 @@ def initial_state(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig) -> dict:
     }
 
 
-class Checkpoints:
-    """Orbax-managed checkpoints of the run state under ``directory`` (the newest few are kept)."""
-
-    def __init__(self, directory: Path, keep: int = 2):
-        self.manager = ocp.CheckpointManager(
-            Path(directory).absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-        )
-
-    def latest(self) -> int | None:
-        return self.manager.latest_step()
-
-    def save(self, step: int, state: dict) -> None:
-        self.manager.save(step, args=ocp.args.StandardSave(state))
-        self.manager.wait_until_finished()
-
-    def restore(self, step: int, like: dict) -> dict:
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-
-    def close(self) -> None:
-        self.manager.close()
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    # A killed run may have logged steps after its last checkpoint; those are replayed on resume.
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
 def run_description(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig) -> dict:
     """Returns the settings that determine a run's trajectory, as JSON-ready values."""
     description = {
@@ -150,18 +120,6 @@ def run_description(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig) -> dict:
         "seed": cfg.seed, **{f"es.{k}": v for k, v in dataclasses.asdict(cfg.es).items()},
     }
     return json.loads(json.dumps(description))  # as it reads back from run_config.json (tuples become lists)
-
-
-def _check_resume(path: Path, description: dict) -> None:
-    if not path.exists():
-        raise ValueError(f"{path.parent} holds checkpoints but no run_config.json; it was not written by this "
-                         "version of meta_train. Start a new run folder.")
-    saved = json.loads(path.read_text())
-    changed = {k: (saved.get(k), v) for k, v in description.items() if k not in ("steps_planned",) and saved.get(k) != v}
-    if changed:
-        lines = ", ".join(f"{k}: checkpointed {a!r}, now {b!r}" for k, (a, b) in changed.items())
-        raise ValueError(f"cannot resume the run in {path.parent} with other settings ({lines}). Rerun with the "
-                         "checkpointed settings, or use a new run folder.")
 
 
 def task_order(seed: int, step: int, num_tasks: int) -> int:
@@ -203,15 +161,10 @@ def meta_train(
     start = checkpoints.latest()
     metrics_path = out / "metrics.jsonl"
     if start is not None:
-        _check_resume(config_path, description)
-        try:
-            state = checkpoints.restore(start, state)
-        except Exception as err:  # noqa: BLE001 - orbax raises many kinds for a damaged checkpoint
-            raise ValueError(f"checkpoint {start} in {out / 'checkpoints'} could not be restored ({type(err).__name__}"
-                             f"); it is damaged or incomplete. Delete that step's folder to resume from an earlier "
-                             "one.") from err
+        check_resume(config_path, description, free=("steps_planned",))
+        state = checkpoints.restore(start, state)
         if main:
-            _truncate_metrics(metrics_path, start)
+            truncate_metrics(metrics_path, start)
     else:
         start = 0
         if main:

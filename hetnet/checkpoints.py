@@ -1,0 +1,69 @@
+"""Resumable runs: orbax checkpoints of a run's state, the settings a resume must match, and a metrics log that a
+resume rewinds to its checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpoints:
+    """Orbax-managed checkpoints of the run state under ``directory`` (the newest ``keep`` are kept).
+
+    Every process of a multi-process run takes part in :meth:`save` and :meth:`restore`.
+    """
+
+    def __init__(self, directory: Path, keep: int = 2):
+        self.directory = Path(directory).absolute()
+        self.manager = ocp.CheckpointManager(
+            self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+        )
+
+    def latest(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state) -> None:
+        self.manager.save(step, args=ocp.args.StandardSave(state))
+        self.manager.wait_until_finished()
+
+    def restore(self, step: int, like):
+        """Returns the state saved at ``step``, shaped (and sharded) like ``like``; a damaged checkpoint raises a
+        ValueError naming it."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+        try:
+            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as err:  # noqa: BLE001 - orbax raises many kinds for a damaged checkpoint
+            raise ValueError(f"checkpoint {step} in {self.directory} could not be restored ({type(err).__name__}: "
+                             f"{err}); it is damaged, incomplete or of another run. Delete that step's folder to "
+                             "resume from an earlier one.") from err
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def truncate_metrics(path: Path, last_step: int) -> None:
+    """Drops the lines of the JSON-lines log ``path`` whose ``"step"`` is past ``last_step``.
+
+    A killed run may have logged steps after its last checkpoint; a resume replays them.
+    """
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def check_resume(path: Path, description: dict, free: tuple[str, ...] = ()) -> None:
+    """Raises ValueError unless the settings saved at ``path`` (``run_config.json``) equal ``description``, apart
+    from the keys in ``free`` (those a resumed run may change, such as how many steps it plans)."""
+    if not path.exists():
+        raise ValueError(f"{path.parent} holds checkpoints but no {path.name}; it was not written by this version. "
+                         "Start a new run folder.")
+    saved = json.loads(path.read_text())
+    changed = {k: (saved.get(k), v) for k, v in description.items() if k not in free and saved.get(k) != v}
+    if changed:
+        lines = ", ".join(f"{k}: checkpointed {a!r}, now {b!r}" for k, (a, b) in changed.items())
+        raise ValueError(f"cannot resume the run in {path.parent} with other settings ({lines}). Rerun with the "
+                         "checkpointed settings, or use a new run folder.")
