@@ -10,6 +10,8 @@ import pytest
 from unf import lopt, tasks
 from unf.lopt import features
 
+from tests.unf import optax_loop
+
 
 @pytest.fixture(scope="module")
 def mlp_task():
@@ -91,19 +93,7 @@ def test_features_have_19_channels_and_progress_encoding():
 def test_drop_in_for_optax_training_loop_and_state_checkpoints(mlp_task, tmp_path):
     learned = lopt.UNFOptimizer(mlp_task.spec)
     opt = learned.opt_fn(learned.init_meta_params(jax.random.key(0)))
-    params = mlp_task.init(jax.random.key(1))
-    state = opt.init(params)
-
-    @jax.jit
-    def step(p, s, key):
-        loss, g = jax.value_and_grad(mlp_task.loss)(p, mlp_task.sample_batch(key))
-        u, s = opt.update(g, s, p)
-        return optax.apply_updates(p, u), s, loss
-
-    losses = []
-    for i in range(30):
-        params, state, loss = step(params, state, jax.random.key(i))
-        losses.append(float(loss))
+    _, state, losses = optax_loop.train(mlp_task, opt, 30)
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     with ocp.StandardCheckpointer() as ckpt:
         ckpt.save(tmp_path / "state", state)

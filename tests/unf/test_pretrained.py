@@ -3,11 +3,12 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from unf import lopt, tasks
 from unf.lopt import shipped
+
+from tests.unf import optax_loop
 
 
 def test_the_transformer_optimizer_ships_with_its_provenance():
@@ -20,20 +21,7 @@ def test_the_transformer_optimizer_ships_with_its_provenance():
 
 def test_it_trains_a_transformer_of_another_width_depth_and_attention():
     task = tasks.transformer_lm(d_model=24, layers=2, heads=4, seq=8, batch=8, attention="linear")
-    opt = lopt.pretrained("transformer-lm", total_steps=30)
-    params = task.init(jax.random.key(0))
-    state = opt.init(params)
-
-    @jax.jit
-    def step(p, s, key):
-        loss, g = jax.value_and_grad(task.loss)(p, task.sample_batch(key))
-        u, s = opt.update(g, s, p)
-        return optax.apply_updates(p, u), s, loss
-
-    losses = []
-    for i in range(30):
-        params, state, loss = step(params, state, jax.random.key(i))
-        losses.append(float(loss))
+    _, _, losses = optax_loop.train(task, lopt.pretrained("transformer-lm", total_steps=30), 30, seed=0)
     assert np.all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3
 

@@ -1,0 +1,23 @@
+"""A plain optax training loop, written the way a user would, for checking that an optimizer drops into one."""
+
+import jax
+import optax
+
+
+def train(task, opt, steps: int, seed: int = 1):
+    """Returns ``(params, opt_state, losses)`` after ``steps`` jitted steps of ``opt`` on ``task`` (batch ``i`` from
+    ``key(i)``)."""
+    params = task.init(jax.random.key(seed))
+    state = opt.init(params)
+
+    @jax.jit
+    def step(p, s, key):
+        loss, g = jax.value_and_grad(task.loss)(p, task.sample_batch(key))
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s, loss
+
+    losses = []
+    for i in range(steps):
+        params, state, loss = step(params, state, jax.random.key(i))
+        losses.append(float(loss))
+    return params, state, losses
