@@ -22,6 +22,9 @@ RMSNorm, ReLU MLP x4, no biases). Each model trains in its own process (``--mode
 accuracy at the training depth is logged every ``--eval-every`` steps. ``--report`` gathers both runs into JSON, a
 PNG and a markdown table: board and cell accuracy against iterations at inference, 1 to 2x the training depth.
 
+``--init-from RUNS`` starts both models from a finished run's params with a fresh optimiser state and schedule (a warm
+restart on the same boards); its steps and curves count on from that run's.
+
     python -m benchmarks.hyperset_sudoku --model hyperset &
     python -m benchmarks.hyperset_sudoku --model recurrent &
     wait; python -m benchmarks.hyperset_sudoku --report
