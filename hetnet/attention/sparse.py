@@ -6,8 +6,8 @@ The sequence is cut into blocks of ``block`` positions. For each query block ``i
   masked), the ``window`` neighbouring blocks before it (and after it when non-causal), the first block, and the
   ``top_k`` remaining blocks that score highest against the mean query of the query's *routing group* (padded
   positions left out), scored with mean-pooled block keys (MoBA's routing; no extra parameters). A routing group is
-  ``query_group`` consecutive queries of one block: the whole block by default (one choice per block), down to ``1`` (every query routes on its
-  own, as MoBA and NSA do);
+  ``query_group`` consecutive queries of one block: the whole block by default (one choice per block), down to
+  ``1`` (every query routes on its own, as MoBA and NSA do);
 - **one summary token per other block**: the mean key and mean value of each eligible block that was not selected,
   with its logit raised by ``log(block size)`` so it stands for that many keys, so dropped attention mass is
   approximated rather than zeroed (``c exp(q . k_mean)`` stands for ``sum_l exp(q . k_l)``; by Jensen it is a lower
