@@ -165,7 +165,10 @@ def steps_before(args, model: str) -> int:
     """Returns the steps the params had already trained before this run: those of the ``--init-from`` run."""
     if args.init_from is None:
         return 0
-    return Checkpoints(args.init_from / model / "checkpoints").latest() or 0
+    checkpoints = Checkpoints(args.init_from / model / "checkpoints")
+    last = checkpoints.latest() or 0
+    checkpoints.close()
+    return last
 
 
 def train(args) -> None:

@@ -160,9 +160,8 @@ def distill_indexer(dense_params, cfg: TransformerConfig, corpus, steps: int, ba
     index = {name: fresh[name] for name in sparse.INDEXER_AXES}
 
     def with_index(index):
-        params = jax.tree.map(lambda a: a, dense_params)
-        params["blocks"]["attn"] = {**params["blocks"]["attn"], **index}
-        return params
+        blocks = dense_params["blocks"]
+        return {**dense_params, "blocks": {**blocks, "attn": {**blocks["attn"], **index}}}
 
     optimizer = optax.adam(optax.cosine_decay_schedule(3e-3, steps))
     tokens = jnp.asarray(corpus.train)

@@ -193,7 +193,7 @@ def _block_means(x: jax.Array, lay: _Layout) -> jax.Array:
     return jnp.einsum("bkmld,bml->bkmd", x, weights)
 
 
-def _route_scores(lay: _Layout, opts: SparseSettings, index) -> jax.Array:
+def _route_scores(lay: _Layout, index) -> jax.Array:
     """Returns every routing group's score for every key block, [b, K, G, m, r, m]; higher is read first.
 
     index: None (mean query against mean key) or the indexer's ``(queries, keys)`` of :func:`project_index`.
@@ -237,7 +237,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
     bs = opts.block
     scale = 1.0 / math.sqrt(d)
 
-    route = _route_scores(lay, opts, index)
+    route = _route_scores(lay, index)
     route = jnp.where(lay.routable[:, None, None, :, None], route, -jnp.inf)
     lead = (b, kv_heads, groups, m, r)
     forced, forced_valid = lay.forced, lay.forced_valid
@@ -289,7 +289,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
     return out[:, :n].astype(q.dtype)
 
 
-def dense_block_mass(lay: _Layout, cfg: AttentionConfig) -> jax.Array:
+def _dense_block_mass(lay: _Layout, cfg: AttentionConfig) -> jax.Array:
     """Returns dense attention's mass on every key block, averaged over each routing group's real queries,
     [b, K, G, m, r, m].
 
@@ -334,18 +334,15 @@ def indexer_loss(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: ja
     x = jax.lax.stop_gradient(x)
     q, k, v = projections.project_qkv(jax.lax.stop_gradient(params), x)
     lay = _layout(q, k, v, cfg, opts, padding_mask)
-    target = jax.lax.stop_gradient(dense_block_mass(lay, cfg))
+    target = jax.lax.stop_gradient(_dense_block_mass(lay, cfg))
     routable = lay.routable[:, None, None, :, None]  # [b, 1, 1, m, 1, m]
     target = jnp.where(routable, target, 0.0)
     mass = jnp.sum(target, axis=-1)
     target = target / jnp.maximum(mass, jnp.finfo(target.dtype).tiny)[..., None]
-    scores = _route_scores(lay, opts, project_index(params, x)).astype(jnp.float32)
+    scores = _route_scores(lay, project_index(params, x)).astype(jnp.float32)
     log_p = jax.nn.log_softmax(jnp.where(routable, scores, -jnp.inf), axis=-1)
     kl = jnp.sum(jnp.where(target > 0, target * (jnp.log(jnp.where(target > 0, target, 1.0)) - log_p), 0.0), -1)
-    b, n = x.shape[:2]
-    real = jnp.ones((b, n), bool) if padding_mask is None else padding_mask.astype(bool)
-    group_real = _blocked(real, lay.realb.shape[1] * lay.realb.shape[2] - n).reshape(
-        b, *lay.qb.shape[3:6]).any(-1)  # [b, m, r]
+    group_real = jnp.sum(lay.group_weights, axis=-1)  # [b, m, r]: 1 where the group has a real query, else 0
     weight = mass * group_real[:, None, None]
     return jnp.sum(weight * kl) / jnp.maximum(jnp.sum(weight), jnp.finfo(weight.dtype).tiny)
 
