@@ -136,7 +136,7 @@ def run_recipe(name: str, kind: str, cfg: MetaTrainConfig, out: Path, command: s
     train_tasks = recipe.train_tasks()[:num_tasks]
     commit = _commit()  # the code this run starts from, before anything can change under it
     start = time.perf_counter()
-    state = meta_train(learned, train_tasks, cfg, out, progress=progress)
+    state = meta_train(learned, train_tasks, cfg, out, progress=progress, start=recipe.start)
     seconds = time.perf_counter() - start
     export = out / "export"
     if not distributed.is_main():

@@ -16,40 +16,47 @@ from unf.tasks import Task, transformer_lm
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """train_tasks() -> the tasks meta-training samples from; learned(kind) -> the learned optimizer of that kind
-    (``"unf-adam"``, the one that ships, or ``"mlp-adam"``, its per-parameter baseline); config: the budget."""
+    (``"unf-adam"``, the one that ships, or ``"mlp-adam"``, its per-parameter baseline); config: the budget;
+    start: maps the optimizer's initial meta-params to meta-training's starting point (None: start as Adam)."""
 
     name: str
     train_tasks: Callable[[], list[Task]]
     heldout: Callable[[], list[HeldOut]]
     config: MetaTrainConfig
     description: str
+    start: Callable | None = None
 
     def learned(self, kind: str = "unf-adam"):
         reference = self.train_tasks()[0]
         if kind == "unf-adam":
             return lopt.EquivariantAdam(reference.spec, layer_key="blocks")
         if kind == "mlp-adam":
-            return lopt.PerParameterAdam(layer_key="blocks")
+            return lopt.PerParameterAdam(reference.spec, layer_key="blocks")
         raise ValueError(f"kind must be 'unf-adam' or 'mlp-adam', got {kind!r}.")
 
 
 def _transformer_tasks() -> list[Task]:
+    """Byte-level TransformerLMs spread over width (8-64), depth (1-3), heads (2-4), grouped-query attention and
+    sequence length, so no one shape can be what the rule keys its behaviour to."""
     return [
-        transformer_lm(d_model=16, heads=2, seq=16, batch=8),
         transformer_lm(d_model=8, heads=2, seq=16, batch=8),
-        transformer_lm(d_model=16, heads=2, seq=8, batch=16),
+        transformer_lm(d_model=16, layers=2, heads=2, seq=16, batch=8),
+        transformer_lm(d_model=16, heads=4, kv_heads=2, seq=32, batch=8),
+        transformer_lm(d_model=24, layers=3, heads=3, seq=16, batch=8),
+        transformer_lm(d_model=32, heads=4, seq=16, batch=8),
+        transformer_lm(d_model=32, layers=2, heads=4, kv_heads=2, seq=16, batch=8),
+        transformer_lm(d_model=64, heads=4, seq=16, batch=8),
     ]
 
 
 def _transformer_heldout() -> list[HeldOut]:
-    """Five held-out tasks, each changing one thing from the meta-training tasks (d_model 8-16, one block, 2 heads,
-    sequence 8-16, softmax attention, runs of at most 400 steps)."""
+    """Held-out tasks past the meta-training distribution in width, depth, sequence, attention and horizon."""
     return [
-        HeldOut("2x width", transformer_lm(d_model=32, heads=2, seq=16, batch=8), 200),
-        HeldOut("linear attention", transformer_lm(d_model=16, heads=2, seq=16, batch=8, attention="linear"), 200),
-        HeldOut("2x sequence", transformer_lm(d_model=16, heads=2, seq=32, batch=8), 200),
-        HeldOut("2x depth", transformer_lm(d_model=16, layers=2, heads=2, seq=16, batch=8), 200),
-        HeldOut("4x horizon", transformer_lm(d_model=16, heads=2, seq=16, batch=8), 1600),
+        HeldOut("d64, 2 layers", transformer_lm(d_model=64, layers=2, heads=4, seq=32, batch=8), 400),
+        HeldOut("d128, 2 layers", transformer_lm(d_model=128, layers=2, heads=4, seq=32, batch=8), 400),
+        HeldOut("linear attention", transformer_lm(d_model=32, heads=4, seq=32, batch=8, attention="linear"), 400),
+        HeldOut("4 layers", transformer_lm(d_model=32, layers=4, heads=4, seq=32, batch=8), 400),
+        HeldOut("2,000 steps", transformer_lm(d_model=32, layers=2, heads=4, seq=32, batch=8), 2000),
     ]
 
 
@@ -59,12 +66,14 @@ RECIPES = {
         train_tasks=_transformer_tasks,
         heldout=_transformer_heldout,
         config=MetaTrainConfig(
-            steps=12_000, meta_lr=1e-3, clip=1.0, checkpoint_every=250, seed=0,
-            es=ESConfig(estimator="nres", num_particles=16, truncation=10, horizons=(100, 200, 400), sigma=0.01,
-                        rescale=0.3),
+            steps=6_000, meta_lr=3e-3, clip=1.0, checkpoint_every=250, seed=0,
+            es=ESConfig(estimator="nres", num_particles=16, truncation=10, horizons=(100, 200, 500, 1000, 2000),
+                        sigma=0.01, rescale=0.3, objective="valid"),
         ),
-        description="one-block byte-level TransformerLMs on the standard library's text (d_model 8-16, 2 heads, "
-                    "sequence 8-16, softmax attention), runs of 100, 200 or 400 steps",
+        description="byte-level TransformerLMs on the standard library's text (d_model 8-64, 1-3 layers, 2-4 heads, "
+                    "grouped-query attention, sequence 16-32), runs of 100 to 2,000 steps, scored on held-out files; "
+                    "starts from muP-scaled Adam",
+        start=lopt.mup_start,
     ),
 }
 

@@ -7,7 +7,7 @@ per-parameter baseline :class:`PerParameterAdam`; the UNF paper's rule (:class:`
 
 from unf.lopt.features import MOMENTUM_DECAYS, NUM_FEATURES, PROGRESS_TIMESCALES, parameter_features
 from unf.lopt.learned import LearnedOptState, PerParameterMLP, SGDMomentum, UNFOptimizer, adam
-from unf.lopt.learned_adam import EquivariantAdam, LearnedAdamState, PerParameterAdam
+from unf.lopt.learned_adam import EquivariantAdam, LearnedAdamState, PerParameterAdam, mup_start
 from unf.lopt.shipped import available, load_pretrained, pretrained
 
 
@@ -25,6 +25,7 @@ __all__ = [
     "adam",
     "available",
     "load_pretrained",
+    "mup_start",
     "parameter_features",
     "pretrained",
 ]

@@ -1,7 +1,8 @@
 """Per-parameter inputs of the Adam-based learned rule: Adam-normalised moments, weights and progress.
 
-Every feature that reads a gradient is divided by Adam's second-moment estimate, so the inputs do not change when a
-loss or a tensor is rescaled, which is what lets one rule transfer across widths, depths and tasks.
+Every feature that reads a gradient is divided by Adam's second-moment estimate and the weight by its own RMS, so
+the inputs do not change when a loss or a tensor is rescaled and carry no trace of the tensor's size, which is what
+lets one rule transfer across widths, depths and tasks.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ EPS = 1e-8
 CLIP = 10.0
 WARMUP_TIMESCALE = 10.0
 NUM_PROGRESS = 3
-NUM_FEATURES = len(BETA1S) + 4 + NUM_PROGRESS
+NUM_FEATURES = len(BETA1S) + 3 + NUM_PROGRESS
 
 
 def bias_corrected(moment: jax.Array, decay: float, count: jax.Array) -> jax.Array:
@@ -59,8 +60,9 @@ def leaf_features(w, g, momenta, v, count, progress) -> jax.Array:
     factored = factored_rms(v) / jnp.sqrt(1.0 - jnp.float32(BETA2) ** count.astype(jnp.float32))
     channels.append(adam_m / (factored + EPS))
     w_rms = jnp.sqrt(jnp.mean(jnp.square(w)) + 1e-30)
+    # The weight enters relative to its own RMS only: its absolute scale falls like 1 / sqrt(fan-in) with width, and
+    # a rule that could read it would key its behaviour to the meta-training widths.
     channels.append(w / (w_rms + 1e-8))
-    channels.append(jnp.broadcast_to(jnp.log(w_rms + 1e-8) / 10.0, w.shape))
     x = jnp.clip(jnp.stack(channels, axis=-1), -CLIP, CLIP)
     tiled = jnp.broadcast_to(progress.reshape((1,) * w.ndim + (-1,)), w.shape + progress.shape)
     return jnp.concatenate([x, tiled], axis=-1)

@@ -1,16 +1,17 @@
 """Adam plus a learned correction: the learned optimizers that start as Adam and move away only where that pays.
 
-For every tensor the network reads Adam-normalised moments, the weight and training progress
+For every tensor the network reads Adam-normalised moments, the weight relative to its RMS and training progress
 (:mod:`unf.lopt.adam_features`), runs pointwise layers and then an output layer that is the UNF equivariant layer
 (:class:`EquivariantAdam`) or one more pointwise layer (:class:`PerParameterAdam`), and emits two channels: a
 direction correction ``d`` and a log-magnitude ``s``. The update is
 
-    u = -lr(t) * exp(s) * rms(a) / rms(a + d) * (a + d) - lr(t) * weight_decay * w,
+    u = -lr(t) * (n / 32) ** -alpha[role] * exp(s) * rms(a) / rms(a + d) * (a + d) - lr(t) * weight_decay * w,
 
 with ``a`` Adam's update direction, ``rms`` over each tensor (the direction is RMS-normalised to Adam's scale at every
-step) and ``lr(t)`` a learned schedule over training progress (:mod:`unf.lopt.schedule`) or the user's own. The
-output layer, the schedule's knots and the weight decay start at zero, so at initialisation the rule is exactly
-``optax.adam(1e-3)``.
+step), ``(role, n)`` the tensor's muP role and effective width read off its labels (:mod:`unf.lopt.width`) with a
+learned exponent per role, and ``lr(t)`` a learned schedule over training progress (:mod:`unf.lopt.schedule`) or the
+user's own. The output layer, the exponents, the schedule's knots and the weight decay start at zero, so at
+initialisation the rule is exactly ``optax.adam(1e-3)``.
 
 ``init_meta_params(key) -> meta_params``; ``opt_fn(meta_params, total_steps=...)`` returns an optax
 ``GradientTransformationExtraArgs`` whose ``update(grads, state, params)`` needs ``params`` and no other extra arg.
@@ -31,10 +32,11 @@ from unf import layers
 from unf import spec as spec_lib
 from unf.lopt import adam_features as feats
 from unf.lopt import schedule
+from unf.lopt import width
 from unf.lopt.meta_params import check_like
 from unf.spec import WeightSpaceSpec
 
-HIDDEN = 16
+HIDDEN = 8
 DEFAULT_LR = 1e-3
 MAX_LOG_MAGNITUDE = 6.0
 ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], jax.Array]]
@@ -91,6 +93,7 @@ def transformation(
     total_steps: int | jax.Array,
     learning_rate: ScalarOrSchedule | None = None,
     layer_key: str | None = None,
+    spec: WeightSpaceSpec | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Returns the learned-Adam optax transformation.
 
@@ -100,7 +103,7 @@ def transformation(
     correction(params, features) -> tree like params with leaves ``[*leaf_shape, 2]`` (direction, log-magnitude);
     total_steps: the run's length, a positive int (or a scalar array inside meta-training, where runs of several
     lengths share one compiled step); learning_rate: None for the learned schedule, else a float or an optax
-    schedule that replaces it.
+    schedule that replaces it; spec: the labels the muP width factors are read from (None: every factor is 1).
     """
     total_steps = _check_total_steps(total_steps)
 
@@ -132,22 +135,34 @@ def transformation(
         adam_m = momenta[feats.BETA1S.index(feats.ADAM_BETA1)]
         lr = step_size(count)
         decay = meta_params["weight_decay"]
+        factors = _width_factors(meta_params["width_exponent"], params, stacked, spec)
 
-        def one(g, p, m, vv, o):
+        def one(g, p, m, vv, o, factor):
             a = feats.bias_corrected(m, feats.ADAM_BETA1, count) / (
                 jnp.sqrt(feats.bias_corrected(vv, feats.BETA2, count)) + feats.EPS
             )
             direction = a + o[..., 0]
             scale = _rms(a) / jnp.maximum(_rms(direction), 1e-30)
             magnitude = jnp.exp(jnp.clip(o[..., 1], -MAX_LOG_MAGNITUDE, MAX_LOG_MAGNITUDE))
-            u = -lr * (magnitude * scale * direction + decay * jnp.asarray(p, jnp.float32))
+            u = -lr * (factor * magnitude * scale * direction + decay * jnp.asarray(p, jnp.float32))
             return u.astype(jnp.result_type(g))
 
-        updates = jax.tree.map(lambda per_layer, *a: (jax.vmap(one) if per_layer else one)(*a),
-                               stacked, grads, params, adam_m, v, out)
+        updates = jax.tree.map(
+            lambda per_layer, factor, *a: (jax.vmap(one, in_axes=(0,) * 5 + (None,)) if per_layer else one)(*a, factor),
+            stacked, factors, grads, params, adam_m, v, out)
         return updates, LearnedAdamState(momenta, v, count)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _width_factors(exponents: jax.Array, params: Any, stacked: Any, spec: WeightSpaceSpec | None) -> Any:
+    """Returns a tree like ``params`` of scalars ``(n / REFERENCE_WIDTH) ** -exponents[role]`` (ones without a spec)."""
+    if spec is None:
+        return jax.tree.map(lambda _: jnp.ones((), jnp.float32), params)
+    current = spec_lib.relabel(spec, params)
+    per_leaf = width.roles(current, jax.tree.leaves(stacked))
+    factors = [jnp.exp(-exponents[role] * np.float32(np.log(n / width.REFERENCE_WIDTH))) for role, n in per_leaf]
+    return current.unflatten(factors)
 
 
 def _stacked_leaves(params: Any, layer_key: str | None) -> Any:
@@ -169,19 +184,33 @@ def _base_meta_params(key: jax.Array, hidden: int) -> dict:
     return {
         "schedule": schedule.init(DEFAULT_LR),
         "weight_decay": jnp.zeros((), jnp.float32),
+        "width_exponent": jnp.zeros((len(width.ROLES),), jnp.float32),
         "hidden": _mlp_init(key, (feats.NUM_FEATURES, hidden, hidden)),
     }
+
+
+def mup_start(meta_params: dict) -> dict:
+    """Returns ``meta_params`` with the muP exponents set (hidden and output tensors step like ``1 / width``,
+    embeddings and vectors like O(1)): the starting point meta-training moves from, so widths transfer from step 0."""
+    exponents = np.zeros(len(width.ROLES), np.float32)
+    exponents[[width.ROLES.index("hidden"), width.ROLES.index("output")]] = 1.0
+    return {**meta_params, "width_exponent": jnp.asarray(exponents)}
 
 
 @dataclasses.dataclass(frozen=True)
 class PerParameterAdam:
     """Adam plus a correction computed for every parameter alone (pointwise layers only): the non-equivariant
-    baseline with the same inputs, outputs and update as :class:`EquivariantAdam`. ``layer_key`` names the params
-    entry of stacked layers, whose per-tensor statistics are then taken per layer."""
+    baseline with the same inputs, outputs and update as :class:`EquivariantAdam`. ``spec`` (optional) gives the
+    labels its muP width factors are read from; without one every factor is 1. ``layer_key`` names the params entry
+    of stacked layers, whose per-tensor statistics are then taken per layer."""
 
+    spec: WeightSpaceSpec | None = None
     hidden: int = HIDDEN
     layer_key: str | None = None
     name: str = "mlp-adam"
+
+    def __post_init__(self):
+        _check_settings(self.spec, self.hidden, self.layer_key, allow_no_spec=True)
     uses_total_steps = True
 
     @property
@@ -203,7 +232,19 @@ class PerParameterAdam:
         def correction(params, x):
             return out_layer.apply(meta_params["output"], hidden_features(meta_params["hidden"], x, self.sizes))
 
-        return transformation(meta_params, correction, total_steps, learning_rate, self.layer_key)
+        return transformation(meta_params, correction, total_steps, learning_rate, self.layer_key, self.spec)
+
+
+def _check_settings(spec, hidden, layer_key, allow_no_spec: bool = False) -> None:
+    if not (isinstance(spec, WeightSpaceSpec) or (allow_no_spec and spec is None)):
+        accepted = "a WeightSpaceSpec or None" if allow_no_spec else "a WeightSpaceSpec"
+        raise TypeError(f"spec must be {accepted} (unf.spec.from_hetnet, from_flax, from_labels, ...), got "
+                        f"{type(spec).__name__}.")
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ValueError(f"hidden must be a positive int (the pointwise layers' width), got {hidden!r}.")
+    if layer_key is not None and not isinstance(layer_key, str):
+        raise TypeError(f"layer_key must be None or the str key of the params entry of stacked layers, got "
+                        f"{layer_key!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +272,7 @@ class EquivariantAdam:
     uses_total_steps = True
 
     def __post_init__(self):
+        _check_settings(self.spec, self.hidden, self.layer_key)
         if self.layer_key is not None:
             object.__setattr__(self, "_view_spec", spec_lib.layer_view(self.spec, self.layer_key))
 
@@ -271,11 +313,9 @@ class EquivariantAdam:
             if self.layer_key is None:
                 return one_view(params, x)
             key = self.layer_key
-            depth = np.shape(jax.tree.leaves(params[key])[0])[0]
-            layer = lambda tree, i: jax.tree.map(lambda a: a[i], tree)  # noqa: E731
-            outs = [one_view({**params, key: layer(params[key], i)}, {**x, key: layer(x[key], i)})
-                    for i in range(depth)]
-            shared = {k: jax.tree.map(lambda *ys: sum(ys) / len(ys), *[o[k] for o in outs]) for k in params if k != key}
-            return {**shared, key: jax.tree.map(lambda *ys: jnp.stack(ys), *[o[key] for o in outs])}
+            # One compiled view for every depth: layers are vmapped, the shared leaves broadcast into each view.
+            axes_of = lambda tree: {k: (0 if k == key else None) for k in tree}  # noqa: E731
+            outs = jax.vmap(one_view, in_axes=(axes_of(params), axes_of(x)))(params, x)
+            return {k: (o if k == key else jax.tree.map(lambda y: jnp.mean(y, axis=0), o)) for k, o in outs.items()}
 
-        return transformation(meta_params, correction, total_steps, learning_rate, self.layer_key)
+        return transformation(meta_params, correction, total_steps, learning_rate, self.layer_key, self.spec)

@@ -30,6 +30,7 @@ from hetnet.train import inner_step
 from unf.tasks.base import Task
 
 ESTIMATORS = ("nres", "pes")
+OBJECTIVES = ("train", "valid")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,7 +38,9 @@ class ESConfig:
     """estimator: ``"nres"`` or ``"pes"``; num_particles: inner runs (even: antithetic pairs); truncation: inner
     steps per meta-step; horizons: the lengths a run may have, one drawn per run (each a multiple of truncation;
     the learned optimizer's ``total_steps``); sigma: perturbation std; rescale: log-range of the per-tensor
-    parameter rescaling (0: none)."""
+    parameter rescaling (0: none); objective: what the pairs' losses compare, ``"train"`` (the mean training loss
+    over the truncation) or ``"valid"`` (the loss on a held-out batch after it, shared by the pair, so the rule is
+    rewarded for what generalises rather than for fitting the batches it sees)."""
 
     estimator: str = "nres"
     num_particles: int = 16
@@ -45,8 +48,11 @@ class ESConfig:
     horizons: tuple[int, ...] = (200,)
     sigma: float = 0.01
     rescale: float = 0.0
+    objective: str = "train"
 
     def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}.")
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}.")
         if not isinstance(self.num_particles, int) or self.num_particles < 2 or self.num_particles % 2:
@@ -206,7 +212,10 @@ def es_step(key: jax.Array, meta_params, state: ESState, task: Task, lopt, cfg: 
 
     over_signs = jax.vmap(particle, in_axes=(None, 0, 0, 0, None, None, None, None))
     over_pairs = jax.vmap(over_signs, in_axes=(0, None, 0, 0, 0, 0, 0, 0))
-    new_params, new_opt, losses = over_pairs(eps, signs, params, opt_state, step, task_key, total, scales)
+    new_params, new_opt, train_losses = over_pairs(eps, signs, params, opt_state, step, task_key, total, scales)
+    losses = train_losses
+    if cfg.objective == "valid":
+        losses = _valid_losses(task, new_params, scales, task_key, step + cfg.truncation)
 
     finite = jnp.all(jnp.isfinite(losses), axis=1)
     valid = jnp.maximum(jnp.sum(finite), 1)
@@ -216,5 +225,19 @@ def es_step(key: jax.Array, meta_params, state: ESState, task: Task, lopt, cfg: 
     # A pair that diverged restarts at the next meta-step: pushing its step to its end triggers the reset.
     new_step = jnp.where(finite, step + cfg.truncation, ends)
     new_state = ESState(new_params, new_opt, noise, new_step, total, ends, task_key, scales)
-    metrics = {"meta_loss": meta_loss, "dropped": jnp.sum(~finite), "resets": jnp.sum(reset)}
+    train_loss = jnp.sum(jnp.where(finite, jnp.mean(train_losses, axis=1), 0.0)) / valid
+    metrics = {"meta_loss": meta_loss, "train_loss": train_loss, "dropped": jnp.sum(~finite), "resets": jnp.sum(reset)}
     return grad, new_state, metrics
+
+
+def _valid_losses(task: Task, params: Any, scales: Any, task_key: jax.Array, step: jax.Array) -> jax.Array:
+    """Returns ``[pairs, 2]`` held-out losses of the pairs' params; both members of a pair see the same batch."""
+    if task.sample_valid_batch is None:
+        raise ValueError(f"objective='valid' needs held-out data, but task {task.label} has no sample_valid_batch.")
+    loss_fn = _scaled_loss(task)
+
+    def pair(p, sc, kd, st):
+        batch = task.sample_valid_batch(jax.random.fold_in(jax.random.fold_in(jax.random.wrap_key_data(kd), 3), st))
+        return jax.vmap(lambda q: loss_fn(q, sc, batch))(p)
+
+    return jax.vmap(pair)(params, scales, task_key, step)

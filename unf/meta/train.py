@@ -95,11 +95,15 @@ def place_state(state: dict, sharding: NamedSharding | None) -> dict:
     return distributed.from_host(state, shardings)
 
 
-def initial_state(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig) -> dict:
-    """Returns the run's full state: meta-params, meta-optimizer state, one PES population per task, step 0."""
+def initial_state(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig,
+                  start: Callable[[Any], Any] | None = None) -> dict:
+    """Returns the run's full state: meta-params (``start`` applied to the optimizer's initial ones, when given),
+    meta-optimizer state, one PES population per task, step 0."""
     key = jax.random.key(cfg.seed)
     k_meta, k_pop = jax.random.split(key)
     meta_params = lopt.init_meta_params(k_meta)
+    if start is not None:
+        meta_params = start(meta_params)
     populations = [
         estimators.init_state(jax.random.fold_in(k_pop, i), task, lopt, meta_params, cfg.es)
         for i, task in enumerate(tasks)
@@ -135,13 +139,15 @@ def meta_train(
     *,
     progress: bool = True,
     stop_after: int | None = None,
+    start: Callable[[Any], Any] | None = None,
 ) -> dict:
     """Meta-trains ``lopt`` on ``tasks`` (one task drawn per meta-step) and returns the final run state.
 
     Resumes from the newest checkpoint in ``out_dir/checkpoints`` when there is one, after checking the run's
     settings match. Writes ``metrics.jsonl`` (one line a meta-step, with its wall time) and a checkpoint every
     ``cfg.checkpoint_every`` steps and at the end. ``stop_after`` ends the call after that many meta-steps in total
-    (for tests that simulate a killed run).
+    (for tests that simulate a killed run). ``start`` maps the optimizer's initial meta-params to the run's
+    starting point (a prior such as :func:`unf.lopt.learned_adam.mup_start`).
     """
     if not tasks:
         raise ValueError("tasks must hold at least one task.")
@@ -156,8 +162,10 @@ def meta_train(
     out.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(out / "checkpoints")
     description = run_description(lopt, tasks, cfg)
+    if start is not None:
+        description["start"] = getattr(start, "__name__", repr(start))
     config_path = out / "run_config.json"
-    state = place_state(initial_state(lopt, tasks, cfg), sharding)
+    state = place_state(initial_state(lopt, tasks, cfg, start), sharding)
     start = checkpoints.latest()
     metrics_path = out / "metrics.jsonl"
     if start is not None:

@@ -15,7 +15,8 @@ class Task:
     """One inner training problem.
 
     init(key) -> params; loss(params, batch) -> scalar; sample_batch(key) -> batch (pure, jit- and vmap-able);
-    spec: the weight space of ``params`` for equivariant optimizers; config: the settings that made it.
+    spec: the weight space of ``params`` for equivariant optimizers; config: the settings that made it;
+    sample_valid_batch(key) -> a batch of held-out data (None where the task has no held-out split).
     """
 
     name: str
@@ -24,6 +25,7 @@ class Task:
     loss: Callable[[Any, Any], jax.Array]
     sample_batch: Callable[[jax.Array], Any]
     spec: WeightSpaceSpec
+    sample_valid_batch: Callable[[jax.Array], Any] | None = None
 
     @property
     def label(self) -> str:

@@ -19,12 +19,12 @@ TEXT_BYTES = 1_000_000
 
 
 @functools.lru_cache(maxsize=1)
-def _train_tokens() -> jax.Array:
-    return jnp.asarray(data.stdlib_corpus(max_bytes=TEXT_BYTES).train)
+def _corpus() -> data.TextCorpus:
+    return data.stdlib_corpus(max_bytes=TEXT_BYTES)
 
 
-def _window_sampler(batch: int, length: int):
-    tokens = _train_tokens()
+def _window_sampler(batch: int, length: int, split: str = "train"):
+    tokens = jnp.asarray(getattr(_corpus(), split))
     return lambda key: {"tokens": data.sample_windows(key, tokens, batch, length)}
 
 
@@ -61,19 +61,25 @@ def lstm_lm(hidden: int = 32, embed: int = 16, seq: int = 32, batch: int = 16) -
     labels = {"embed": ("vocab", "embed"), "cell": cell_labels, "readout": {"w": ("hidden", "vocab"), "b": ("vocab",)}}
     spec = spec_lib.from_labels(example, labels)
     config = (("hidden", hidden), ("embed", embed), ("seq", seq), ("batch", batch))
-    return Task("lstm_lm", config, init, loss, _window_sampler(batch, seq + 1), spec)
+    return Task("lstm_lm", config, init, loss, _window_sampler(batch, seq + 1), spec,
+                _window_sampler(batch, seq + 1, "valid"))
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=64)
 def transformer_lm(
-    d_model: int = 16, layers: int = 1, heads: int = 2, seq: int = 16, batch: int = 8, attention: str = "softmax"
+    d_model: int = 16, layers: int = 1, heads: int = 2, seq: int = 16, batch: int = 8, attention: str = "softmax",
+    kv_heads: int | None = None, ffn: str = "gelu", norm: str = "rms",
 ) -> Task:
-    """A byte-level hetnet TransformerLM (any attention variant). Its spec permutes vocabulary and position axes as
-    groups of their own, as the original UNF code does, which keeps equivariant optimizers small."""
+    """A byte-level hetnet TransformerLM (any attention variant; ``kv_heads < heads`` for grouped-query attention;
+    any feed-forward and norm kind). Its spec permutes vocabulary and position axes as groups of their own, as the
+    original UNF code does, which keeps equivariant optimizers small. Validation batches come from held-out files."""
     cfg = TransformerConfig(vocab_size=data.BYTE_VOCAB, d_model=d_model, num_heads=heads, num_layers=layers,
-                            max_len=seq, attention=attention)
+                            max_len=seq, attention=attention, num_kv_heads=kv_heads, ffn=ffn, norm=norm)
     model = TransformerLM(cfg)
     spec = spec_lib.from_hetnet(jax.eval_shape(model.init, jax.random.key(0)), model.axes, io_as_groups=True)
     config = (("d_model", d_model), ("layers", layers), ("heads", heads), ("seq", seq), ("batch", batch),
               ("attention", attention))
-    return Task("transformer_lm", config, model.init, model.loss, _window_sampler(batch, seq + 1), spec)
+    extras = (("kv_heads", kv_heads), ("ffn", ffn), ("norm", norm))
+    config += tuple((k, v) for (k, v), default in zip(extras, (None, "gelu", "rms")) if v != default)
+    return Task("transformer_lm", config, model.init, model.loss, _window_sampler(batch, seq + 1), spec,
+                _window_sampler(batch, seq + 1, "valid"))

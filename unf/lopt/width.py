@@ -1,0 +1,64 @@
+"""muP-style per-tensor step scaling read off the weight-space labels, so a rule meta-trained narrow transfers wide.
+
+Under the maximal-update parametrisation an Adam-like update of a tensor whose input grows with the width must shrink
+like ``1 / width`` (hidden and readout matrices), while embeddings and vectors (biases, norm scales) keep an O(1)
+step. A learned rule that emits one step size per tensor learns those sizes at its meta-training widths; unless they
+are expressed relative to the tensor's width, a rule tuned at ``d_model = 16`` oversteps at 256. Every leaf gets a
+*role* and an *effective width* ``n`` from its labels alone, and the rule multiplies its step by
+``(n / REFERENCE_WIDTH) ** -alpha[role]`` with ``alpha`` learned per role and zero at initialisation (exactly Adam).
+
+Width axes are the permuted axes whose group grows with the model (``embed``, MLP units, heads, head dims, hidden
+units of an MLP or CNN); ``vocab``/``pos``/``classes``, the stacking axis, fixed labels and ``None`` are not.
+
+- ``vector``: at most one width axis and nothing else (biases, norm scales); ``n`` = its size.
+- ``input``: one width axis, last, after fixed-size axes (token and position embeddings, a first layer
+  ``[features, hidden]``); ``n`` = its size.
+- ``output``: one width axis followed by fixed-size axes (the unembedding ``[embed, vocab]``, a readout); ``n`` = its
+  size.
+- ``hidden``: two or more width axes; ``n = sqrt(prod of their sizes)``, which grows like the width for ``[d, 4d]``
+  matrices, ``[d, heads, head_dim]`` projections (heads or head dims growing) and conv kernels alike.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from hetnet import axes as hetnet_axes
+from unf.spec import WeightSpaceSpec
+
+ROLES = ("vector", "input", "output", "hidden")
+REFERENCE_WIDTH = 32.0
+
+
+def is_width_label(label: Any, fixed: Sequence = ()) -> bool:
+    """Returns whether an axis labelled ``label`` grows with the model's width."""
+    if label is None or label in fixed:
+        return False
+    name = getattr(label, "name", label)
+    return not (label in hetnet_axes.UNPERMUTED_LABELS or name in hetnet_axes.UNPERMUTED_LABELS)
+
+
+def leaf_role(labels: Sequence, shape: Sequence[int], fixed: Sequence = ()) -> tuple[int, float]:
+    """Returns ``(role index into ROLES, effective width n)`` of one leaf (labels and shape without a stacking axis)."""
+    width = [i for i, label in enumerate(labels) if is_width_label(label, fixed)]
+    sizes = [int(shape[i]) for i in width]
+    if len(width) >= 2:
+        return ROLES.index("hidden"), math.sqrt(math.prod(sizes))
+    if not width:
+        return ROLES.index("vector"), 1.0
+    n = float(sizes[0])
+    if len(labels) == 1:
+        return ROLES.index("vector"), n
+    return (ROLES.index("input") if width[0] == len(labels) - 1 else ROLES.index("output")), n
+
+
+def roles(spec: WeightSpaceSpec, stacked: Any) -> list[tuple[int, float]]:
+    """Returns ``[(role, n)]`` per leaf of ``spec`` in leaf order; ``stacked``: one bool per leaf, True where the
+    leaf leads with a stacking axis (dropped before the role is read)."""
+    out = []
+    for labels, shape, per_layer in zip(spec.leaf_axes, spec.leaf_shapes, stacked):
+        if per_layer:
+            labels, shape = labels[1:], shape[1:]
+        out.append(leaf_role(labels, shape, spec.fixed))
+    return out
