@@ -6,7 +6,7 @@ enumerates every equivariant linear map between two weight tensors; :mod:`unf.la
 invariant layers from them.
 """
 
-from unf import basis, layers, spec
+from unf import basis, layers, lopt, spec
 from unf.basis import term_count_table
 from unf.layers import EquivariantLinear, InvariantLinear, PointwiseLinear, pointwise
 from unf.spec import WeightSpaceSpec
@@ -25,6 +25,7 @@ __all__ = [
     "basis",
     "describe",
     "layers",
+    "lopt",
     "pointwise",
     "spec",
 ]

@@ -18,6 +18,8 @@ import numpy as np
 import optax
 
 from unf import evaluate
+from unf.lopt import width as lopt_width
+from unf.spec import WeightSpaceSpec
 from unf.tasks.base import Task
 
 LEARNING_RATES = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2)
@@ -72,23 +74,32 @@ class Tuned:
         return bool(lrs[0] < self.hyper[0] < lrs[-1])
 
 
-def _score(task: Task, make_opt, hyper, steps: int, seeds: Sequence[int]) -> float:
-    finals = evaluate.final_loss(evaluate.train_losses(task, make_opt, jnp.asarray(hyper, jnp.float32), steps, seeds,
-                                                       salt=TUNING_SALT))
+OBJECTIVES = ("train", "valid")
+
+
+def _score(task: Task, make_opt, hyper, steps: int, seeds: Sequence[int], objective: str = "train") -> float:
+    hyper = jnp.asarray(hyper, jnp.float32)
+    if objective == "valid":
+        finals = evaluate.train_valid_losses(task, make_opt, hyper, steps, seeds, salt=TUNING_SALT)[1][:, -1]
+    else:
+        finals = evaluate.final_loss(evaluate.train_losses(task, make_opt, hyper, steps, seeds, salt=TUNING_SALT))
     return float(np.mean(np.where(np.isfinite(finals), finals, np.inf)))
 
 
 def tune(name: str, task: Task, make_opt, steps: int, seeds: Sequence[int], learning_rates: Sequence[float],
-         others: Sequence[tuple[float, ...]] = ((),)) -> Tuned:
+         others: Sequence[tuple[float, ...]] = ((),), objective: str = "train") -> Tuned:
     """Returns the best ``(lr, *other)`` for ``make_opt`` on ``task``, extending the learning-rate grid past an edge
-    until the best learning rate is interior (at most :data:`MAX_EXTENSIONS` times)."""
+    until the best learning rate is interior (at most :data:`MAX_EXTENSIONS` times). objective: ``"train"`` scores
+    the final training loss, ``"valid"`` the final held-out loss."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}.")
     lrs = sorted(learning_rates)
     scores: dict = {}
     for _ in range(MAX_EXTENSIONS + 1):
         for lr in lrs:
             for other in others:
                 if (lr, *other) not in scores:
-                    scores[(lr, *other)] = _score(task, make_opt, (lr, *other), steps, seeds)
+                    scores[(lr, *other)] = _score(task, make_opt, (lr, *other), steps, seeds, objective)
         best = min(scores, key=scores.get)
         if best[0] == lrs[0]:
             lrs.insert(0, lrs[0] / np.sqrt(10.0))
@@ -99,12 +110,62 @@ def tune(name: str, task: Task, make_opt, steps: int, seeds: Sequence[int], lear
     return Tuned(name, best, scores)
 
 
-def tune_adamw_cosine(task: Task, steps: int, seeds: Sequence[int]) -> Tuned:
+def tune_adamw_cosine(task: Task, steps: int, seeds: Sequence[int], objective: str = "train",
+                      learning_rates: Sequence[float] = LEARNING_RATES,
+                      warmups: Sequence[float] = WARMUP_FRACTIONS) -> Tuned:
     """Returns AdamW + warm-up + cosine tuned over learning rate and warm-up fraction."""
-    return tune("adamw+cosine", task, adamw_cosine(steps), steps, seeds, LEARNING_RATES,
-                [(w,) for w in WARMUP_FRACTIONS])
+    return tune("adamw+cosine", task, adamw_cosine(steps), steps, seeds, learning_rates, [(w,) for w in warmups],
+                objective)
 
 
-def tune_constant_adam(task: Task, steps: int, seeds: Sequence[int]) -> Tuned:
+def tune_constant_adam(task: Task, steps: int, seeds: Sequence[int], objective: str = "train",
+                       learning_rates: Sequence[float] = LEARNING_RATES) -> Tuned:
     """Returns Adam with a constant learning rate, tuned."""
-    return tune("adam", task, constant_adam, steps, seeds, LEARNING_RATES)
+    return tune("adam", task, constant_adam, steps, seeds, learning_rates, objective=objective)
+
+
+MUON_LEARNING_RATES = (1e-3, 2e-3, 5e-3, 1e-2)
+
+
+@functools.lru_cache(maxsize=32)
+def muon(spec: WeightSpaceSpec, total_steps: int):
+    """Returns ``make_opt(hyper)`` for Muon (``optax.contrib.muon``, Nesterov, warm-up + cosine like AdamW's, with
+    ``hyper = [learning rate, warm-up fraction]``) on the hidden matrices of ``spec`` and AdamW with the same
+    schedule on the rest, as Muon is used in practice. Which axes Muon contracts is read from the labels
+    (:func:`muon_dimensions`)."""
+    dims = muon_dimensions(spec)
+
+    def make(hyper):
+        sched = warmup_cosine(hyper[0], hyper[1], total_steps)
+        return optax.with_extra_args_support(optax.contrib.muon(
+            sched, weight_decay=WEIGHT_DECAY, adam_weight_decay=WEIGHT_DECAY,
+            muon_weight_dimension_numbers=dims, consistent_rms=0.2))
+
+    return make
+
+
+def muon_dimensions(spec: WeightSpaceSpec):
+    """Returns a tree like the params of ``optax.contrib.MuonDimensionNumbers`` for the hidden matrices (two or more
+    width axes, :mod:`unf.lopt.width`) and None elsewhere. A hidden tensor's ``embed`` (residual) axes are its input
+    when they lead and its output when they close it; a tensor without an ``embed`` axis contracts its first width
+    axis. A leading stacking axis is a batch axis."""
+    out = []
+    for labels in spec.leaf_axes:
+        width_axes = [i for i, label in enumerate(labels) if lopt_width.is_width_label(label, spec.fixed)]
+        if len(width_axes) < 2:
+            out.append(None)
+            continue
+        if labels[width_axes[-1]] == "embed":
+            reduction, output = tuple(width_axes[:-1]), (width_axes[-1],)
+        else:
+            reduction, output = (width_axes[0],), tuple(width_axes[1:])
+        out.append(optax.contrib.MuonDimensionNumbers(reduction_axis=reduction, output_axis=output))
+    return spec.unflatten(out)
+
+
+def tune_muon(task: Task, steps: int, seeds: Sequence[int], objective: str = "train",
+              learning_rates: Sequence[float] = MUON_LEARNING_RATES,
+              warmups: Sequence[float] = WARMUP_FRACTIONS) -> Tuned:
+    """Returns Muon (AdamW on non-matrix leaves) + warm-up + cosine tuned over learning rate and warm-up."""
+    return tune("muon", task, muon(task.spec, steps), steps, seeds, learning_rates, [(w,) for w in warmups],
+                objective)

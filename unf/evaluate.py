@@ -54,6 +54,53 @@ def train_losses(task: Task, make_opt: Callable, hyper: Any, steps: int, seeds: 
     return np.asarray(_trainer(task, steps, make_opt)(hyper, seed_keys(seeds, salt)))
 
 
+VALID_BATCHES = 8
+VALID_SALT = 7
+
+
+@functools.lru_cache(maxsize=64)
+def _valid_trainer(task: Task, steps: int, make_opt: Callable, points: int) -> Callable:
+    """Returns jitted ``run(hyper, seeds_key_data [n, k]) -> (train losses [n, steps], valid losses [n, points])``;
+    the held-out loss is taken after every ``steps / points`` steps on one fixed set of held-out batches."""
+    if task.sample_valid_batch is None:
+        raise ValueError(f"task {task.label} has no held-out split (sample_valid_batch is None).")
+    if points < 1 or steps % points:
+        raise ValueError(f"points must be a positive divisor of steps ({steps}), got {points}.")
+    chunk = steps // points
+    valid_key = jax.random.key(VALID_SALT)
+
+    def valid_loss(params):
+        batches = [task.sample_valid_batch(jax.random.fold_in(valid_key, b)) for b in range(VALID_BATCHES)]
+        return jnp.mean(jnp.stack([task.loss(params, b) for b in batches]))
+
+    def one(hyper, key_data):
+        k_init, k_data = jax.random.split(jax.random.wrap_key_data(key_data))
+        opt = make_opt(hyper)
+        params = task.init(k_init)
+
+        def body(carry, i):
+            p, s = carry
+            p, s, loss, _ = inner_step(task.loss, opt, p, s, task.sample_batch(jax.random.fold_in(k_data, i)))
+            return (p, s), loss
+
+        def chunk_body(carry, c):
+            carry, losses = jax.lax.scan(body, carry, c * chunk + jnp.arange(chunk))
+            return carry, (losses, valid_loss(carry[0]))
+
+        _, (losses, valid) = jax.lax.scan(chunk_body, (params, opt.init(params)), jnp.arange(points))
+        return losses.reshape(-1), valid
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0)))
+
+
+def train_valid_losses(task: Task, make_opt: Callable, hyper: Any, steps: int, seeds: Sequence[int], salt: int = 1,
+                       points: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Returns ``(train losses [seeds, steps], held-out losses [seeds, points])`` of ``task`` under
+    ``make_opt(hyper)``; the held-out loss is measured every ``steps / points`` steps, the last at the end."""
+    train, valid = _valid_trainer(task, steps, make_opt, points)(hyper, seed_keys(seeds, salt))
+    return np.asarray(train), np.asarray(valid)
+
+
 def final_loss(losses: np.ndarray) -> np.ndarray:
     """Returns each run's final training loss: the mean of its last 10% of steps (at least one). losses: [runs, steps]"""
     tail = max(1, losses.shape[-1] // 10)

@@ -13,14 +13,14 @@ learned exponent per role, and ``lr(t)`` a learned schedule over training progre
 user's own. The output layer, the exponents, the schedule's knots and the weight decay start at zero, so at
 initialisation the rule is exactly ``optax.adam(1e-3)``.
 
-``init_meta_params(key) -> meta_params``; ``opt_fn(meta_params, total_steps=...)`` returns an optax
-``GradientTransformationExtraArgs`` whose ``update(grads, state, params)`` needs ``params`` and no other extra arg.
-Build it inside the meta-loss, so meta-params are traced.
+The rules that produce ``d`` and ``s`` are in :mod:`unf.lopt.adam_rules`; their ``opt_fn(meta_params,
+total_steps=...)`` returns this module's :func:`transformation`, an optax ``GradientTransformationExtraArgs`` whose
+``update(grads, state, params)`` needs ``params`` and no other extra arg. Build it inside the meta-loss, so
+meta-params are traced.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Callable, NamedTuple, Union
 
 import jax
@@ -33,12 +33,11 @@ from unf import spec as spec_lib
 from unf.lopt import adam_features as feats
 from unf.lopt import schedule
 from unf.lopt import width
-from unf.lopt.meta_params import check_like
 from unf.spec import WeightSpaceSpec
 
 HIDDEN = 8
 DEFAULT_LR = 1e-3
-MAX_LOG_MAGNITUDE = 6.0
+MAX_LOG_MAGNITUDE = 3.0
 ScalarOrSchedule = Union[float, jax.Array, Callable[[jax.Array], jax.Array]]
 
 
@@ -70,7 +69,7 @@ def _check_total_steps(total_steps):
     return total_steps
 
 
-def _mlp_init(key: jax.Array, sizes: tuple[int, ...]) -> list:
+def mlp_init(key: jax.Array, sizes: tuple[int, ...]) -> list:
     keys = jax.random.split(key, len(sizes) - 1)
     return [layers.PointwiseLinear(a, b).init(k) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
 
@@ -94,6 +93,7 @@ def transformation(
     learning_rate: ScalarOrSchedule | None = None,
     layer_key: str | None = None,
     spec: WeightSpaceSpec | None = None,
+    check: Callable[[Any], None] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Returns the learned-Adam optax transformation.
 
@@ -103,7 +103,8 @@ def transformation(
     correction(params, features) -> tree like params with leaves ``[*leaf_shape, 2]`` (direction, log-magnitude);
     total_steps: the run's length, a positive int (or a scalar array inside meta-training, where runs of several
     lengths share one compiled step); learning_rate: None for the learned schedule, else a float or an optax
-    schedule that replaces it; spec: the labels the muP width factors are read from (None: every factor is 1).
+    schedule that replaces it; spec: the labels the muP width factors are read from (None: every factor is 1);
+    check(params): raises ValueError at ``init`` for params the rule cannot serve.
     """
     total_steps = _check_total_steps(total_steps)
 
@@ -115,6 +116,9 @@ def transformation(
         return jnp.asarray(learning_rate, jnp.float32)
 
     def init_fn(params):
+        if check is not None:
+            check(params)
+        _stacked_leaves(params, layer_key)
         zeros = _zeros_f32(params)
         return LearnedAdamState(tuple(zeros for _ in feats.BETA1S), zeros, jnp.zeros((), jnp.int32))
 
@@ -134,7 +138,8 @@ def transformation(
         out = correction(params, x)
         adam_m = momenta[feats.BETA1S.index(feats.ADAM_BETA1)]
         lr = step_size(count)
-        decay = meta_params["weight_decay"]
+        # Decay only ever shrinks weights: a negative one grows them without bound over a long run.
+        decay = jnp.maximum(meta_params["weight_decay"], 0.0)
         factors = _width_factors(meta_params["width_exponent"], params, stacked, spec)
 
         def one(g, p, m, vv, o, factor):
@@ -178,144 +183,3 @@ def _stacked_leaves(params: Any, layer_key: str | None) -> Any:
         raise ValueError(f"layer_key={layer_key!r}: every leaf of params[{layer_key!r}] must lead with one layers "
                          f"axis; their leading sizes are {sorted(depths)}.")
     return {k: jax.tree.map(lambda _, s=(k == layer_key): s, v) for k, v in params.items()}
-
-
-def _base_meta_params(key: jax.Array, hidden: int) -> dict:
-    return {
-        "schedule": schedule.init(DEFAULT_LR),
-        "weight_decay": jnp.zeros((), jnp.float32),
-        "width_exponent": jnp.zeros((len(width.ROLES),), jnp.float32),
-        "hidden": _mlp_init(key, (feats.NUM_FEATURES, hidden, hidden)),
-    }
-
-
-def mup_start(meta_params: dict) -> dict:
-    """Returns ``meta_params`` with the muP exponents set (hidden and output tensors step like ``1 / width``,
-    embeddings and vectors like O(1)): the starting point meta-training moves from, so widths transfer from step 0."""
-    exponents = np.zeros(len(width.ROLES), np.float32)
-    exponents[[width.ROLES.index("hidden"), width.ROLES.index("output")]] = 1.0
-    return {**meta_params, "width_exponent": jnp.asarray(exponents)}
-
-
-@dataclasses.dataclass(frozen=True)
-class PerParameterAdam:
-    """Adam plus a correction computed for every parameter alone (pointwise layers only): the non-equivariant
-    baseline with the same inputs, outputs and update as :class:`EquivariantAdam`. ``spec`` (optional) gives the
-    labels its muP width factors are read from; without one every factor is 1. ``layer_key`` names the params entry
-    of stacked layers, whose per-tensor statistics are then taken per layer."""
-
-    spec: WeightSpaceSpec | None = None
-    hidden: int = HIDDEN
-    layer_key: str | None = None
-    name: str = "mlp-adam"
-
-    def __post_init__(self):
-        _check_settings(self.spec, self.hidden, self.layer_key, allow_no_spec=True)
-    uses_total_steps = True
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        return (feats.NUM_FEATURES, self.hidden, self.hidden)
-
-    def init_meta_params(self, key: jax.Array) -> dict:
-        """Returns meta-params at which the rule is exactly Adam (lr 1e-3): the output layer is zero."""
-        k_hidden, _ = jax.random.split(key)
-        out = jax.tree.map(jnp.zeros_like, layers.PointwiseLinear(self.hidden, 2).init(key))
-        return {**_base_meta_params(k_hidden, self.hidden), "output": out}
-
-    def opt_fn(self, meta_params: dict, *, total_steps: int | jax.Array,
-               learning_rate: ScalarOrSchedule | None = None) -> optax.GradientTransformationExtraArgs:
-        """Returns the optax transformation for a run of ``total_steps`` steps (see :func:`transformation`)."""
-        check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
-        out_layer = layers.PointwiseLinear(self.hidden, 2)
-
-        def correction(params, x):
-            return out_layer.apply(meta_params["output"], hidden_features(meta_params["hidden"], x, self.sizes))
-
-        return transformation(meta_params, correction, total_steps, learning_rate, self.layer_key, self.spec)
-
-
-def _check_settings(spec, hidden, layer_key, allow_no_spec: bool = False) -> None:
-    if not (isinstance(spec, WeightSpaceSpec) or (allow_no_spec and spec is None)):
-        accepted = "a WeightSpaceSpec or None" if allow_no_spec else "a WeightSpaceSpec"
-        raise TypeError(f"spec must be {accepted} (unf.spec.from_hetnet, from_flax, from_labels, ...), got "
-                        f"{type(spec).__name__}.")
-    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise ValueError(f"hidden must be a positive int (the pointwise layers' width), got {hidden!r}.")
-    if layer_key is not None and not isinstance(layer_key, str):
-        raise TypeError(f"layer_key must be None or the str key of the params entry of stacked layers, got "
-                        f"{layer_key!r}.")
-
-
-@dataclasses.dataclass(frozen=True)
-class EquivariantAdam:
-    """Adam plus a correction from pointwise layers and then the UNF equivariant layer over ``spec``: the update of
-    every tensor reads every other tensor's state, and commutes with the weight space's permutations.
-
-    The meta-params depend on the spec's labels and unpermuted axis sizes only: the same meta-params, and the same
-    object, serve any width (the layer is rebuilt from the labels and the params' shapes at trace time). Under
-    ``optax.masked`` or ``optax.partition`` the optimizer sees a sub-tree: build it from that sub-tree's spec.
-
-    Any depth: with ``layer_key`` (``"blocks"`` for hetnet models) ``spec`` describes a model whose
-    ``params[layer_key]`` leaves are stacked along a leading layers axis (any depth gives the same optimizer), and
-    ``params[layer_key]`` may hold any number of layers. Layer ``i`` is updated through its own one-layer view (the
-    shared leaves plus layer ``i``'s slice, see :func:`unf.spec.layer_view`); each shared leaf takes the mean of its
-    outputs over the views. Every view's layer is equivariant to the shared groups and to its layer's own groups,
-    and untouched by the other layers', so the whole update keeps the model's exact symmetry, with one set of
-    meta-params for every depth.
-    """
-
-    spec: WeightSpaceSpec
-    hidden: int = HIDDEN
-    layer_key: str | None = None
-    name: str = "unf-adam"
-    uses_total_steps = True
-
-    def __post_init__(self):
-        _check_settings(self.spec, self.hidden, self.layer_key)
-        if self.layer_key is not None:
-            object.__setattr__(self, "_view_spec", spec_lib.layer_view(self.spec, self.layer_key))
-
-    @property
-    def view_spec(self) -> WeightSpaceSpec:
-        """The spec the equivariant layer is built on: one layer's view with ``layer_key``, else ``spec``."""
-        return self.spec if self.layer_key is None else self._view_spec
-
-    @property
-    def sizes(self) -> tuple[int, ...]:
-        return (feats.NUM_FEATURES, self.hidden, self.hidden)
-
-    def _layer(self, spec: WeightSpaceSpec) -> layers.EquivariantLinear:
-        return layers.cached_equivariant(spec, self.hidden, 2)
-
-    def init_meta_params(self, key: jax.Array) -> dict:
-        """Returns meta-params at which the rule is exactly Adam (lr 1e-3): the equivariant output layer is zero."""
-        k_hidden, k_out = jax.random.split(key)
-        out = jax.tree.map(jnp.zeros_like, self._layer(self.view_spec).init(k_out))
-        return {**_base_meta_params(k_hidden, self.hidden), "output": out}
-
-    def opt_fn(self, meta_params: dict, *, total_steps: int | jax.Array,
-               learning_rate: ScalarOrSchedule | None = None) -> optax.GradientTransformationExtraArgs:
-        """Returns the optax transformation for a run of ``total_steps`` steps (see :func:`transformation`)."""
-        check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
-
-        def one_view(params, x):
-            layer = self._layer(spec_lib.relabel(self.view_spec, params))
-            if layer.spec.leaf_names != self.view_spec.leaf_names:
-                raise ValueError(
-                    f"params hold the leaves {list(layer.spec.leaf_names)} but this optimizer's equivariant layer "
-                    f"spans {list(self.view_spec.leaf_names)}; under optax.masked / optax.partition build "
-                    "EquivariantAdam from the spec of the sub-tree it updates."
-                )
-            return layer.apply(meta_params["output"], hidden_features(meta_params["hidden"], x, self.sizes))
-
-        def correction(params, x):
-            if self.layer_key is None:
-                return one_view(params, x)
-            key = self.layer_key
-            # One compiled view for every depth: layers are vmapped, the shared leaves broadcast into each view.
-            axes_of = lambda tree: {k: (0 if k == key else None) for k in tree}  # noqa: E731
-            outs = jax.vmap(one_view, in_axes=(axes_of(params), axes_of(x)))(params, x)
-            return {k: (o if k == key else jax.tree.map(lambda y: jnp.mean(y, axis=0), o)) for k, o in outs.items()}
-
-        return transformation(meta_params, correction, total_steps, learning_rate, self.layer_key, self.spec)

@@ -147,7 +147,7 @@ def meta_train(
     settings match. Writes ``metrics.jsonl`` (one line a meta-step, with its wall time) and a checkpoint every
     ``cfg.checkpoint_every`` steps and at the end. ``stop_after`` ends the call after that many meta-steps in total
     (for tests that simulate a killed run). ``start`` maps the optimizer's initial meta-params to the run's
-    starting point (a prior such as :func:`unf.lopt.learned_adam.mup_start`).
+    starting point (a prior such as :func:`unf.lopt.mup_start`).
     """
     if not tasks:
         raise ValueError("tasks must hold at least one task.")

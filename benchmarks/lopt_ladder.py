@@ -1,0 +1,243 @@
+"""The shipped learned optimizer on a ladder of held-out transformers far past its meta-training, on held-out loss.
+
+Rungs change one thing at a time from a two-layer, four-head byte-level TransformerLM: the width (d_model 32 to 256;
+meta-training saw 8-64), the run length, the depth and the variant (grouped-query attention, linear attention,
+SwiGLU, LayerNorm). On each rung, AdamW + warm-up + cosine, constant-lr Adam and Muon (``optax.contrib.muon`` on the
+hidden matrices, AdamW on the rest, warm-up + cosine) are each tuned on the validation loss of seeds not used for
+evaluation, over a learning-rate grid extended until its best value is interior; then every optimizer trains the
+evaluation seeds and is scored by its final loss on held-out files of the standard library (text never trained on).
+The learned optimizer runs as a user would drop it in: ``unf.lopt.pretrained("transformer-lm", total_steps=T)``,
+its own learned schedule, nothing tuned.
+
+Reported per rung: final validation loss (mean and standard error over seeds), its ratio to each tuned baseline,
+the speed-up to AdamW's final validation loss (AdamW's steps over the steps the learned optimizer needs to reach it,
+read off validation curves), divergences, and the step time relative to Adam's.
+
+    python -m benchmarks.lopt_ladder                   # CPU sizes (the rungs below, 500-2,000 steps)
+    python -m benchmarks.lopt_ladder --large           # the full ladder: sequence 128, 2,000-5,000 steps
+
+Tuned baselines are cached in ``lopt_ladder_baselines[_large].json`` beside the results (keyed by rung and
+settings), so re-evaluating a new learned optimizer costs only its own runs; ``--retune`` ignores the cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from benchmarks import report, timing
+from unf import baselines, evaluate, lopt
+from unf.lopt import shipped
+from unf.tasks import transformer_lm
+from unf.tasks.base import Task
+
+POINTS = 20
+WARMUP = 0.05
+LEARNING_RATES = (1e-3, 2e-3, 5e-3)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rung:
+    """One held-out training problem: what it varies (``axis``: width, horizon, depth, variant) and its value."""
+
+    axis: str
+    value: object
+    task: Task
+    steps: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.axis}={self.value}"
+
+
+def rungs(large: bool) -> list[Rung]:
+    """Returns the ladder: CPU sizes, or with ``large`` the full one (sequence 128, batch 16, longer runs)."""
+    seq, batch, steps, horizon_width = (128, 16, 2000, 64) if large else (64, 8, 500, 32)
+    base = dict(layers=2, heads=4, seq=seq, batch=batch)
+    out = [Rung("width", d, transformer_lm(d_model=d, **base), steps) for d in (32, 64, 128, 256)]
+    horizons = (5000,) if large else (1000, 2000)
+    out += [Rung("horizon", h, transformer_lm(d_model=horizon_width, **base), h) for h in horizons]
+    out.append(Rung("depth", 8, transformer_lm(d_model=64 if large else 32, **{**base, "layers": 8}), steps // 2 * 2))
+    width = 64
+    out += [
+        Rung("variant", "gqa", transformer_lm(d_model=width, kv_heads=2, **base), steps),
+        Rung("variant", "linear attention", transformer_lm(d_model=width, attention="linear", **base), steps),
+        Rung("variant", "swiglu", transformer_lm(d_model=width, ffn="swiglu", **base), steps),
+        Rung("variant", "layernorm", transformer_lm(d_model=width, norm="layer", **base), steps),
+    ]
+    return out
+
+
+def _stats(valid: np.ndarray, train: np.ndarray) -> dict:
+    finals = valid[:, -1]
+    finite = bool(np.all(np.isfinite(finals)))
+    diverged = int(np.sum(~np.isfinite(finals) | (finals > train[:, 0])))
+    se = float(np.std(finals, ddof=1) / np.sqrt(len(finals))) if len(finals) > 1 and finite else 0.0
+    return {"valid_final": float(np.mean(finals)) if finite else float("inf"), "valid_se": se, "diverged": diverged,
+            "valid_curve": np.mean(valid, axis=0).tolist(), "seeds": int(valid.shape[0])}
+
+
+def steps_to_reach(curve: list[float], target: float, steps: int) -> float | None:
+    """Returns the step at which a validation curve (measured every ``steps / len(curve)`` steps) first reaches
+    ``target``, linearly interpolated between measurements, or None."""
+    xs = np.arange(1, len(curve) + 1) * steps / len(curve)
+    ys = np.asarray(curve)
+    hit = np.nonzero(ys <= target)[0]
+    if not len(hit):
+        return None
+    i = int(hit[0])
+    if i == 0:
+        return float(xs[0])
+    frac = (ys[i - 1] - target) / max(ys[i - 1] - ys[i], 1e-12)
+    return float(xs[i - 1] + frac * (xs[i] - xs[i - 1]))
+
+
+def _baseline_entries(rung: Rung):
+    return {
+        "adamw+cosine": (lambda s: baselines.tune_adamw_cosine(rung.task, rung.steps, s, "valid", LEARNING_RATES,
+                                                               (WARMUP,)), baselines.adamw_cosine(rung.steps)),
+        "adam": (lambda s: baselines.tune_constant_adam(rung.task, rung.steps, s, "valid", LEARNING_RATES),
+                 baselines.constant_adam),
+        "muon": (lambda s: baselines.tune_muon(rung.task, rung.steps, s, "valid", LEARNING_RATES, (WARMUP,)),
+                 baselines.muon(rung.task.spec, rung.steps)),
+    }
+
+
+def tuned_baselines(rung: Rung, seeds: list[int], tuning_seeds: list[int], cache: dict) -> dict:
+    """Returns ``{name: row}`` for the tuned baselines on ``rung``, from ``cache`` where it holds this rung."""
+    key = f"{rung.task.label} steps={rung.steps} seeds={seeds} tuning={tuning_seeds}"
+    if key in cache:
+        return cache[key]
+    rows = {}
+    for name, (tune, make) in _baseline_entries(rung).items():
+        print(f"  [{rung.label}] tuning {name}", flush=True)
+        tuned = tune(tuning_seeds)
+        train, valid = evaluate.train_valid_losses(rung.task, make, jnp.asarray(tuned.hyper, jnp.float32),
+                                                   rung.steps, seeds, points=POINTS)
+        rows[name] = {**_stats(valid, train), "hyper": list(tuned.hyper), "edge_free": tuned.edge_free,
+                      "grid": {str(k): v for k, v in tuned.scores.items()}}
+    cache[key] = rows
+    return rows
+
+
+def learned_row(rung: Rung, seeds: list[int]) -> dict:
+    """Returns the shipped optimizer's row on ``rung``, or ``{"refused": message}`` when it does not serve the model."""
+    learned, meta_params = lopt.load_pretrained("transformer-lm")
+    try:
+        learned.check_params(rung.task.init(jax.random.key(0)))
+    except ValueError as err:
+        return {"refused": str(err)}
+    make = lambda meta: learned.opt_fn(meta, total_steps=rung.steps)  # noqa: E731
+    train, valid = evaluate.train_valid_losses(rung.task, make, meta_params, rung.steps, seeds, points=POINTS)
+    opt = learned.opt_fn(meta_params, total_steps=rung.steps)
+    times = timing.optimizer_step_times(rung.task, {"adam": optax.adam(1e-3), "learned": opt}, repeats=10)
+    return {**_stats(valid, train), "step_time_over_adam": times["learned"]["median"] / times["adam"]["median"]}
+
+
+def summarise(rung: Rung, base: dict, mine: dict) -> dict:
+    """Returns the rung's summary row: ratios of the learned optimizer's final validation loss to each baseline."""
+    row = {"rung": rung.label, "axis": rung.axis, "value": rung.value, "task": rung.task.label, "steps": rung.steps,
+           "baselines": base, "learned": mine}
+    if "refused" in mine:
+        return row
+    for name, b in base.items():
+        row[f"ratio_to_{name}"] = mine["valid_final"] / b["valid_final"]
+    reached = steps_to_reach(mine["valid_curve"], base["adamw+cosine"]["valid_final"], rung.steps)
+    row["speedup_to_adamw"] = rung.steps / reached if reached else None
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    headers = ["rung", "steps", "learned", "AdamW+cos", "Adam", "Muon", "/ AdamW", "/ Adam", "/ Muon",
+               "speed-up vs AdamW", "diverged", "step time / Adam", "tuned lr (AdamW, Adam, Muon)"]
+    body = []
+    for r in rows:
+        b, m = r["baselines"], r["learned"]
+        lrs = ", ".join(f"{b[n]['hyper'][0]:.2g}" + ("" if b[n]["edge_free"] else "*") for n in b)
+        if "refused" in m:
+            body.append([r["rung"], r["steps"], "refused", *(f"{b[n]['valid_final']:.4f}" for n in b),
+                         "-", "-", "-", "-", "-", "-", lrs])
+            continue
+        speed = f"{r['speedup_to_adamw']:.2f}x" if r["speedup_to_adamw"] else "not reached"
+        body.append([r["rung"], r["steps"], f"{m['valid_final']:.4f} ± {m['valid_se']:.4f}",
+                     *(f"{b[n]['valid_final']:.4f}" for n in b), *(f"{r[f'ratio_to_{n}']:.3f}" for n in b), speed,
+                     f"{m['diverged']}/{m['seeds']}", f"{m['step_time_over_adam']:.2f}", lrs])
+    return report.markdown_table(headers, body)
+
+
+def figure(rows: list[dict]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    for ax, axis in zip(axes[:2], ("width", "horizon")):
+        picked = [r for r in rows if r["axis"] == axis and "refused" not in r["learned"]]
+        xs = [r["value"] for r in picked]
+        for name in ("adamw+cosine", "adam", "muon"):
+            ax.plot(xs, [r[f"ratio_to_{name}"] for r in picked], "o-", label=f"learned / tuned {name}")
+        ax.axhline(1.0, color="gray", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("d_model" if axis == "width" else "training steps")
+        ax.set_ylabel("final validation loss ratio")
+        ax.set_title(f"ratio against {axis}")
+        ax.legend(fontsize=8)
+    widest = max((r for r in rows if r["axis"] == "width"), key=lambda r: r["value"])
+    for name, entry in [*widest["baselines"].items(), ("learned (shipped)", widest["learned"])]:
+        if "valid_curve" in entry:
+            curve = entry["valid_curve"]
+            axes[2].plot(np.arange(1, len(curve) + 1) * widest["steps"] / len(curve), curve, label=name)
+    axes[2].set_xlabel("step")
+    axes[2].set_ylabel("validation loss")
+    axes[2].set_title(f"validation curves, {widest['rung']}")
+    axes[2].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv=None) -> int:
+    parser = report.argument_parser(__doc__, "the full ladder: sequence 128, batch 16, 2,000-5,000 steps")
+    parser.add_argument("--seeds", type=int, default=2, help="evaluation seeds per rung")
+    parser.add_argument("--tuning-seeds", type=int, default=1, help="seeds for tuning the baselines (never evaluated)")
+    parser.add_argument("--only", nargs="+", default=None, help="rungs to run, by label (e.g. width=64)")
+    parser.add_argument("--baselines-only", action="store_true", help="tune and cache the baselines, then stop")
+    parser.add_argument("--retune", action="store_true", help="ignore the cached tuned baselines")
+    args = parser.parse_args(argv)
+    if args.seeds < 1 or args.tuning_seeds < 1:
+        parser.error("--seeds and --tuning-seeds must be positive")
+    out = Path(args.out) if args.out else report.RESULTS
+    name = "lopt_ladder_large" if args.large else "lopt_ladder"
+    cache_path = out / f"{name}_baselines.json"
+    cache = {} if args.retune or not cache_path.exists() else json.loads(cache_path.read_text())
+    seeds, tuning = list(range(args.seeds)), list(range(100, 100 + args.tuning_seeds))
+    chosen = [r for r in rungs(args.large) if args.only is None or r.label in args.only]
+    if args.only and len(chosen) != len(args.only):
+        parser.error(f"--only names rungs {args.only}; the ladder has {[r.label for r in rungs(args.large)]}")
+    rows = []
+    for rung in chosen:
+        print(f"[{rung.label}] {rung.task.label}, {rung.steps} steps", flush=True)
+        base = tuned_baselines(rung, seeds, tuning, cache)
+        out.mkdir(parents=True, exist_ok=True)
+        cache_path.write_text(json.dumps(cache, indent=1, default=float) + "\n")
+        if not args.baselines_only:
+            rows.append(summarise(rung, base, learned_row(rung, seeds)))
+    if args.baselines_only:
+        print(f"tuned baselines cached in {cache_path}")
+        return 0
+    payload = {"device": timing.device_description(), "command": "python -m benchmarks.lopt_ladder "
+               + " ".join(sys.argv[1:] if argv is None else argv), "shipped": shipped.info("transformer-lm"),
+               "seeds": seeds, "tuning_seeds": tuning, "rows": rows}
+    report.publish(name, payload, table(rows), figure(rows), out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The one-call optax factories: exactly Adam when fresh, trained meta-params need a run length, ``import unf``
+alone reaches them."""
+
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from unf import lopt, tasks
+
+
+@pytest.fixture(scope="module")
+def task():
+    return tasks.transformer_lm(d_model=8, layers=2, heads=2, seq=6, batch=2)
+
+
+def updates_after(tx, params, n=3):
+    state = tx.init(params)
+    for i in range(n):
+        grads = jax.tree.map(lambda p, i=i: jax.random.normal(jax.random.key(i), p.shape), params)
+        updates, state = tx.update(grads, state, params)
+    return updates
+
+
+@pytest.mark.parametrize("lr", [None, 3e-3])
+def test_fresh_factories_are_exactly_adam(task, lr):
+    params = task.init(jax.random.key(0))
+    reference = updates_after(optax.adam(lr or 1e-3), params)
+    for tx in (lopt.equivariant_adam(task.spec, learning_rate=lr, layer_key="blocks"),
+               lopt.per_parameter_adam(learning_rate=lr, layer_key="blocks")):
+        ours = updates_after(tx, params)
+        scale = max(float(jnp.max(jnp.abs(r))) for r in jax.tree.leaves(reference))
+        worst = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(reference)))
+        assert worst <= 1e-5 * scale
+
+
+def test_trained_meta_params_need_total_steps(task):
+    learned = lopt.EquivariantAdam(task.spec, layer_key="blocks")
+    meta = learned.init_meta_params(jax.random.key(0))
+    with pytest.raises(ValueError, match="total_steps is required"):
+        lopt.equivariant_adam(task.spec, meta, layer_key="blocks")
+    assert isinstance(lopt.equivariant_adam(task.spec, meta, total_steps=10, layer_key="blocks"),
+                      optax.GradientTransformationExtraArgs)
+
+
+def test_bad_arguments_are_named(task):
+    with pytest.raises(TypeError, match="spec must be a WeightSpaceSpec"):
+        lopt.equivariant_adam({"w": ("a", "b")})
+    with pytest.raises(TypeError, match="spec must be a WeightSpaceSpec or None"):
+        lopt.PerParameterAdam(8)
+    with pytest.raises(ValueError, match="hidden must be a positive int"):
+        lopt.equivariant_adam(task.spec, hidden=0)
+    with pytest.raises(ValueError, match="total_steps must be a positive int"):
+        lopt.equivariant_adam(task.spec, learning_rate=1e-3, total_steps=0)
+
+
+def test_import_unf_reaches_lopt():
+    code = "import unf; print(unf.lopt.equivariant_adam.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "equivariant_adam"
