@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 from benchmarks import report, timing
-from unf import baselines, evaluate, lopt
+from unf import baselines, compare, evaluate, lopt, recipes
 from unf.lopt import shipped
 from unf.tasks import transformer_lm
 from unf.tasks.base import Task
@@ -84,21 +84,6 @@ def _stats(valid: np.ndarray, train: np.ndarray) -> dict:
             "valid_curve": np.mean(valid, axis=0).tolist(), "seeds": int(valid.shape[0])}
 
 
-def steps_to_reach(curve: list[float], target: float, steps: int) -> float | None:
-    """Returns the step at which a validation curve (measured every ``steps / len(curve)`` steps) first reaches
-    ``target``, linearly interpolated between measurements, or None."""
-    xs = np.arange(1, len(curve) + 1) * steps / len(curve)
-    ys = np.asarray(curve)
-    hit = np.nonzero(ys <= target)[0]
-    if not len(hit):
-        return None
-    i = int(hit[0])
-    if i == 0:
-        return float(xs[0])
-    frac = (ys[i - 1] - target) / max(ys[i - 1] - ys[i], 1e-12)
-    return float(xs[i - 1] + frac * (xs[i] - xs[i - 1]))
-
-
 def _baseline_entries(rung: Rung):
     return {
         "adamw+cosine": (lambda s: baselines.tune_adamw_cosine(rung.task, rung.steps, s, "valid", LEARNING_RATES,
@@ -127,13 +112,19 @@ def tuned_baselines(rung: Rung, seeds: list[int], tuning_seeds: list[int], cache
     return rows
 
 
-def learned_row(rung: Rung, seeds: list[int]) -> dict:
-    """Returns the shipped optimizer's row on ``rung``, or ``{"refused": message}`` when it does not serve the model."""
-    learned, meta_params = lopt.load_pretrained("transformer-lm")
+def refusal(rung: Rung) -> str | None:
+    """Returns the shipped optimizer's message refusing the rung's model, or None when it serves it."""
+    learned = recipes.recipe(shipped.info("transformer-lm")["recipe"]).learned(shipped.info("transformer-lm")["kind"])
     try:
-        learned.check_params(rung.task.init(jax.random.key(0)))
+        learned.check_params(jax.eval_shape(rung.task.init, jax.random.key(0)))
     except ValueError as err:
-        return {"refused": str(err)}
+        return str(err)
+    return None
+
+
+def learned_row(rung: Rung, seeds: list[int]) -> dict:
+    """Returns the shipped optimizer's row on ``rung`` (which it serves)."""
+    learned, meta_params = lopt.load_pretrained("transformer-lm")
     make = lambda meta: learned.opt_fn(meta, total_steps=rung.steps)  # noqa: E731
     train, valid = evaluate.train_valid_losses(rung.task, make, meta_params, rung.steps, seeds, points=POINTS)
     opt = learned.opt_fn(meta_params, total_steps=rung.steps)
@@ -149,7 +140,7 @@ def summarise(rung: Rung, base: dict, mine: dict) -> dict:
         return row
     for name, b in base.items():
         row[f"ratio_to_{name}"] = mine["valid_final"] / b["valid_final"]
-    reached = steps_to_reach(mine["valid_curve"], base["adamw+cosine"]["valid_final"], rung.steps)
+    reached = compare.steps_to_reach(np.asarray(mine["valid_curve"]), base["adamw+cosine"]["valid_final"], rung.steps)
     row["speedup_to_adamw"] = rung.steps / reached if reached else None
     return row
 
@@ -162,8 +153,7 @@ def table(rows: list[dict]) -> str:
         b, m = r["baselines"], r["learned"]
         lrs = ", ".join(f"{b[n]['hyper'][0]:.2g}" + ("" if b[n]["edge_free"] else "*") for n in b)
         if "refused" in m:
-            body.append([r["rung"], r["steps"], "refused", *(f"{b[n]['valid_final']:.4f}" for n in b),
-                         "-", "-", "-", "-", "-", "-", lrs])
+            body.append([r["rung"], r["steps"], "refused: " + m["refused"].split(" Its ")[0], *["-"] * 10])
             continue
         speed = f"{r['speedup_to_adamw']:.2f}x" if r["speedup_to_adamw"] else "not reached"
         body.append([r["rung"], r["steps"], f"{m['valid_final']:.4f} ± {m['valid_se']:.4f}",
@@ -181,6 +171,8 @@ def figure(rows: list[dict]):
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for ax, axis in zip(axes[:2], ("width", "horizon")):
         picked = [r for r in rows if r["axis"] == axis and "refused" not in r["learned"]]
+        if not picked:
+            continue
         xs = [r["value"] for r in picked]
         for name in ("adamw+cosine", "adam", "muon"):
             ax.plot(xs, [r[f"ratio_to_{name}"] for r in picked], "o-", label=f"learned / tuned {name}")
@@ -190,7 +182,10 @@ def figure(rows: list[dict]):
         ax.set_ylabel("final validation loss ratio")
         ax.set_title(f"ratio against {axis}")
         ax.legend(fontsize=8)
-    widest = max((r for r in rows if r["axis"] == "width"), key=lambda r: r["value"])
+    widths = [r for r in rows if r["axis"] == "width" and "refused" not in r["learned"]]
+    if not widths:
+        return fig
+    widest = max(widths, key=lambda r: r["value"])
     for name, entry in [*widest["baselines"].items(), ("learned (shipped)", widest["learned"])]:
         if "valid_curve" in entry:
             curve = entry["valid_curve"]
@@ -203,6 +198,21 @@ def figure(rows: list[dict]):
     return fig
 
 
+def ship_baselines(cache: dict, cache_path: Path) -> Path:
+    """Writes the tuned AdamW and Adam settings of the recipe's held-out tasks (those the ladder tuned) beside the
+    shipped optimizer, where ``unf-main`` and ``unf-eval`` read them instead of tuning again; returns the path."""
+    tuned = {}
+    for h in recipes.recipe("transformer-lm").heldout():
+        found = [rows for key, rows in cache.items() if key.startswith(h.key + " ")]
+        if found:
+            tuned[h.key] = {name: found[0][name]["hyper"] for name in ("adamw+cosine", "adam")}
+    path = shipped.WEIGHTS / "transformer-lm" / "baselines.json"
+    path.write_text(json.dumps({"source": f"tuned on held-out loss by benchmarks.lopt_ladder ({cache_path.name})",
+                                "tuned": tuned}, indent=1) + "\n")
+    print(f"tuned settings of {len(tuned)} held-out tasks written to {path}")
+    return path
+
+
 def main(argv=None) -> int:
     parser = report.argument_parser(__doc__, "the full ladder: sequence 128, batch 16, 2,000-5,000 steps")
     parser.add_argument("--seeds", type=int, default=2, help="evaluation seeds per rung")
@@ -210,6 +220,8 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="+", default=None, help="rungs to run, by label (e.g. width=64)")
     parser.add_argument("--baselines-only", action="store_true", help="tune and cache the baselines, then stop")
     parser.add_argument("--retune", action="store_true", help="ignore the cached tuned baselines")
+    parser.add_argument("--ship-baselines", action="store_true",
+                        help="write the tuned settings of the recipe's held-out tasks beside the shipped optimizer")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.tuning_seeds < 1:
         parser.error("--seeds and --tuning-seeds must be positive")
@@ -224,11 +236,18 @@ def main(argv=None) -> int:
     rows = []
     for rung in chosen:
         print(f"[{rung.label}] {rung.task.label}, {rung.steps} steps", flush=True)
+        refused = refusal(rung)
+        if refused is not None:
+            print(f"  the shipped optimizer refuses it: {refused}", flush=True)
+            rows.append(summarise(rung, {}, {"refused": refused}))
+            continue
         base = tuned_baselines(rung, seeds, tuning, cache)
         out.mkdir(parents=True, exist_ok=True)
         cache_path.write_text(json.dumps(cache, indent=1, default=float) + "\n")
         if not args.baselines_only:
             rows.append(summarise(rung, base, learned_row(rung, seeds)))
+    if args.ship_baselines:
+        ship_baselines(cache, cache_path)
     if args.baselines_only:
         print(f"tuned baselines cached in {cache_path}")
         return 0

@@ -255,7 +255,7 @@ def _recipe_eval_main(argv) -> int:
             raise ValueError("give --meta-params folders, --pretrained, or both.")
         recipe = recipes.recipe(args.recipe)
         rows = compare.compare(recipe.heldout(), entries, list(range(args.seeds)),
-                               list(range(100, 100 + args.tuning_seeds)))
+                               list(range(100, 100 + args.tuning_seeds)), tuned=shipped.tuned_baselines(args.recipe))
         print(_write_comparison(rows, args.out, f"Held-out tasks of the {args.recipe} recipe, {args.seeds} seeds; "
                                 f"baselines tuned per task on {args.tuning_seeds} other seeds."))
     except (ValueError, FileNotFoundError) as err:
@@ -300,8 +300,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("runs/main"))
     p.add_argument("--seeds", type=int, default=3, help="evaluation seeds per task")
     p.add_argument("--tuning-seeds", type=int, default=2, help="seeds for tuning the baselines (separate from --seeds)")
-    p.add_argument("--tasks", type=int, default=5, help="how many of the recipe's held-out tasks to evaluate")
-    p.add_argument("--meta-steps", type=int, default=300, help="meta-steps of the from-scratch demonstration run")
+    p.add_argument("--tasks", type=int, default=2, help="how many of the recipe's held-out tasks to evaluate")
+    p.add_argument("--meta-steps", type=int, default=100, help="meta-steps of the from-scratch demonstration run")
+    p.add_argument("--retune", action="store_true",
+                   help="tune the baselines here instead of using the settings shipped with the optimizer")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
     for name in ("seeds", "tasks", "meta_steps"):
@@ -313,15 +315,20 @@ def main(argv=None) -> int:
     recipe = recipes.recipe("transformer-lm")
     heldout = recipe.heldout()[: args.tasks]
     seeds, tuning = list(range(args.seeds)), list(range(100, 100 + args.tuning_seeds))
+    tuned = None if args.retune else shipped.tuned_baselines("transformer-lm")
+    how = "tuned per task on other seeds" + ("" if args.retune else " (settings shipped with the optimizer; "
+                                            "--retune tunes them here)")
 
     made = shipped.info("transformer-lm")
     print(f"1/2 the shipped optimizer unf.lopt.pretrained('transformer-lm') ({made['meta_steps']} meta-steps, "
-          f"{made['device']}, {made['date']}) against tuned AdamW + cosine on held-out transformers", flush=True)
+          f"{made['device']}, {made['date']}) against tuned AdamW + cosine on held-out transformers; the full ladder "
+          "(widths to 256, Muon, 8 layers, 2,000 steps) is `python -m benchmarks.lopt_ladder` (docs/results.md)",
+          flush=True)
     learned, meta_params = lopt.load_pretrained("transformer-lm")
     rows = compare.compare(heldout, [compare.LearnedEntry("unf-adam (shipped)", learned, meta_params)], seeds, tuning,
-                           log=log)
-    print(_write_comparison(rows, args.out / "shipped", f"Held-out transformers, {len(seeds)} seeds; baselines tuned "
-                            f"per task on {len(tuning)} other seeds."), flush=True)
+                           log=log, tuned=tuned)
+    print(_write_comparison(rows, args.out / "shipped", f"Held-out transformers, final loss on held-out text, "
+                            f"{len(seeds)} seeds; baselines {how}."), flush=True)
 
     print(f"2/2 how it is made: meta-training from scratch with the same recipe for {args.meta_steps} meta-steps on "
           f"its first task (the shipped one had {made['meta_steps']} on {len(made['tasks'])} tasks); "
@@ -334,7 +341,7 @@ def main(argv=None) -> int:
     own = shipped.load_npz(export / "meta_params.npz", jax.eval_shape(learned.init_meta_params, jax.random.key(0)))
     rows = compare.compare(heldout[:1], [compare.LearnedEntry(f"unf-adam ({args.meta_steps} meta-steps)", learned, own),
                                          compare.LearnedEntry("unf-adam (shipped)", learned, meta_params)],
-                           seeds, tuning, log=log)
+                           seeds, tuning, log=log, tuned=tuned)
     print(_write_comparison(rows, args.out / "self-trained", f"The self-trained optimizer on {heldout[0].label}, "
                             f"{len(seeds)} seeds."), flush=True)
     print(f"results in {args.out} (shipped/, self-trained/: results.md, results.json, loss_curves.png; meta-train/: "

@@ -1,8 +1,10 @@
-"""Learned optimizers against tuned AdamW + cosine and tuned constant Adam on held-out tasks.
+"""Learned optimizers against tuned AdamW + cosine and tuned constant Adam on held-out tasks, on held-out loss.
 
-For every held-out task and optimizer: the final training loss (mean of the last 10% of steps) over seeds, its
-ratio to tuned AdamW's, the speed-up (AdamW's steps over the steps the optimizer needs to reach AdamW's final loss on
-the seed-mean curve), and divergences (runs ending non-finite or above their initial loss).
+For every held-out task and optimizer: the final loss on held-out text (files never trained on) over seeds, its
+ratio to tuned AdamW's, the speed-up (AdamW's steps over the steps the optimizer needs to reach AdamW's final
+held-out loss on the seed-mean held-out curve), and divergences (runs ending non-finite or above their initial
+training loss). Baselines are tuned on the held-out loss of their own seeds, or taken from settings tuned earlier
+(``tuned``: the shipped optimizer carries those of its recipe's held-out tasks).
 """
 
 from __future__ import annotations
@@ -25,6 +27,11 @@ class HeldOut:
     task: Task
     steps: int
 
+    @property
+    def key(self) -> str:
+        """The task and run length: what tuned baseline settings are stored under."""
+        return f"{self.task.label} steps={self.steps}"
+
 
 @dataclasses.dataclass(frozen=True)
 class LearnedEntry:
@@ -42,50 +49,77 @@ def _smooth(curve: np.ndarray) -> np.ndarray:
     return np.convolve(padded, np.ones(window) / window, mode="valid")
 
 
-def steps_to_reach(curve: np.ndarray, target: float) -> int | None:
-    """Returns the first (1-based) step at which the smoothed ``curve`` is at or below ``target``, or None."""
-    hits = np.nonzero(_smooth(curve) <= target)[0]
-    return int(hits[0]) + 1 if len(hits) else None
+def steps_to_reach(curve: np.ndarray, target: float, steps: int) -> float | None:
+    """Returns the step at which a held-out curve (measured every ``steps / len(curve)`` steps) first reaches
+    ``target``, linearly interpolated between measurements, or None."""
+    xs = np.arange(1, len(curve) + 1) * steps / len(curve)
+    hit = np.nonzero(np.asarray(curve) <= target)[0]
+    if not len(hit):
+        return None
+    i = int(hit[0])
+    if i == 0:
+        return float(xs[0])
+    frac = (curve[i - 1] - target) / max(curve[i - 1] - curve[i], 1e-12)
+    return float(xs[i - 1] + frac * (xs[i] - xs[i - 1]))
 
 
-def _row(label: str, name: str, losses: np.ndarray, reference_final: float, steps: int) -> dict:
-    finals = evaluate.final_loss(losses)
+def valid_points(steps: int, most: int = 10) -> int:
+    """Returns how many held-out measurements a run of ``steps`` gets: the largest divisor of ``steps`` up to ``most``."""
+    return max(p for p in range(1, min(most, steps) + 1) if steps % p == 0)
+
+
+def _row(label: str, name: str, train: np.ndarray, valid: np.ndarray, reference_final: float, steps: int) -> dict:
+    finals = valid[:, -1]
     finite = np.isfinite(finals)
-    diverged = int(np.sum(~finite | (finals > losses[:, 0])))
+    diverged = int(np.sum(~finite | (finals > train[:, 0])))
     mean_final = float(np.mean(finals)) if finite.all() else float("inf")
     se = float(np.std(finals, ddof=1) / np.sqrt(len(finals))) if len(finals) > 1 and finite.all() else 0.0
-    curve = np.mean(losses, axis=0)
+    curve = np.mean(valid, axis=0)
     row = {"task": label, "optimizer": name, "final": mean_final, "final_se": se, "diverged": diverged,
-           "seeds": int(losses.shape[0]), "steps": steps, "curve": curve.tolist()}
-    reached = steps_to_reach(curve, reference_final) if np.all(np.isfinite(curve)) else None
+           "seeds": int(valid.shape[0]), "steps": steps, "curve": np.mean(train, axis=0).tolist(),
+           "valid_curve": curve.tolist()}
+    reached = steps_to_reach(curve, reference_final, steps) if np.all(np.isfinite(curve)) else None
     row["ratio_to_adamw"] = mean_final / reference_final
     row["steps_to_adamw_final"] = reached
     row["speedup"] = steps / reached if reached else None
     return row
 
 
+BASELINES = (("adamw+cosine", "adamw+cosine (tuned)"), ("adam", "adam (tuned, constant lr)"))
+
+
+def _baselines(h: HeldOut, tuning_seeds: Sequence[int], tuned: dict | None, log) -> dict:
+    """Returns ``{name: (make_opt, hyper, grid size or None, edge_free)}``, from ``tuned`` where it holds ``h``."""
+    makes = {"adamw+cosine": baselines.adamw_cosine(h.steps), "adam": baselines.constant_adam}
+    if tuned is not None and h.key in tuned:
+        return {name: (makes[name], tuple(tuned[h.key][name]), None, True) for name, _ in BASELINES}
+    log(f"[{h.label}] tuning AdamW + cosine and constant Adam on {h.task.label}, {h.steps} steps")
+    found = {"adamw+cosine": baselines.tune_adamw_cosine(h.task, h.steps, tuning_seeds, "valid"),
+             "adam": baselines.tune_constant_adam(h.task, h.steps, tuning_seeds, "valid")}
+    return {name: (makes[name], t.hyper, len(t.scores), t.edge_free) for name, t in found.items()}
+
+
 def compare(heldout: Sequence[HeldOut], learned: Sequence[LearnedEntry], seeds: Sequence[int],
-            tuning_seeds: Sequence[int], log: Callable[[str], None] = print) -> list[dict]:
-    """Returns one row per (held-out task, optimizer), tuned AdamW first; see the module docstring."""
+            tuning_seeds: Sequence[int], log: Callable[[str], None] = print, tuned: dict | None = None) -> list[dict]:
+    """Returns one row per (held-out task, optimizer), tuned AdamW first; see the module docstring. ``tuned`` maps
+    :attr:`HeldOut.key` to ``{"adamw+cosine": [lr, warm-up], "adam": [lr]}``; tasks it lacks are tuned here."""
     rows = []
     for h in heldout:
-        log(f"[{h.label}] tuning AdamW + cosine and constant Adam on {h.task.label}, {h.steps} steps")
-        tuned = [baselines.tune_adamw_cosine(h.task, h.steps, tuning_seeds),
-                 baselines.tune_constant_adam(h.task, h.steps, tuning_seeds)]
-        adamw_losses = evaluate.train_losses(h.task, baselines.adamw_cosine(h.steps), np.asarray(tuned[0].hyper,
-                                             np.float32), h.steps, seeds)
-        target = float(np.mean(evaluate.final_loss(adamw_losses)))
-        adam_losses = evaluate.train_losses(h.task, baselines.constant_adam, np.asarray(tuned[1].hyper, np.float32),
-                                            h.steps, seeds)
-        for name, losses, t in (("adamw+cosine (tuned)", adamw_losses, tuned[0]),
-                                ("adam (tuned, constant lr)", adam_losses, tuned[1])):
-            rows.append({**_row(h.label, name, losses, target, h.steps), "hyper": list(t.hyper),
-                         "grid": len(t.scores), "edge_free": bool(t.edge_free)})
+        points = valid_points(h.steps)
+        runs = {}
+        for name, (make, hyper, grid, edge_free) in _baselines(h, tuning_seeds, tuned, log).items():
+            runs[name] = evaluate.train_valid_losses(h.task, make, np.asarray(hyper, np.float32), h.steps, seeds,
+                                                     points=points), hyper, grid, edge_free
+        target = float(np.mean(runs["adamw+cosine"][0][1][:, -1]))
+        for name, shown in BASELINES:
+            (train, valid), hyper, grid, edge_free = runs[name]
+            rows.append({**_row(h.label, shown, train, valid, target, h.steps), "hyper": list(hyper),
+                         "grid": grid, "edge_free": bool(edge_free)})
         for entry in learned:
             log(f"[{h.label}] training with {entry.name}")
             make = lambda meta, e=entry, s=h.steps: e.learned.opt_fn(meta, total_steps=s)  # noqa: E731
-            losses = evaluate.train_losses(h.task, make, entry.meta_params, h.steps, seeds)
-            rows.append(_row(h.label, entry.name, losses, target, h.steps))
+            train, valid = evaluate.train_valid_losses(h.task, make, entry.meta_params, h.steps, seeds, points=points)
+            rows.append(_row(h.label, entry.name, train, valid, target, h.steps))
     return rows
 
 
@@ -94,7 +128,8 @@ def markdown(rows: Sequence[dict]) -> str:
     best: dict = {}
     for r in rows:
         best[r["task"]] = min(best.get(r["task"], np.inf), r["final"])
-    lines = ["| held-out task | optimizer | final loss | / tuned AdamW | speed-up vs AdamW | diverged | tuned (lr, warm-up) |",
+    lines = ["| held-out task | optimizer | final held-out loss | / tuned AdamW | speed-up vs AdamW | diverged | "
+             "tuned (lr, warm-up) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         final = f"{r['final']:.4f} ± {r['final_se']:.4f}"

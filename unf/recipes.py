@@ -50,13 +50,16 @@ def _transformer_tasks() -> list[Task]:
 
 
 def _transformer_heldout() -> list[HeldOut]:
-    """Held-out tasks past the meta-training distribution in width, depth, sequence, attention and horizon."""
+    """Held-out tasks past the meta-training distribution (rungs of ``benchmarks.lopt_ladder``): wider, deeper,
+    longer sequences and runs, grouped-query and linear attention."""
+    base = dict(layers=2, heads=4, seq=64, batch=8)
     return [
-        HeldOut("d64, 2 layers", transformer_lm(d_model=64, layers=2, heads=4, seq=32, batch=8), 400),
-        HeldOut("d128, 2 layers", transformer_lm(d_model=128, layers=2, heads=4, seq=32, batch=8), 400),
-        HeldOut("linear attention", transformer_lm(d_model=32, heads=4, seq=32, batch=8, attention="linear"), 400),
-        HeldOut("4 layers", transformer_lm(d_model=32, layers=4, heads=4, seq=32, batch=8), 400),
-        HeldOut("2,000 steps", transformer_lm(d_model=32, layers=2, heads=4, seq=32, batch=8), 2000),
+        HeldOut("d64", transformer_lm(d_model=64, **base), 500),
+        HeldOut("d128", transformer_lm(d_model=128, **base), 500),
+        HeldOut("linear attention", transformer_lm(d_model=64, attention="linear", **base), 500),
+        HeldOut("grouped-query attention", transformer_lm(d_model=64, kv_heads=2, **base), 500),
+        HeldOut("8 layers", transformer_lm(d_model=32, **{**base, "layers": 8}), 500),
+        HeldOut("2,000 steps", transformer_lm(d_model=32, **base), 2000),
     ]
 
 

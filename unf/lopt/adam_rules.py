@@ -17,7 +17,7 @@ from unf import spec as spec_lib
 from unf.lopt import adam_features as feats
 from unf.lopt import schedule
 from unf.lopt import width
-from unf.lopt.learned_adam import (DEFAULT_LR, HIDDEN, ScalarOrSchedule, hidden_features, mlp_init,
+from unf.lopt.learned_adam import (DEFAULT_LR, HIDDEN, ScalarOrSchedule, hidden_features, leaf_name, mlp_init,
                                    transformation)
 from unf.lopt.meta_params import check_like
 from unf.spec import WeightSpaceSpec
@@ -137,7 +137,7 @@ class EquivariantAdam:
     def check_params(self, params: Any) -> None:
         """Raises ValueError unless ``params`` hold exactly the leaves of this optimizer's spec (at any width and
         depth), naming the leaves that are missing or extra."""
-        names = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+        names = [leaf_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
         missing = [n for n in self.spec.leaf_names if n not in names]
         extra = [n for n in names if n not in self.spec.leaf_names]
         if missing or extra:

@@ -21,6 +21,7 @@ meta-params are traced.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple, Union
 
 import jax
@@ -116,6 +117,7 @@ def transformation(
         return jnp.asarray(learning_rate, jnp.float32)
 
     def init_fn(params):
+        params, _ = canonical(params, spec)
         if check is not None:
             check(params)
         _stacked_leaves(params, layer_key)
@@ -126,6 +128,8 @@ def transformation(
         del extra_args
         if params is None:
             raise ValueError("this learned optimizer reads the weights: call update(grads, state, params).")
+        params, _ = canonical(params, spec)
+        grads, restore = canonical(grads, spec)
         count = state.count + 1
         g32 = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), grads)
         momenta = tuple(
@@ -155,7 +159,7 @@ def transformation(
         updates = jax.tree.map(
             lambda per_layer, factor, *a: (jax.vmap(one, in_axes=(0,) * 5 + (None,)) if per_layer else one)(*a, factor),
             stacked, factors, grads, params, adam_m, v, out)
-        return updates, LearnedAdamState(momenta, v, count)
+        return restore(updates), LearnedAdamState(momenta, v, count)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -170,16 +174,34 @@ def _width_factors(exponents: jax.Array, params: Any, stacked: Any, spec: Weight
     return current.unflatten(factors)
 
 
+def leaf_name(path: tuple) -> str:
+    """Returns a leaf's readable path with Flax's variable boxes left out (``['l1']['kernel']`` whether the tree holds
+    arrays or ``nnx.Param``s), the names specs use."""
+    kept = tuple(k for k in path if not (isinstance(k, jax.tree_util.GetAttrKey) and k.name == "value"))
+    return jax.tree_util.keystr(kept) or "<root>"
+
+
+def canonical(tree: Any, spec: WeightSpaceSpec | None) -> tuple[Any, Callable[[Any], Any]]:
+    """Returns ``tree`` laid out as ``spec``'s plain nested dicts, and the map from a tree of that layout back to
+    ``tree``'s own type (``nnx.State``, ``FrozenDict``, variable boxes), where the leaves' names match the spec's;
+    else ``tree`` unchanged and the identity (the rule's checks then name what does not fit)."""
+    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    if spec is None or treedef == spec.treedef or tuple(leaf_name(p) for p, _ in flat) != spec.leaf_names:
+        return tree, lambda t: t
+    return spec.unflatten([x for _, x in flat]), lambda t: treedef.unflatten(jax.tree.leaves(t))
+
+
 def _stacked_leaves(params: Any, layer_key: str | None) -> Any:
     """Returns a tree of bools like ``params``: True for the leaves under ``params[layer_key]``."""
     if layer_key is None:
         return jax.tree.map(lambda _: False, params)
-    if not isinstance(params, dict) or layer_key not in params:
-        raise ValueError(f"layer_key={layer_key!r}: params must be a dict with a {layer_key!r} entry of stacked "
+    if not isinstance(params, Mapping) or layer_key not in params:
+        raise ValueError(f"layer_key={layer_key!r}: params must be a mapping with a {layer_key!r} entry of stacked "
                          f"layers; got {type(params).__name__}"
-                         + (f" with keys {sorted(params)}." if isinstance(params, dict) else "."))
+                         + (f" with keys {sorted(params)}." if isinstance(params, Mapping) else "."))
     depths = {np.shape(leaf)[0] if np.ndim(leaf) else 0 for leaf in jax.tree.leaves(params[layer_key])}
     if len(depths) != 1 or 0 in depths:
         raise ValueError(f"layer_key={layer_key!r}: every leaf of params[{layer_key!r}] must lead with one layers "
                          f"axis; their leading sizes are {sorted(depths)}.")
-    return {k: jax.tree.map(lambda _, s=(k == layer_key): s, v) for k, v in params.items()}
+    first = lambda path: getattr(path[0], "key", getattr(path[0], "name", None))  # noqa: E731
+    return jax.tree_util.tree_map_with_path(lambda path, _: first(path) == layer_key, params)

@@ -62,6 +62,13 @@ def info(name: str) -> dict:
     return json.loads((_folder(name) / "info.json").read_text())
 
 
+def tuned_baselines(name: str) -> dict:
+    """Returns the baseline settings tuned for the held-out tasks of the shipped optimizer ``name``'s recipe:
+    ``{HeldOut.key: {"adamw+cosine": [lr, warm-up], "adam": [lr]}}`` (empty where none were shipped)."""
+    path = _folder(name) / "baselines.json"
+    return json.loads(path.read_text())["tuned"] if path.exists() else {}
+
+
 def load_pretrained(name: str) -> tuple[Any, Any]:
     """Returns ``(learned optimizer, meta_params)`` of the shipped optimizer ``name``."""
     from unf import recipes
