@@ -33,18 +33,14 @@ DOC_PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "doc
 
 @pytest.mark.parametrize("page", [p for p in DOC_PAGES if python_blocks(ROOT / p)])
 def test_every_python_block_runs(page, tmp_path):
-    """A page's blocks run in order in one namespace, as a reader would paste them (files land in a temp dir)."""
-    namespace: dict = {"__name__": "docs"}
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        for i, block in enumerate(python_blocks(ROOT / page)):
-            try:
-                exec(compile(block, f"{page}[block {i}]", "exec"), namespace)
-            except Exception as err:  # noqa: BLE001 - re-raised with the block named
-                raise AssertionError(f"{page}, python block {i} failed:\n{block}") from err
-    finally:
-        os.chdir(cwd)
+    """A page's blocks run in order in one fresh interpreter, as a reader would paste them (files land in a temp
+    dir), so a page that leans on an import made elsewhere fails."""
+    script = tmp_path / "page.py"
+    blocks = python_blocks(ROOT / page)
+    script.write_text("\n".join(f"# --- {page}, python block {i}\n{b}" for i, b in enumerate(blocks)))
+    run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert run.returncode == 0, f"{page} failed in a fresh interpreter:\n{run.stderr[-4000:]}"
 
 
 def test_results_page_is_current():

@@ -63,11 +63,6 @@ def steps_to_reach(curve: np.ndarray, target: float, steps: int) -> float | None
     return float(xs[i - 1] + frac * (xs[i] - xs[i - 1]))
 
 
-def valid_points(steps: int, most: int = 10) -> int:
-    """Returns how many held-out measurements a run of ``steps`` gets: the largest divisor of ``steps`` up to ``most``."""
-    return max(p for p in range(1, min(most, steps) + 1) if steps % p == 0)
-
-
 def _row(label: str, name: str, train: np.ndarray, valid: np.ndarray, reference_final: float, steps: int) -> dict:
     finals = valid[:, -1]
     finite = np.isfinite(finals)
@@ -105,7 +100,7 @@ def compare(heldout: Sequence[HeldOut], learned: Sequence[LearnedEntry], seeds: 
     :attr:`HeldOut.key` to ``{"adamw+cosine": [lr, warm-up], "adam": [lr]}``; tasks it lacks are tuned here."""
     rows = []
     for h in heldout:
-        points = valid_points(h.steps)
+        points = evaluate.valid_points(h.steps)
         runs = {}
         for name, (make, hyper, grid, edge_free) in _baselines(h, tuning_seeds, tuned, log).items():
             runs[name] = evaluate.train_valid_losses(h.task, make, np.asarray(hyper, np.float32), h.steps, seeds,

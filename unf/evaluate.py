@@ -93,10 +93,17 @@ def _valid_trainer(task: Task, steps: int, make_opt: Callable, points: int) -> C
     return jax.jit(jax.vmap(one, in_axes=(None, 0)))
 
 
+def valid_points(steps: int, most: int = 10) -> int:
+    """Returns how many held-out measurements a run of ``steps`` gets: the largest divisor of ``steps`` up to ``most``."""
+    return max(p for p in range(1, min(most, steps) + 1) if steps % p == 0)
+
+
 def train_valid_losses(task: Task, make_opt: Callable, hyper: Any, steps: int, seeds: Sequence[int], salt: int = 1,
-                       points: int = 10) -> tuple[np.ndarray, np.ndarray]:
+                       points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Returns ``(train losses [seeds, steps], held-out losses [seeds, points])`` of ``task`` under
-    ``make_opt(hyper)``; the held-out loss is measured every ``steps / points`` steps, the last at the end."""
+    ``make_opt(hyper)``; the held-out loss is measured every ``steps / points`` steps (``points`` defaults to
+    :func:`valid_points`), the last at the end."""
+    points = valid_points(steps) if points is None else points
     train, valid = _valid_trainer(task, steps, make_opt, points)(hyper, seed_keys(seeds, salt))
     return np.asarray(train), np.asarray(valid)
 

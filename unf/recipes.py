@@ -69,7 +69,7 @@ RECIPES = {
         train_tasks=_transformer_tasks,
         heldout=_transformer_heldout,
         config=MetaTrainConfig(
-            steps=2_500, meta_lr=1e-3, clip=1.0, checkpoint_every=250, seed=0,
+            steps=1_500, meta_lr=1e-3, clip=1.0, checkpoint_every=250, seed=0,
             es=ESConfig(estimator="nres", num_particles=16, truncation=10, horizons=(100, 200, 500, 1000, 2000),
                         sigma=0.01, rescale=0.3, objective="valid"),
         ),
