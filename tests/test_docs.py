@@ -37,7 +37,9 @@ def test_every_python_block_runs(page, tmp_path):
     dir), so a page that leans on an import made elsewhere fails."""
     script = tmp_path / "page.py"
     blocks = python_blocks(ROOT / page)
-    script.write_text("\n".join(f"# --- {page}, python block {i}\n{b}" for i, b in enumerate(blocks)))
+    # The pages' multi-device blocks run on four virtual CPU devices, as the test session does.
+    setup = 'import jax\njax.config.update("jax_num_cpu_devices", 4)\n'
+    script.write_text(setup + "\n".join(f"# --- {page}, python block {i}\n{b}" for i, b in enumerate(blocks)))
     run = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, f"{page} failed in a fresh interpreter:\n{run.stderr[-4000:]}"

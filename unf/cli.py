@@ -298,10 +298,10 @@ def main(argv=None) -> int:
     short meta-training run from scratch with the same recipe, evaluated the same way."""
     p = argparse.ArgumentParser(prog="unf-main", description=main.__doc__)
     p.add_argument("--out", type=Path, default=Path("runs/main"))
-    p.add_argument("--seeds", type=int, default=3, help="evaluation seeds per task")
+    p.add_argument("--seeds", type=int, default=2, help="evaluation seeds per task")
     p.add_argument("--tuning-seeds", type=int, default=2, help="seeds for tuning the baselines (separate from --seeds)")
-    p.add_argument("--tasks", type=int, default=2, help="how many of the recipe's held-out tasks to evaluate")
-    p.add_argument("--meta-steps", type=int, default=100, help="meta-steps of the from-scratch demonstration run")
+    p.add_argument("--tasks", type=int, default=1, help="how many of the recipe's held-out tasks to evaluate")
+    p.add_argument("--meta-steps", type=int, default=50, help="meta-steps of the from-scratch demonstration run")
     p.add_argument("--retune", action="store_true",
                    help="tune the baselines here instead of using the settings shipped with the optimizer")
     p.add_argument("--quiet", action="store_true")
