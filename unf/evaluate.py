@@ -19,21 +19,25 @@ from unf.tasks.base import Task
 ADAM_SWEEP = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
 
 
+def _run_start(task: Task, make_opt: Callable, hyper: Any, key_data: jax.Array):
+    """Returns one seed's initial params, its optimizer and the scan body ``(params, state), step -> (.., loss)``."""
+    k_init, k_data = jax.random.split(jax.random.wrap_key_data(key_data))
+    opt = make_opt(hyper)
+
+    def body(carry, i):
+        p, s = carry
+        p, s, loss, _ = inner_step(task.loss, opt, p, s, task.sample_batch(jax.random.fold_in(k_data, i)))
+        return (p, s), loss
+
+    return task.init(k_init), opt, body
+
+
 @functools.lru_cache(maxsize=64)
 def _trainer(task: Task, steps: int, make_opt: Callable) -> Callable:
     """Returns jitted ``run(hyper, seeds_key_data [n, k]) -> losses [n, steps]``; ``hyper`` is traced."""
 
     def one(hyper, key_data):
-        key = jax.random.wrap_key_data(key_data)
-        k_init, k_data = jax.random.split(key)
-        opt = make_opt(hyper)
-        params = task.init(k_init)
-
-        def body(carry, i):
-            p, s = carry
-            p, s, loss, _ = inner_step(task.loss, opt, p, s, task.sample_batch(jax.random.fold_in(k_data, i)))
-            return (p, s), loss
-
+        params, opt, body = _run_start(task, make_opt, hyper, key_data)
         _, losses = jax.lax.scan(body, (params, opt.init(params)), jnp.arange(steps))
         return losses
 
@@ -74,14 +78,7 @@ def _valid_trainer(task: Task, steps: int, make_opt: Callable, points: int) -> C
         return jnp.mean(jnp.stack([task.loss(params, b) for b in batches]))
 
     def one(hyper, key_data):
-        k_init, k_data = jax.random.split(jax.random.wrap_key_data(key_data))
-        opt = make_opt(hyper)
-        params = task.init(k_init)
-
-        def body(carry, i):
-            p, s = carry
-            p, s, loss, _ = inner_step(task.loss, opt, p, s, task.sample_batch(jax.random.fold_in(k_data, i)))
-            return (p, s), loss
+        params, opt, body = _run_start(task, make_opt, hyper, key_data)
 
         def chunk_body(carry, c):
             carry, losses = jax.lax.scan(body, carry, c * chunk + jnp.arange(chunk))
