@@ -114,7 +114,8 @@ def tuned_baselines(rung: Rung, seeds: list[int], tuning_seeds: list[int], cache
 
 def refusal(rung: Rung) -> str | None:
     """Returns the shipped optimizer's message refusing the rung's model, or None when it serves it."""
-    learned = recipes.recipe(shipped.info("transformer-lm")["recipe"]).learned(shipped.info("transformer-lm")["kind"])
+    made = shipped.info("transformer-lm")
+    learned = recipes.recipe(made["recipe"]).learned(made["kind"])
     try:
         learned.check_params(jax.eval_shape(rung.task.init, jax.random.key(0)))
     except ValueError as err:

@@ -51,6 +51,7 @@ class PerParameterAdam:
     hidden: int = HIDDEN
     layer_key: str | None = None
     name: str = "mlp-adam"
+    uses_total_steps = True
 
     def __post_init__(self):
         _check_settings(self.spec, self.hidden, self.layer_key, allow_no_spec=True)
@@ -59,7 +60,6 @@ class PerParameterAdam:
         """Raises ValueError when a spec was given and ``params`` do not carry its leaves (any width and depth)."""
         if self.spec is not None:
             spec_lib.relabel(self.spec, params)
-    uses_total_steps = True
 
     @property
     def sizes(self) -> tuple[int, ...]:
