@@ -36,9 +36,13 @@ class Checkpoints:
         try:
             return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as err:  # noqa: BLE001 - orbax raises many kinds for a damaged checkpoint
+            # The run ends here: close the manager so its background threads do not outlive it, and keep only the
+            # first line of orbax's message (the rest is kilobytes of storage specs).
+            self.close()
+            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
             raise ValueError(f"checkpoint {step} in {self.directory} could not be restored ({type(err).__name__}: "
-                             f"{err}); it is damaged, incomplete or of another run. Delete that step's folder to "
-                             "resume from an earlier one.") from err
+                             f"{first}); it is damaged, incomplete or of another run. Delete that step's folder to "
+                             "resume from an earlier one.") from None
 
     def close(self) -> None:
         self.manager.close()

@@ -179,6 +179,11 @@ def run(args: argparse.Namespace) -> dict:
     # Sharded params and batches carry their shardings into the eval step.
     step, eval_step = make_train_step(loss_fn, optimizer, shardings), make_eval_step(loss_fn)
     length = args.seq_len + 1
+    for split, tokens in (("training", corpus.train), ("validation", corpus.valid)):
+        if tokens.size < length:
+            raise ValueError(f"the {split} split of {corpus.source} holds {tokens.size} bytes, fewer "
+                             f"than one window of --seq-len {args.seq_len} + 1 = {length}; use a longer --text file "
+                             "(its last tenth is the validation split) or a smaller --seq-len.")
     train_batch = batch_maker(corpus.train, args.batch, length, shardings)
     valid_batch = batch_maker(corpus.valid, args.batch, length, shardings)
     main = distributed.is_main()

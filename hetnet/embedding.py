@@ -14,14 +14,15 @@ def check_tokens(tokens, vocab_size: int, name: str = "tokens", bound: str = "vo
     """Raises ValueError when concrete ``tokens`` are not integers in ``[0, vocab_size)``; ``bound`` names the
     config field that sets the limit.
 
-    Traced tokens cannot be checked eagerly; :func:`embed_tokens` turns their out-of-range entries into NaN so the
+    The dtype is checked under ``jax.jit`` too; the values of traced tokens cannot be checked eagerly; :func:`embed_tokens` turns their out-of-range entries into NaN so the
     mistake shows in the loss instead of silently reading a clamped row.
     """
+    dtype = tokens.dtype if hasattr(tokens, "dtype") else np.asarray(tokens).dtype
+    if not np.issubdtype(dtype, np.integer):
+        raise TypeError(f"{name} must be an integer array (token ids), got dtype {dtype}.")
     if isinstance(tokens, jax.core.Tracer):
         return
     arr = np.asarray(tokens)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}.")
     if arr.size and (arr.min() < 0 or arr.max() >= vocab_size):
         raise ValueError(
             f"{name} must lie in [0, {bound}) = [0, {vocab_size}); got values in [{arr.min()}, {arr.max()}]. "

@@ -17,6 +17,7 @@ import argparse
 import os
 import signal
 import socket
+import shutil
 import subprocess
 import sys
 import time
@@ -64,6 +65,9 @@ def launch(command: list[str], processes: int, cpu_devices: int | None = None, l
         raise ValueError(f"processes must be positive, got {processes}")
     if cpu_devices is not None and cpu_devices < 1:
         raise ValueError(f"cpu_devices must be positive, got {cpu_devices}")
+    if shutil.which(command[0]) is None:
+        raise ValueError(f"command {command[0]!r} is neither a file nor on PATH; give an executable after --, e.g. "
+                         "-- python -m hetnet.cli or -- unf-meta-train (installed by pip install -e .).")
     log_dir = Path(log_dir or "launch_logs")
     coordinator = f"127.0.0.1:{free_port()}"
     procs, logs = [], []

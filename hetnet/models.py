@@ -12,6 +12,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from hetnet import axes as axes_lib, embedding
@@ -90,6 +91,10 @@ class Body:
         block = self.block
         if self.cfg.block == "standard":
             stacked = params["blocks"]
+            depth = {int(np.shape(a)[0]) for a in jax.tree.leaves(stacked)}
+            if depth != {self.cfg.num_layers}:
+                raise ValueError(f"params['blocks'] hold {sorted(depth)} stacked layers but the config has num_layers="
+                                 f"{self.cfg.num_layers}; apply the params with the model that made them.")
             carry = block.first_carry(jax.tree.map(lambda a: a[0], stacked), x)
         else:
             stacked = None

@@ -222,12 +222,37 @@ def _check_channels(**channels: int) -> None:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
 
 
+#: Past this many weights a layer is refused: its cost comes from unpermuted axes, one coefficient per index pair.
+MAX_WEIGHTS = 20_000_000
+
+
+def num_weights(plan: Plan) -> int:
+    """Returns the number of weights of a layer with this plan (its matmul groups' matrices)."""
+    return sum(grp.num_rows * grp.num_cols for grp in plan.groups)
+
+
+def _check_weight_count(spec: WeightSpaceSpec, plan: Plan) -> None:
+    count = num_weights(plan)
+    if count <= MAX_WEIGHTS:
+        return
+    unpermuted = sorted(((n, name, axis) for labels, shape, name in zip(spec.leaf_axes, spec.leaf_shapes,
+                                                                         spec.leaf_names)
+                         for axis, (label, n) in enumerate(zip(labels, shape)) if label is None), reverse=True)
+    listed = ", ".join(f"{name} axis {axis} (size {n})" for n, name, axis in unpermuted[:4])
+    raise ValueError(
+        f"this equivariant layer would hold {count:,} weights (limit {MAX_WEIGHTS:,}): every pair of positions on "
+        f"unpermuted axes gets its own coefficient, and the largest such axes are {listed}. Treat them as groups "
+        "of their own with unf.spec.unpermuted_as_groups(spec) (sizes then do not matter; the learned optimizers "
+        "do this by default), or label them with a group the model really has.")
+
+
 def _attach_plan(layer, out_layouts: tuple[LeafLayout, ...] | None, c_out: int) -> None:
     """Checks a frozen layer's settings and stores its plan (output layouts default to the input's) and compiled
     init on it."""
     _check_reduction(layer.reduction)
     view = _unstacked(layer.spec)
     plan = build_plan(view.layouts, view.layouts if out_layouts is None else out_layouts, layer.c_in, c_out)
+    _check_weight_count(layer.spec, plan)
     object.__setattr__(layer, "plan", plan)
     object.__setattr__(layer, "_view", view)
     object.__setattr__(layer, "_init", _jitted_init(plan))

@@ -122,13 +122,15 @@ class EquivariantAdam:
 
     def __post_init__(self):
         _check_settings(self.spec, self.hidden, self.layer_key)
-        if self.layer_key is not None:
-            object.__setattr__(self, "_view_spec", spec_lib.layer_view(self.spec, self.layer_key))
+        view = self.spec if self.layer_key is None else spec_lib.layer_view(self.spec, self.layer_key)
+        object.__setattr__(self, "_view_spec", spec_lib.unpermuted_as_groups(view))
 
     @property
     def view_spec(self) -> WeightSpaceSpec:
-        """The spec the equivariant layer is built on: one layer's view with ``layer_key``, else ``spec``."""
-        return self.spec if self.layer_key is None else self._view_spec
+        """The spec the equivariant layer is built on: one layer's view with ``layer_key``, else ``spec``; unpermuted
+        axes made groups of their own (:func:`unf.spec.unpermuted_as_groups`), so the meta-params' size does not
+        depend on any axis's size."""
+        return self._view_spec
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -141,12 +143,14 @@ class EquivariantAdam:
         missing = [n for n in self.spec.leaf_names if n not in names]
         extra = [n for n in names if n not in self.spec.leaf_names]
         if missing or extra:
+            hint = spec_lib.prefix_hint(self.spec.leaf_names, names)
             raise ValueError(
                 f"{self.name}: params do not fit this optimizer's weight space (missing {missing}, extra {extra}). "
                 "Its equivariant layer holds coefficients for every pair of the leaves it was built for, so a model "
                 "with other leaves (a SwiGLU gate, LayerNorm biases, another architecture) needs an optimizer built "
                 "from its own spec (equivariant_adam(spec)) or the per-parameter rule (per_parameter_adam()); under "
-                "optax.masked / optax.partition build EquivariantAdam from the spec of the sub-tree it updates.")
+                "optax.masked / optax.partition build EquivariantAdam from the spec of the sub-tree it updates."
+                + hint)
         spec_lib.relabel(self.spec, params)
 
     def _layer(self, spec: WeightSpaceSpec) -> layers.EquivariantLinear:

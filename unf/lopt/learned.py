@@ -106,12 +106,23 @@ def _mlp_apply(params, x, sizes, final_activation: bool):
     return x
 
 
+def _check_hidden(hidden) -> None:
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ValueError(f"hidden must be a positive int (the pointwise layers' width), got {hidden!r}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class PerParameterMLP:
     """The per-parameter ("Deep Sets") baseline: ``f`` is four pointwise layers, the same for every parameter."""
 
     hidden: int = HIDDEN
     name: str = "per-parameter"
+
+    def __post_init__(self):
+        if isinstance(self.hidden, WeightSpaceSpec):
+            raise TypeError("PerParameterMLP takes no spec: it treats every parameter alike (hidden is its first "
+                            "argument, the layers' width). Use PerParameterMLP() or UNFOptimizer(spec).")
+        _check_hidden(self.hidden)
 
     @property
     def sizes(self):
@@ -138,6 +149,12 @@ class UNFOptimizer:
     spec: WeightSpaceSpec
     hidden: int = HIDDEN
     name: str = "unf"
+
+    def __post_init__(self):
+        if not isinstance(self.spec, WeightSpaceSpec):
+            raise TypeError(f"spec must be a WeightSpaceSpec (unf.spec.from_hetnet, from_flax, ...), got "
+                            f"{type(self.spec).__name__}.")
+        _check_hidden(self.hidden)
 
     @property
     def sizes(self):

@@ -130,6 +130,10 @@ def transformation(
             raise ValueError("this learned optimizer reads the weights: call update(grads, state, params).")
         params, _ = canonical(params, spec)
         grads, restore = canonical(grads, spec)
+        updates, state = compiled_update(grads, state, params)
+        return restore(updates), state
+
+    def update(grads, state, params):
         count = state.count + 1
         g32 = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), grads)
         momenta = tuple(
@@ -159,8 +163,11 @@ def transformation(
         updates = jax.tree.map(
             lambda per_layer, factor, *a: (jax.vmap(one, in_axes=(0,) * 5 + (None,)) if per_layer else one)(*a, factor),
             stacked, factors, grads, params, adam_m, v, out)
-        return restore(updates), LearnedAdamState(momenta, v, count)
+        return updates, LearnedAdamState(momenta, v, count)
 
+    # Compiled once per transformation: called eagerly, the many small ops of the rule would each compile on the
+    # first step; inside a user's jit (or meta-training's vmap) it is inlined.
+    compiled_update = jax.jit(update)
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 

@@ -25,7 +25,7 @@ import math
 from typing import Any, Sequence
 
 from hetnet import axes as hetnet_axes
-from unf.spec import WeightSpaceSpec
+from unf.spec import Unpermuted, WeightSpaceSpec
 
 ROLES = ("vector", "input", "output", "hidden")
 REFERENCE_WIDTH = 32.0
@@ -33,7 +33,7 @@ REFERENCE_WIDTH = 32.0
 
 def is_width_label(label: Any, fixed: Sequence = ()) -> bool:
     """Returns whether an axis labelled ``label`` grows with the model's width."""
-    if label is None or label in fixed:
+    if label is None or label in fixed or isinstance(label, Unpermuted):
         return False
     name = getattr(label, "name", label)
     return not (label in hetnet_axes.UNPERMUTED_LABELS or name in hetnet_axes.UNPERMUTED_LABELS)

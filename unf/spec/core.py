@@ -12,8 +12,7 @@ layers are interchangeable, so one set of layer coefficients serves any depth).
 from __future__ import annotations
 
 import dataclasses
-import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import jax
@@ -86,7 +85,9 @@ class WeightSpaceSpec:
         """Returns the leaves of ``tree`` after checking it has this spec's structure."""
         leaves, treedef = jax.tree.flatten(tree)
         if treedef != self.treedef:
-            raise ValueError(f"{name} must have the weight space's structure {self.treedef}; got {treedef}.")
+            given = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+            raise ValueError(f"{name} must have the weight space's structure {self.treedef}; got {treedef}."
+                             + prefix_hint(self.leaf_names, given))
         return leaves
 
     def unflatten(self, leaves: Sequence) -> Any:
@@ -106,6 +107,51 @@ class WeightSpaceSpec:
         return self.unflatten(
             [symmetry.permute_leaf(x, labels, perms) for x, labels in zip(leaves, self.leaf_axes)]
         )
+
+
+def prefix_hint(spec_names: Sequence[str], given_names: Sequence[str]) -> str:
+    """Returns a sentence for an error when the two sets of leaf paths differ by a leading ``['params']``: the spec
+    was built from flax ``variables`` and used on ``variables['params']``, or the other way round; else ``""``."""
+    outer = "['params']"
+    if spec_names and all(n.startswith(outer) for n in spec_names) and not any(
+            n.startswith(outer) for n in given_names):
+        return (" The spec was built from flax variables ({'params': ...}) and is used on the bare params: build it "
+                "from variables['params'] (or pass {'params': params}).")
+    if given_names and all(n.startswith(outer) for n in given_names) and not any(
+            n.startswith(outer) for n in spec_names):
+        return (" The tree has flax's outer 'params' entry but the spec was built from the bare params: pass "
+                "variables['params'] (or build the spec from the variables).")
+    return ""
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Unpermuted:
+    """The group that :func:`unpermuted_as_groups` gives one unpermuted axis: it permutes only axis ``axis`` of leaf
+    ``leaf``, so layers treat each position of that axis alike, with coefficients that do not depend on its size."""
+
+    leaf: str
+    axis: int
+
+    def __str__(self) -> str:
+        return f"{self.leaf}:{self.axis}"
+
+
+def unpermuted_as_groups(spec: "WeightSpaceSpec") -> "WeightSpaceSpec":
+    """Returns ``spec`` with every unpermuted (``None``) axis relabelled as a group of its own
+    (:class:`Unpermuted`, one per leaf and axis).
+
+    An equivariant layer over the result is equivariant to a larger group than ``spec``'s, so it is still equivariant
+    to ``spec``'s group; it mixes positions along such an axis only pointwise and through means, never with one
+    coefficient per (output position, input position) pair, so its size does not depend on the axis's size (a
+    32k vocabulary, a flattened conv feature map).
+    """
+    axes = tuple(tuple(Unpermuted(name, i) if label is None else label for i, label in enumerate(labels))
+                 for labels, name in zip(spec.leaf_axes, spec.leaf_names))
+    sizes = dict(spec.sizes)
+    for labels, shape in zip(axes, spec.leaf_shapes):
+        for label, n in zip(labels, shape):
+            sizes.setdefault(label, n)
+    return dataclasses.replace(spec, leaf_axes=axes, sizes=tuple(sorted(sizes.items(), key=lambda kv: repr(kv[0]))))
 
 
 def from_labels(params: Any, labels: Any, fixed: Sequence[Label] = ()) -> WeightSpaceSpec:
@@ -141,7 +187,8 @@ def relabel(reference: WeightSpaceSpec, params: Any) -> WeightSpaceSpec:
     for path, leaf in flat:
         name = jax.tree_util.keystr(path) or "<root>"
         if name not in by_name:
-            raise ValueError(f"params leaf {name} is not in the weight space; it names {list(by_name)}.")
+            raise ValueError(f"params leaf {name} is not in the weight space; it names {list(by_name)}."
+                             + prefix_hint(reference.leaf_names, [name]))
         labels, shape = by_name[name], tuple(np.shape(leaf))
         if len(labels) != len(shape):
             raise ValueError(f"params leaf {name} has shape {shape} but its labels {labels} name {len(labels)} axes.")
@@ -212,144 +259,3 @@ def layer_view(spec: WeightSpaceSpec, layer_key: str) -> WeightSpaceSpec:
     return WeightSpaceSpec(spec.treedef, tuple(axes), tuple(shapes), spec.leaf_names,
                            tuple(sorted(sizes.items(), key=lambda kv: repr(kv[0]))),
                            tuple(label for label in spec.fixed if label in sizes))
-
-
-_NUMBERED = re.compile(r"^(?P<stem>.*?)_?(?P<index>\d+)$")
-
-
-def _network_order(keys: list) -> list:
-    """Returns ``keys`` in network order: by their number when every key is ``<stem><n>`` or ``<stem>_<n>`` with one
-    stem (flax's ``Dense_0, Dense_1, ..., Dense_10``, which ``jax.tree.map`` returns sorted as strings, so
-    ``Dense_10`` before ``Dense_2``), else as given."""
-    matches = [_NUMBERED.match(k) if isinstance(k, str) else None for k in keys]
-    if keys and all(matches) and len({m.group("stem") for m in matches}) == 1:
-        return [k for _, k in sorted(zip((int(m.group("index")) for m in matches), keys))]
-    return keys
-
-
-def _layer_keys(params: Any, name: str, order: Sequence | None) -> list:
-    """Returns the layer keys (dict) or indices (list) in network order: ``order`` if given; else, for keys numbered
-    with one stem (``Dense_0 ... Dense_10``), by number; else the dict's own order, which is call order for params
-    made by flax's ``init``."""
-    if isinstance(params, Mapping):
-        keys = _network_order(list(params)) if order is None else list(order)
-        if sorted(map(repr, keys)) != sorted(map(repr, params)):
-            raise ValueError(f"{name} order {keys} must name every layer of the params exactly once: {list(params)}.")
-        return keys
-    if isinstance(params, (list, tuple)):
-        if order is not None:
-            raise ValueError(f"{name} order applies to a dict of layers; a list is already in order.")
-        return list(range(len(params)))
-    raise TypeError(f"{name} params must be a list of layers or a dict of layers, got {type(params).__name__}.")
-
-
-def _kernel_and_bias(layer: Any, name: str, i: int):
-    if not isinstance(layer, Mapping):
-        raise TypeError(f"{name} layer {i} must be a dict with a kernel ('kernel' or 'w'), got {type(layer).__name__}.")
-    k_key = next((k for k in ("kernel", "w") if k in layer), None)
-    if k_key is None:
-        raise ValueError(f"{name} layer {i} has keys {sorted(layer)}; expected 'kernel' or 'w' (and 'bias' or 'b').")
-    b_key = next((k for k in ("bias", "b") if k in layer), None)
-    extra = set(layer) - {k_key, b_key}
-    if extra:
-        raise ValueError(f"{name} layer {i} has unexpected keys {sorted(extra)}.")
-    return k_key, b_key
-
-
-def _feedforward_labels(params: Any, name: str, input_label, output_label, spatial_ok: bool, order) -> Any:
-    keys = _layer_keys(params, name, order)
-    labels = {}
-    prev = input_label
-    for i, key in enumerate(keys):
-        layer = params[key]
-        k_key, b_key = _kernel_and_bias(layer, name, i)
-        kernel_rank = np.ndim(layer[k_key])
-        if kernel_rank != 2 and not (spatial_ok and kernel_rank >= 3):
-            raise ValueError(f"{name} layer {i} kernel has rank {kernel_rank}; expected [in, out]"
-                             + (" or [*spatial, in, out]" if spatial_ok else "") + ".")
-        out = output_label if i == len(keys) - 1 else i
-        entry = {k_key: (None,) * (kernel_rank - 2) + (prev, out)}
-        if b_key is not None:
-            entry[b_key] = (out,)
-        labels[key] = entry
-        prev = out
-    if isinstance(params, Mapping):
-        return {k: labels[k] for k in params}
-    return type(params)(labels[i] for i in range(len(keys)))
-
-
-def _flax_variables(helper):
-    """Lets a helper take flax's ``{"params": ...}`` variables as well as the bare params tree."""
-
-    def wrapped(params, **kwargs):
-        if isinstance(params, Mapping) and list(params) == ["params"]:
-            inner = helper(params["params"], **kwargs)
-            return from_labels(params, {"params": inner.axes_tree()})
-        return helper(params, **kwargs)
-
-    wrapped.__doc__, wrapped.__name__ = helper.__doc__, helper.__name__
-    return wrapped
-
-
-@_flax_variables
-def mlp(
-    params: Any,
-    *,
-    input_label: Label | None = None,
-    output_label: Label | None = None,
-    order: Sequence | None = None,
-) -> WeightSpaceSpec:
-    """Returns the spec of an MLP: a list of layers, or a dict of layers in network order (flax's ``init`` output
-    is; else pass ``order``, the keys in network order). Each layer has a kernel ``[in, out]`` (``kernel`` or
-    ``w``) and optional bias ``[out]``. Hidden layer ``i``'s units carry label ``i``; the network's input and output
-    axes are unpermuted unless labels are given.
-    """
-    return from_labels(params, _feedforward_labels(params, "mlp", input_label, output_label, False, order))
-
-
-@_flax_variables
-def cnn(
-    params: Any,
-    *,
-    input_label: Label | None = None,
-    output_label: Label | None = None,
-    order: Sequence | None = None,
-) -> WeightSpaceSpec:
-    """Returns the spec of a CNN with global pooling before its dense head: layers (ordered as for :func:`mlp`)
-    with kernels ``[*spatial, in, out]`` (conv) or ``[in, out]`` (dense). Spatial kernel axes are not permuted; the
-    pooled channels keep the last conv layer's label, so the first dense layer's input axis shares it.
-    """
-    return from_labels(params, _feedforward_labels(params, "cnn", input_label, output_label, True, order))
-
-
-@_flax_variables
-def rnn(params: Any, *, hidden_label: Label = "hidden", input_label: Label | None = None) -> WeightSpaceSpec:
-    """Returns the spec of a recurrent cell's params: a dict of dense parts (flax's LSTMCell/GRUCell/SimpleCell
-    layout: ``{"ii": {"kernel": [in, h]}, "hi": {"kernel": [h, h], "bias": [h]}, ...}``), or of raw arrays with
-    the same shapes. A kernel whose first axis reads the hidden state (key starting with ``h``) carries the hidden
-    group on both axes; input kernels carry ``input_label`` then the hidden group; biases the hidden group.
-    """
-    if not isinstance(params, Mapping) or not params:
-        raise TypeError("rnn params must be a non-empty dict of the cell's dense parts.")
-
-    def labels_for(key: str, leaf_name: str, arr) -> tuple:
-        rank = np.ndim(arr)
-        if rank == 1:
-            return (hidden_label,)
-        if rank != 2:
-            raise ValueError(f"rnn part {key!r}/{leaf_name} has rank {rank}; expected a [in, h] kernel or [h] bias.")
-        return (hidden_label if str(key).startswith("h") else input_label, hidden_label)
-
-    labels = {}
-    for key, part in params.items():
-        if isinstance(part, Mapping):
-            labels[key] = {name: labels_for(key, name, arr) for name, arr in part.items()}
-        else:
-            labels[key] = labels_for(key, key, part)
-    return from_labels(params, labels)
-
-
-__all__ = ["WeightSpaceSpec", "Nested", "LAYERS_MODES", "from_labels", "from_hetnet", "layer_view", "mlp", "cnn", "rnn"]
-
-
-from unf.flax_labels import FLAX_RULES, from_flax  # noqa: E402 - it builds on from_labels above

@@ -1,0 +1,162 @@
+"""Flax's own example models through the spec path: each spec is verified by ``check_symmetry`` or refused with a
+message that lists what is missing; learned optimizers over them stay small whatever the unpermuted axes' sizes."""
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from hetnet.axes import Nested
+from tests.unf import flax_examples as ex
+from unf import layers, lopt
+from unf import spec as spec_lib
+
+SYMMETRY_TOLERANCE = 1e-4
+
+
+def tokens(vocab, length=10):
+    return jax.random.randint(jax.random.key(0), (2, length), 0, vocab)
+
+
+def meta_param_count(optimizer) -> int:
+    shapes = jax.eval_shape(optimizer.init_meta_params, jax.random.key(0))
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(shapes))
+
+
+@pytest.fixture(scope="module")
+def lm1b():
+    model = ex.Lm1bLM()
+    x = tokens(model.vocab)
+    return model, model.init(jax.random.key(1), x), x
+
+
+def test_lm1b_sinusoidal_positions_break_the_embed_group_and_the_check_says_so(lm1b):
+    model, variables, x = lm1b
+    params = nn.unbox(variables)
+    changes = spec_lib.check_symmetry(model.apply, params, spec_lib.from_flax(variables), x, key=jax.random.key(2))
+    assert changes["embed"] > 0.1  # the position table is a constant the group cannot reach
+    assert all(changes[g] < SYMMETRY_TOLERANCE for g in ("heads", "kv", "mlp"))
+    fixed = spec_lib.from_flax(variables, {**spec_lib.FLAX_RULES, "embed": "unpermuted"})
+    changes = spec_lib.check_symmetry(model.apply, params, fixed, x, key=jax.random.key(2))
+    assert set(changes) == {"heads", "kv", "mlp"}
+    assert max(changes.values()) < SYMMETRY_TOLERANCE
+
+
+def test_lm1b_spec_is_the_same_inside_logical_axis_rules(lm1b):
+    _, variables, _ = lm1b
+    with nn.logical_axis_rules([("embed", None), ("mlp", "model"), ("heads", "model"), ("vocab", "model")]):
+        inside = spec_lib.from_flax(variables)
+    assert inside.leaf_axes == spec_lib.from_flax(variables).leaf_axes
+
+
+def test_a_spec_of_the_variables_used_on_the_bare_params_says_which(lm1b):
+    _, variables, _ = lm1b
+    spec = spec_lib.from_flax(variables)
+    with pytest.raises(ValueError, match=r"build it from variables\['params'\]"):
+        spec.apply(spec.sample(jax.random.key(0)), nn.unbox(variables)["params"])
+    with pytest.raises(ValueError, match=r"build it from variables\['params'\]"):
+        lopt.equivariant_adam(spec).init(nn.unbox(variables)["params"])
+
+
+def test_collections_besides_params_are_named():
+    variables = {"params": {"w": jnp.ones((2, 3))}, "batch_stats": {"mean": jnp.zeros(3)}}
+    with pytest.raises(ValueError, match=r"collections \['batch_stats'\] besides 'params'"):
+        spec_lib.from_flax(variables)
+    bn = nnx.BatchNorm(3, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="non-parameter variables \\(BatchStat\\)"):
+        spec_lib.from_flax(nnx.state(bn))
+
+
+def test_mini_gpt_partitioned_by_mesh_axes_is_refused_naming_every_leaf():
+    with pytest.raises(ValueError) as info:
+        spec_lib.from_flax(ex.MiniGPT(nnx.Rngs(0)))
+    message = str(info.value)
+    assert "25 params leaves lack a logical name" in message
+    assert "['head']['bias'] (29,): none" in message
+    assert "['model'] look like mesh axes" in message
+
+
+def test_tutorial_cnn_unannotated_is_refused_and_hand_labels_verify():
+    with pytest.raises(ValueError, match=r"8 params leaves lack a logical name(.|\n)*\['linear1'\]\['kernel'\] "
+                                         r"\(3136, 256\)"):
+        spec_lib.from_flax(ex.TutorialCNN(nnx.Rngs(0)))
+    model = ex.TutorialCNN(nnx.Rngs(0), side=8)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    spec = spec_lib.from_labels(params, ex.tutorial_cnn_labels(params))
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    changes = spec_lib.check_symmetry(ex.nnx_apply(model), params, spec, x, key=jax.random.key(3))
+    assert set(changes) == {"c1", "h"} and max(changes.values()) < SYMMETRY_TOLERANCE
+    wrong = spec_lib.from_labels(params, {**ex.tutorial_cnn_labels(params),
+                                          "conv2": {"kernel": (None, None, "c1", "c2"), "bias": ("c2",)}})
+    assert spec_lib.check_symmetry(ex.nnx_apply(model), params, wrong, x, key=jax.random.key(3))["c2"] > 0.1
+
+
+def test_scan_stacked_gpt_with_sequential_mlps_keeps_one_group_per_layer():
+    model = ex.ScanGPT(nnx.Rngs(0))
+    spec = spec_lib.from_flax(model)
+    named = dict(zip(spec.leaf_names, spec.leaf_axes))
+    assert named["['blocks']['mlp']['layers'][0]['kernel']"] == ("layers", "embed", Nested("mlp"))
+    assert named["['blocks']['mlp']['layers'][2]['kernel']"] == ("layers", Nested("mlp"), "embed")
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    changes = spec_lib.check_symmetry(ex.nnx_apply(model), params, spec, tokens(23), key=jax.random.key(4))
+    assert len(changes) == 4 and max(changes.values()) < SYMMETRY_TOLERANCE
+
+
+def test_check_symmetry_rejects_bad_arguments(lm1b):
+    model, variables, x = lm1b
+    spec = spec_lib.from_flax(variables)
+    params = nn.unbox(variables)
+    with pytest.raises(ValueError, match="samples must be a positive int"):
+        spec_lib.check_symmetry(model.apply, params, spec, x, key=jax.random.key(0), samples=0)
+    with pytest.raises(TypeError, match="key must be a jax PRNG key"):
+        spec_lib.check_symmetry(model.apply, params, spec, x, key=0)
+    with pytest.raises(TypeError, match="spec must be a WeightSpaceSpec"):
+        spec_lib.check_symmetry(model.apply, params, "spec", x, key=jax.random.key(0))
+
+
+def test_learned_optimizers_cost_nothing_per_unpermuted_position():
+    cnn = ex.TutorialCNN(nnx.Rngs(0))
+    params = jax.eval_shape(lambda: nnx.to_pure_dict(nnx.state(cnn, nnx.Param)))
+    spec = spec_lib.from_labels(params, ex.tutorial_cnn_labels(params))
+    assert spec.leaf_shapes[spec.leaf_names.index("['linear1']['kernel']")] == (3136, 256)
+    assert meta_param_count(lopt.EquivariantAdam(spec)) < 1_000_000
+    with pytest.raises(ValueError, match=r"\['linear1'\]\['kernel'\] axis 0 \(size 3136\)(.|\n)*unpermuted_as_groups"):
+        layers.EquivariantLinear(spec, 8, 2)
+
+    vocab, d = 32_768, 16
+    lm = {"embed": jax.ShapeDtypeStruct((vocab, d), jnp.float32),
+          "mlp": {"up": jax.ShapeDtypeStruct((d, 4 * d), jnp.float32),
+                  "down": jax.ShapeDtypeStruct((4 * d, d), jnp.float32)},
+          "unembed": jax.ShapeDtypeStruct((d, vocab), jnp.float32)}
+    labels = {"embed": (None, "embed"), "mlp": {"up": ("embed", "mlp"), "down": ("mlp", "embed")},
+              "unembed": ("embed", None)}
+    small = lopt.EquivariantAdam(spec_lib.from_labels(lm, labels))
+    assert meta_param_count(small) < 1_000_000
+    wider = {**lm, "embed": jax.ShapeDtypeStruct((7, d), jnp.float32), "unembed": jax.ShapeDtypeStruct((d, 7),
+                                                                                                       jnp.float32)}
+    assert meta_param_count(lopt.EquivariantAdam(spec_lib.from_labels(wider, labels))) == meta_param_count(small)
+
+
+def test_fresh_equivariant_adam_is_adam_on_the_scan_stacked_gpt_in_nnx_optimizer():
+    model = ex.ScanGPT(nnx.Rngs(0))
+    reference = ex.ScanGPT(nnx.Rngs(0))
+    spec = spec_lib.from_flax(model)
+    learned = nnx.Optimizer(model, lopt.equivariant_adam(spec, layer_key="blocks"), wrt=nnx.Param)
+    adam = nnx.Optimizer(reference, optax.adam(1e-3), wrt=nnx.Param)
+    x = tokens(23)
+
+    def loss(m):
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(m(x), x))
+
+    for _ in range(2):
+        learned.update(model, nnx.grad(loss)(model))
+        adam.update(reference, nnx.grad(loss)(reference))
+    got = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    want = nnx.to_pure_dict(nnx.state(reference, nnx.Param))
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(g, w, atol=1e-6)

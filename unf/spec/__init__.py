@@ -1,0 +1,17 @@
+"""Weight-space specs: for each leaf of a params tree, one label per axis naming the permutation group acting on it.
+
+Built from explicit labels (:func:`from_labels`), a hetnet model (:func:`from_hetnet`), flax logical axis names
+(:func:`from_flax`) or a feed-forward network's params (:func:`mlp`, :func:`cnn`, :func:`rnn`); verified on the
+model itself with :func:`check_symmetry`.
+"""
+
+from hetnet.axes import Nested
+from unf.spec.check import check_symmetry
+from unf.spec.core import (LAYERS_MODES, Label, Unpermuted, WeightSpaceSpec, from_hetnet, from_labels, layer_view,
+                           prefix_hint, relabel, unpermuted_as_groups)
+from unf.spec.feedforward import cnn, mlp, rnn
+from unf.spec.flax_names import FLAX_RULES, from_flax
+
+__all__ = ["FLAX_RULES", "LAYERS_MODES", "Label", "Nested", "WeightSpaceSpec", "check_symmetry", "cnn", "from_flax",
+           "from_hetnet", "from_labels", "layer_view", "mlp", "prefix_hint", "relabel", "rnn", "Unpermuted",
+           "unpermuted_as_groups"]
