@@ -26,6 +26,7 @@ from benchmarks.report import RESULTS
 BENCHMARKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "transformer_step": ((), ("--large",)),
     "compile_depth": ((), ("--large",)),
+    "first_step": ((), ("--large",)),
     "sparse_attention": ((), ("--large",)),
     "unf_layer": ((), ("--channels", "32")),
     "oversmoothing": ((), ("--large",)),

@@ -85,3 +85,19 @@ def test_a_stopped_run_resumes_to_the_unbroken_result(tmp_path, capsys):
         run(tmp_path / "b", 6, "--lr", "0.01")
     with pytest.raises(ValueError, match="past --steps 2"):
         run(tmp_path / "b", 2)
+
+
+def test_a_text_file_shorter_than_a_window_names_the_split_and_seq_len(tmp_path, capsys):
+    text = tmp_path / "short.txt"
+    text.write_text("x" * 100)
+    args = [a for a in TINY if a not in ("--max-bytes", "100000")]
+    assert cli.main(args + ["--text", str(text)]) == 2
+    err = capsys.readouterr().err
+    assert "validation split" in err and "--seq-len 16" in err
+
+
+def test_launch_names_a_missing_command(capsys):
+    from hetnet import launch
+
+    assert launch.main(["--processes", "2", "--", "no-such-command"]) == 2
+    assert "'no-such-command' is neither a file nor on PATH" in capsys.readouterr().err

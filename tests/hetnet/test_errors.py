@@ -134,3 +134,14 @@ def test_label_with_two_sizes(lm):
     axes["unembed"] = ("embed", "embed")
     with pytest.raises(ValueError, match="label 'embed' has size"):
         axes_lib.check_axes(params, axes)
+
+
+def test_float_tokens_under_jit_name_the_argument(lm):
+    with pytest.raises(TypeError, match=r"tokens must be an integer array \(token ids\), got dtype float32"):
+        jax.jit(MODEL.apply)(lm[0], jnp.zeros((1, 4), jnp.float32))
+
+
+def test_params_of_another_depth_name_num_layers():
+    deeper = TransformerLM(TransformerConfig(vocab_size=10, d_model=8, num_heads=2, num_layers=3, max_len=8))
+    with pytest.raises(ValueError, match=r"hold \[1\] stacked layers but the config has num_layers=3"):
+        jax.jit(deeper.apply)(MODEL.init(jax.random.key(0)), jnp.zeros((1, 4), jnp.int32))

@@ -192,3 +192,46 @@ def nnx_apply(model):
         return nnx.merge(graphdef, replaced, rest)(*args)
 
     return fn
+
+
+class DocsBlock(nnx.Module):
+    """A bias-free pre-norm decoder block with grouped-query attention, every axis named MaxText's way."""
+
+    def __init__(self, d, heads, kv_heads, head_dim, ff, rngs):
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        ones = nnx.with_partitioning(nnx.initializers.ones, ("embed",), eager_sharding=False)
+        self.attn_norm = nnx.RMSNorm(d, scale_init=ones, rngs=rngs)
+        self.query = nnx.Param(logical_kernel("embed", "q_heads", "kv")(rngs.params(), (d, heads, head_dim)))
+        self.key = nnx.Param(logical_kernel("embed", "kv_heads", "kv")(rngs.params(), (d, kv_heads, head_dim)))
+        self.value = nnx.Param(logical_kernel("embed", "kv_heads", "kv")(rngs.params(), (d, kv_heads, head_dim)))
+        self.out = nnx.Param(logical_kernel("q_heads", "kv", "embed")(rngs.params(), (heads, head_dim, d)))
+        self.mlp_norm = nnx.RMSNorm(d, scale_init=ones, rngs=rngs)
+        self.up = nnx.Linear(d, ff, use_bias=False, kernel_init=logical_kernel("embed", "mlp"), rngs=rngs)
+        self.down = nnx.Linear(ff, d, use_bias=False, kernel_init=logical_kernel("mlp", "embed"), rngs=rngs)
+
+    def __call__(self, x):
+        h = self.attn_norm(x)
+        q = jnp.einsum("bsd,dhk->bshk", h, self.query[...])
+        k, v = (jnp.repeat(jnp.einsum("bsd,dhk->bshk", h, w[...]), self.heads // self.kv_heads, axis=2)
+                for w in (self.key, self.value))
+        causal = jnp.tril(jnp.ones((x.shape[1], x.shape[1]), bool))
+        logits = jnp.where(causal, jnp.einsum("bshk,bthk->bhst", q, k) / np.sqrt(self.head_dim), -1e9)
+        x = x + jnp.einsum("bhst,bthk,hkd->bsd", jax.nn.softmax(logits, axis=-1), v, self.out[...])
+        return x + self.down(jax.nn.gelu(self.up(self.mlp_norm(x))))
+
+
+class DocsLM(nnx.Module):
+    """A decoder LM written as the Flax docs write nnx models, with MaxText's logical axis names."""
+
+    def __init__(self, rngs, vocab=19, d=16, heads=4, kv_heads=2, head_dim=4, ff=32, layers=2):
+        self.embed = nnx.Embed(vocab, d, embedding_init=logical_kernel("vocab", "embed"), rngs=rngs)
+        self.layers = nnx.List([DocsBlock(d, heads, kv_heads, head_dim, ff, rngs) for _ in range(layers)])
+        self.final_norm = nnx.RMSNorm(d, scale_init=nnx.with_partitioning(nnx.initializers.ones, ("embed",),
+                                                                          eager_sharding=False), rngs=rngs)
+        self.lm_head = nnx.Linear(d, vocab, use_bias=False, kernel_init=logical_kernel("embed", "vocab"), rngs=rngs)
+
+    def __call__(self, tokens):
+        x = self.embed(tokens)
+        for layer in self.layers:
+            x = layer(x)
+        return self.lm_head(self.final_norm(x))

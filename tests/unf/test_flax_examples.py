@@ -160,3 +160,57 @@ def test_fresh_equivariant_adam_is_adam_on_the_scan_stacked_gpt_in_nnx_optimizer
     want = nnx.to_pure_dict(nnx.state(reference, nnx.Param))
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_allclose(g, w, atol=1e-6)
+
+
+def docs_lm_params_from_hetnet(h: dict) -> dict:
+    """The DocsLM's pure params holding a hetnet TransformerLM's tensors (positions left out)."""
+    b = h["blocks"]
+    layers = {}
+    for i in range(b["attn"]["query"].shape[0]):
+        d, kv, g, hd = b["attn"]["query"].shape[1:]
+        layers[i] = {"query": b["attn"]["query"][i].reshape(d, kv * g, hd), "key": b["attn"]["key"][i],
+                     "value": b["attn"]["value"][i], "out": b["attn"]["out"][i].reshape(kv * g, hd, d),
+                     "attn_norm": {"scale": b["attn_norm"]["scale"][i]}, "mlp_norm": {"scale": b["ffn_norm"]["scale"][i]},
+                     "up": {"kernel": b["ffn"]["w_in"][i]}, "down": {"kernel": b["ffn"]["w_out"][i]}}
+    return {"embed": {"embedding": h["tokens"]}, "layers": layers, "final_norm": {"scale": h["final_norm"]["scale"]},
+            "lm_head": {"kernel": h["unembed"]}}
+
+
+def test_the_shipped_optimizer_serves_a_flax_docs_transformer_as_it_serves_hetnet():
+    from hetnet import TransformerConfig, TransformerLM
+
+    model = TransformerLM(TransformerConfig(vocab_size=19, d_model=16, num_heads=4, num_kv_heads=2, d_ff=32,
+                                            num_layers=2, max_len=8))
+    hetnet_params = {**model.init(jax.random.key(0)), "positions": jnp.zeros((1, 16))}
+    flax_model = ex.DocsLM(nnx.Rngs(0))
+    state = nnx.state(flax_model, nnx.Param)
+    nnx.replace_by_pure_dict(state, docs_lm_params_from_hetnet(hetnet_params))
+    served, reference = (lopt.pretrained("transformer-lm", total_steps=100) for _ in range(2))
+    served_state, reference_state = served.init(state), reference.init(hetnet_params)
+    flax_params = nnx.to_pure_dict(state)
+    for step in range(2):
+        grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(step), p.shape), hetnet_params)
+        grads["positions"] = jnp.zeros_like(grads["positions"])
+        want, reference_state = reference.update(grads, reference_state, hetnet_params)
+        got, served_state = served.update(docs_lm_params_from_hetnet(grads), served_state, flax_params)
+        for (path, g), w in zip(jax.tree_util.tree_flatten_with_path(got)[0],
+                                jax.tree.leaves(docs_lm_params_from_hetnet(want))):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7, err_msg=jax.tree_util.keystr(path))
+
+
+def test_the_shipped_optimizer_trains_a_flax_docs_transformer_in_nnx_optimizer_and_refuses_what_it_cannot_serve():
+    model = ex.DocsLM(nnx.Rngs(0))
+    optimizer = nnx.Optimizer(model, lopt.pretrained("transformer-lm", total_steps=20), wrt=nnx.Param)
+    x = tokens(19, 12)
+
+    def loss(m):
+        return optax.softmax_cross_entropy_with_integer_labels(m(x)[:, :-1], x[:, 1:]).mean()
+
+    first = float(loss(model))
+    for _ in range(5):
+        optimizer.update(model, nnx.grad(loss)(model))
+    assert float(loss(model)) < first - 0.2
+    with pytest.raises(ValueError, match=r"no counterpart: \[.*mlp/layers/0/bias"):
+        nnx.Optimizer(ex.ScanGPT(nnx.Rngs(0)), lopt.pretrained("transformer-lm", total_steps=20), wrt=nnx.Param)
+    with pytest.raises(ValueError, match=r"pretrained\(\.\.\., model=variables\['params'\]\)"):
+        lopt.pretrained("transformer-lm", total_steps=20).init(nnx.to_pure_dict(nnx.state(model, nnx.Param)))

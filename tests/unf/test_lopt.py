@@ -8,6 +8,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from unf import lopt, tasks
+from unf import spec as spec_lib
 from unf.lopt import features
 
 from tests.unf import optax_loop
@@ -120,3 +121,12 @@ def test_paper_rule_meta_params_of_another_kind_are_refused(mlp_task):
         lopt.UNFOptimizer(mlp_task.spec).opt_fn(mlp_meta)
     with pytest.raises(ValueError, match="do not fit sgdm"):
         lopt.SGDMomentum().opt_fn(mlp_meta)
+
+
+def test_a_spec_given_to_the_per_parameter_rules_is_named():
+    spec = spec_lib.from_labels({"w": jnp.ones((2, 3))}, {"w": ("a", "b")})
+    with pytest.raises(TypeError, match="PerParameterMLP takes no spec"):
+        lopt.PerParameterMLP(spec)
+    assert lopt.PerParameterAdam(spec).spec is spec  # the Adam rule reads its width factors from a spec
+    with pytest.raises(TypeError, match="spec must be a WeightSpaceSpec"):
+        lopt.UNFOptimizer("spec")

@@ -80,12 +80,65 @@ def load_pretrained(name: str) -> tuple[Any, Any]:
     return learned, load_npz(folder / "meta_params.npz", like)
 
 
-def pretrained(name: str, *, total_steps: int, learning_rate=None) -> optax.GradientTransformationExtraArgs:
+def pretrained(name: str, *, total_steps: int, learning_rate=None,
+               model: Any = None) -> optax.GradientTransformationExtraArgs:
     """Returns the shipped learned optimizer ``name`` as an optax transformation for a run of ``total_steps`` steps.
 
     learning_rate: None for the learned schedule; a float or an optax schedule replaces it. ``update`` needs
     ``params``. ``"transformer-lm"`` serves any hetnet TransformerLM with a standard body, GELU feed-forward and
-    RMS norm, at any width, number of heads, depth, sequence length and attention variant.
+    RMS norm, at any width, number of heads, depth, sequence length and attention variant; and a Flax decoder of the
+    same make whose axes carry MaxText-style logical names (see :mod:`unf.lopt.flax_transformer`). In
+    ``nnx.Optimizer`` the names come with the params; for a linen ``TrainState`` pass ``model``: the boxed
+    ``variables["params"]`` from ``init`` (or an nnx model). Params it cannot serve are refused at ``init``.
     """
     learned, meta_params = load_pretrained(name)
-    return learned.opt_fn(meta_params, total_steps=total_steps, learning_rate=learning_rate)
+    inner = learned.opt_fn(meta_params, total_steps=total_steps, learning_rate=learning_rate)
+    if getattr(learned, "layer_key", None) is None:
+        return inner
+    from unf.lopt import flax_transformer
+    from unf.lopt.learned_adam import leaf_name
+
+    own = frozenset(learned.spec.leaf_names)
+    fixed = None if model is None else flax_transformer.layout(model)
+
+    layouts: dict = {}
+
+    def aligned(tree, lay=None):
+        """Returns ``(layout, or None for hetnet params; the tree's leaves in the layout's order; (treedef, where
+        each of those leaves sits in the tree))``."""
+        flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
+        names = [leaf_name(p) for p, _ in flat]
+        if set(names) == own:
+            return None, None, None
+        if lay is None:
+            # Keyed by leaf names: nnx.Optimizer hands init its Variables (with the names) and update bare arrays.
+            key = tuple(names)
+            if key not in layouts:
+                layouts[key] = fixed if fixed is not None else flax_transformer.layout(tree)
+            lay = layouts[key]
+        by_name = dict(zip(names, (x for _, x in flat)))
+        wanted = [n[len("['params']"):] if n not in by_name and n.startswith("['params']") else n for n in lay.names]
+        if set(wanted) != set(names):
+            raise ValueError(f"the tree holds the leaves {names}, but the layout was read from a model with {wanted}.")
+        order = {n: i for i, n in enumerate(names)}
+        return lay, [by_name[n] for n in wanted], (treedef, [order[n] for n in wanted])
+
+    def init_fn(params):
+        lay, leaves, _ = aligned(params)
+        return inner.init(params if lay is None else flax_transformer.to_hetnet(lay, leaves))
+
+    def update_fn(grads, state, params=None, **extra):
+        if params is None:
+            raise ValueError("this learned optimizer reads the weights: call update(grads, state, params).")
+        lay, leaves, _ = aligned(params)
+        if lay is None:
+            return inner.update(grads, state, params, **extra)
+        _, grad_leaves, (treedef, positions) = aligned(grads, lay)
+        updates, state = inner.update(flax_transformer.to_hetnet(lay, grad_leaves), state,
+                                      flax_transformer.to_hetnet(lay, leaves), **extra)
+        out = [None] * len(positions)
+        for i, x in zip(positions, flax_transformer.from_hetnet(lay, updates, leaves)):
+            out[i] = x
+        return treedef.unflatten(out), state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
