@@ -48,6 +48,7 @@ def test_two_processes_give_the_single_process_train_step_and_meta_gradient(tmp_
     assert any(not np.allclose(first[k], got[k]) for k in first)
 
 
+@pytest.mark.slow  # about 2 minutes; single-process exact resume is in the default suite (tests/unf/test_meta.py)
 def test_meta_training_killed_on_one_process_resumes_exactly(tmp_path):
     run = tmp_path / "run"
     # Process 1 dies (SIGKILL) after meta-step 3; the last checkpoint is step 2; the launcher stops process 0.

@@ -151,15 +151,9 @@ def muon_dimensions(spec: WeightSpaceSpec):
     axis. A leading stacking axis is a batch axis."""
     out = []
     for labels in spec.leaf_axes:
-        width_axes = [i for i, label in enumerate(labels) if lopt_width.is_width_label(label, spec.fixed)]
-        if len(width_axes) < 2:
-            out.append(None)
-            continue
-        if labels[width_axes[-1]] == "embed":
-            reduction, output = tuple(width_axes[:-1]), (width_axes[-1],)
-        else:
-            reduction, output = (width_axes[0],), tuple(width_axes[1:])
-        out.append(optax.contrib.MuonDimensionNumbers(reduction_axis=reduction, output_axis=output))
+        axes = lopt_width.matrix_axes(labels, spec.fixed)
+        out.append(None if axes is None else optax.contrib.MuonDimensionNumbers(reduction_axis=axes[0],
+                                                                                output_axis=axes[1]))
     return spec.unflatten(out)
 
 

@@ -136,7 +136,7 @@ def run_recipe(name: str, kind: str, cfg: MetaTrainConfig, out: Path, command: s
     train_tasks = recipe.train_tasks()[:num_tasks]
     commit = _commit()  # the code this run starts from, before anything can change under it
     start = time.perf_counter()
-    state = meta_train(learned, train_tasks, cfg, out, progress=progress, start=recipe.start)
+    state = meta_train(learned, train_tasks, cfg, out, progress=progress, start=recipe.start(kind))
     seconds = time.perf_counter() - start
     export = out / "export"
     if not distributed.is_main():
@@ -195,7 +195,7 @@ def _recipe_main(argv) -> int:
     p = argparse.ArgumentParser(prog="unf-meta-train", description="Meta-train a learned optimizer with ES, by a "
                                 "named recipe (the one that made a shipped optimizer) or on a task family.")
     p.add_argument("--recipe", choices=tuple(recipes.RECIPES), required=True)
-    p.add_argument("--optimizer", choices=("unf-adam", "mlp-adam"), default="unf-adam")
+    p.add_argument("--optimizer", choices=recipes.KINDS, default="unf-adam")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.jsonl, export/")
     p.add_argument("--quiet", action="store_true")
     _add_distributed_arg(p)

@@ -4,6 +4,7 @@ optimizer, so ``unf-meta-train --recipe NAME`` reproduces it exactly."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Callable
 
 from unf import lopt
@@ -13,26 +14,37 @@ from unf.meta.train import MetaTrainConfig
 from unf.tasks import Task, transformer_lm
 
 
+KINDS = ("unf-adam", "unf-muon", "mlp-adam")
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """train_tasks() -> the tasks meta-training samples from; learned(kind) -> the learned optimizer of that kind
-    (``"unf-adam"``, the one that ships, or ``"mlp-adam"``, its per-parameter baseline); config: the budget;
-    start: maps the optimizer's initial meta-params to meta-training's starting point (None: start as Adam)."""
+    (``"unf-adam"``; ``"unf-muon"``, the same on Muon's orthogonalised direction for hidden matrices; or
+    ``"mlp-adam"``, the per-parameter baseline); config: the budget;
+    starts: per kind, the map from the optimizer's initial meta-params to meta-training's starting point (absent:
+    start as Adam)."""
 
     name: str
     train_tasks: Callable[[], list[Task]]
     heldout: Callable[[], list[HeldOut]]
     config: MetaTrainConfig
     description: str
-    start: Callable | None = None
+    starts: Mapping[str, Callable] = dataclasses.field(default_factory=dict)
+
+    def start(self, kind: str) -> Callable | None:
+        """Returns the map from the ``kind`` optimizer's initial meta-params to meta-training's starting point."""
+        return self.starts.get(kind)
 
     def learned(self, kind: str = "unf-adam"):
         reference = self.train_tasks()[0]
         if kind == "unf-adam":
             return lopt.EquivariantAdam(reference.spec, layer_key="blocks")
+        if kind == "unf-muon":
+            return lopt.EquivariantAdam(reference.spec, layer_key="blocks", name="unf-muon", base="orthogonal")
         if kind == "mlp-adam":
             return lopt.PerParameterAdam(reference.spec, layer_key="blocks")
-        raise ValueError(f"kind must be 'unf-adam' or 'mlp-adam', got {kind!r}.")
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
 
 
 def _transformer_tasks() -> list[Task]:
@@ -76,7 +88,7 @@ RECIPES = {
         description="byte-level TransformerLMs on the standard library's text (d_model 8-64, 1-3 layers, 2-4 heads, "
                     "grouped-query attention, sequence 16-32), runs of 100 to 2,000 steps, scored on held-out files; "
                     "starts from muP-scaled Adam",
-        start=lopt.mup_start,
+        starts={"unf-adam": lopt.mup_start, "mlp-adam": lopt.mup_start, "unf-muon": lopt.orthogonal_start},
     ),
 }
 

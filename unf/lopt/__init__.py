@@ -7,7 +7,7 @@ per-parameter baseline :class:`PerParameterAdam`; the UNF paper's rule (:class:`
 
 from unf.lopt.features import MOMENTUM_DECAYS, NUM_FEATURES, PROGRESS_TIMESCALES, parameter_features
 from unf.lopt.learned import LearnedOptState, PerParameterMLP, SGDMomentum, UNFOptimizer, adam
-from unf.lopt.adam_rules import EquivariantAdam, PerParameterAdam, mup_start
+from unf.lopt.adam_rules import EquivariantAdam, PerParameterAdam, mup_start, orthogonal_start
 from unf.lopt.factories import equivariant_adam, per_parameter_adam
 from unf.lopt.learned_adam import LearnedAdamState
 from unf.lopt.shipped import available, load_pretrained, pretrained
@@ -30,6 +30,7 @@ __all__ = [
     "per_parameter_adam",
     "load_pretrained",
     "mup_start",
+    "orthogonal_start",
     "parameter_features",
     "pretrained",
 ]

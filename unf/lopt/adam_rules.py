@@ -40,6 +40,17 @@ def mup_start(meta_params: dict) -> dict:
     return {**meta_params, "width_exponent": jnp.asarray(exponents)}
 
 
+#: Peak step size at the reference width of the orthogonal rule's starting point: its hidden matrices step like
+#: Muon's (tuned Muon on the ladder's d32-d64 rungs: 1e-2 to 3e-2), the rest scaled by the muP factors.
+ORTHOGONAL_LR = 2e-2
+
+
+def orthogonal_start(meta_params: dict) -> dict:
+    """Returns ``meta_params`` at the starting point of the orthogonal rule (``base="orthogonal"``): the muP exponents
+    of :func:`mup_start` and a warm-up + cosine schedule peaking at :data:`ORTHOGONAL_LR` at the reference width."""
+    return {**mup_start(meta_params), "schedule": schedule.warmup_cosine(ORTHOGONAL_LR)}
+
+
 @dataclasses.dataclass(frozen=True)
 class PerParameterAdam:
     """Adam plus a correction computed for every parameter alone (pointwise layers only): the non-equivariant
@@ -84,6 +95,11 @@ class PerParameterAdam:
                               self.check_params)
 
 
+#: The direction the correction is added to: Adam's, or on hidden matrices Muon's orthogonalised momentum at Adam's
+#: per-tensor RMS (``"orthogonal"``; every other tensor keeps Adam's).
+BASES = ("adam", "orthogonal")
+
+
 def _check_settings(spec, hidden, layer_key, allow_no_spec: bool = False) -> None:
     if not (isinstance(spec, WeightSpaceSpec) or (allow_no_spec and spec is None)):
         accepted = "a WeightSpaceSpec or None" if allow_no_spec else "a WeightSpaceSpec"
@@ -118,10 +134,13 @@ class EquivariantAdam:
     hidden: int = HIDDEN
     layer_key: str | None = None
     name: str = "unf-adam"
+    base: str = "adam"
     uses_total_steps = True
 
     def __post_init__(self):
         _check_settings(self.spec, self.hidden, self.layer_key)
+        if self.base not in BASES:
+            raise ValueError(f"base must be one of {BASES}, got {self.base!r}.")
         view = self.spec if self.layer_key is None else spec_lib.layer_view(self.spec, self.layer_key)
         object.__setattr__(self, "_view_spec", spec_lib.unpermuted_as_groups(view))
 
@@ -187,4 +206,4 @@ class EquivariantAdam:
             return {k: (o if k == key else jax.tree.map(lambda y: jnp.mean(y, axis=0), o)) for k, o in outs.items()}
 
         return transformation(meta_params, correction, total_steps, learning_rate, self.layer_key, self.spec,
-                              self.check_params)
+                              self.check_params, orthogonal=self.base == "orthogonal")

@@ -21,6 +21,7 @@ meta-params are traced.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Callable, NamedTuple, Union
 
@@ -32,6 +33,7 @@ import optax
 from unf import layers
 from unf import spec as spec_lib
 from unf.lopt import adam_features as feats
+from unf.lopt import orthogonal as orthogonal_lib
 from unf.lopt import schedule
 from unf.lopt import width
 from unf.spec import WeightSpaceSpec
@@ -95,6 +97,7 @@ def transformation(
     layer_key: str | None = None,
     spec: WeightSpaceSpec | None = None,
     check: Callable[[Any], None] | None = None,
+    orthogonal: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """Returns the learned-Adam optax transformation.
 
@@ -105,8 +108,12 @@ def transformation(
     total_steps: the run's length, a positive int (or a scalar array inside meta-training, where runs of several
     lengths share one compiled step); learning_rate: None for the learned schedule, else a float or an optax
     schedule that replaces it; spec: the labels the muP width factors are read from (None: every factor is 1);
-    check(params): raises ValueError at ``init`` for params the rule cannot serve.
+    check(params): raises ValueError at ``init`` for params the rule cannot serve; orthogonal: the base direction of
+    every hidden matrix (two or more width axes, read from ``spec``'s labels) is its orthogonalised Nesterov momentum
+    (Muon's) scaled to the RMS of Adam's direction, instead of Adam's direction itself.
     """
+    if orthogonal and spec is None:
+        raise ValueError("orthogonal=True needs a spec: the labels say which tensors are matrices, and how.")
     total_steps = _check_total_steps(total_steps)
 
     def step_size(count):
@@ -150,20 +157,28 @@ def transformation(
         decay = jnp.maximum(meta_params["weight_decay"], 0.0)
         factors = _width_factors(meta_params["width_exponent"], params, stacked, spec)
 
-        def one(g, p, m, vv, o, factor):
+        def one(g, p, m, vv, o, factor, axes):
             a = feats.bias_corrected(m, feats.ADAM_BETA1, count) / (
                 jnp.sqrt(feats.bias_corrected(vv, feats.BETA2, count)) + feats.EPS
             )
+            if axes is not None:
+                nesterov = feats.ADAM_BETA1 * m + (1.0 - feats.ADAM_BETA1) * jnp.asarray(g, jnp.float32)
+                ortho = orthogonal_lib.orthogonalize(nesterov, axes)
+                a = ortho * (_rms(a) / jnp.maximum(_rms(ortho), 1e-30))
             direction = a + o[..., 0]
             scale = _rms(a) / jnp.maximum(_rms(direction), 1e-30)
             magnitude = jnp.exp(jnp.clip(o[..., 1], -MAX_LOG_MAGNITUDE, MAX_LOG_MAGNITUDE))
             u = -lr * (factor * magnitude * scale * direction + decay * jnp.asarray(p, jnp.float32))
             return u.astype(jnp.result_type(g))
 
-        updates = jax.tree.map(
-            lambda per_layer, factor, *a: (jax.vmap(one, in_axes=(0,) * 5 + (None,)) if per_layer else one)(*a, factor),
-            stacked, factors, grads, params, adam_m, v, out)
-        return updates, LearnedAdamState(momenta, v, count)
+        treedef = jax.tree.structure(params)
+        matrices = _matrix_axes(params, stacked, spec) if orthogonal else [None] * treedef.num_leaves
+        leaves = [jax.tree.leaves(t) for t in (stacked, factors, grads, params, adam_m, v, out)]
+        updated = []
+        for per_layer, factor, axes, *a in zip(leaves[0], leaves[1], matrices, *leaves[2:]):
+            fn = functools.partial(one, axes=axes)
+            updated.append((jax.vmap(fn, in_axes=(0,) * 5 + (None,)) if per_layer else fn)(*a, factor))
+        return treedef.unflatten(updated), LearnedAdamState(momenta, v, count)
 
     # Compiled once per transformation: called eagerly, the many small ops of the rule would each compile on the
     # first step; inside a user's jit (or meta-training's vmap) it is inlined.
@@ -179,6 +194,15 @@ def _width_factors(exponents: jax.Array, params: Any, stacked: Any, spec: Weight
     per_leaf = width.roles(current, jax.tree.leaves(stacked))
     factors = [jnp.exp(-exponents[role] * np.float32(np.log(n / width.REFERENCE_WIDTH))) for role, n in per_leaf]
     return current.unflatten(factors)
+
+
+def _matrix_axes(params: Any, stacked: Any, spec: WeightSpaceSpec) -> list:
+    """Returns per leaf (flatten order) the matrix view of a hidden tensor within one layer, or None."""
+    current = spec_lib.relabel(spec, params)
+    out = []
+    for labels, per_layer in zip(current.leaf_axes, jax.tree.leaves(stacked)):
+        out.append(width.matrix_axes(labels[1:] if per_layer else labels, current.fixed))
+    return out
 
 
 def leaf_name(path: tuple) -> str:

@@ -36,3 +36,16 @@ def learning_rate(meta: dict, step: jax.Array, total_steps) -> jax.Array:
     scalar when runs of several lengths share one compiled meta-step)."""
     progress = jnp.asarray(step, jnp.float32) / jnp.asarray(total_steps, jnp.float32)
     return jnp.exp(meta["log_lr"] + jnp.dot(meta["knots"], hat_basis(progress)))
+
+
+def warmup_cosine(base_lr: float, warmup: float = 0.05, floor: float = 0.02) -> dict:
+    """Returns schedule meta-params shaped like linear warm-up over the first ``warmup`` of training, then cosine
+    decay, peaking at ``base_lr``; at the knots ``lr = base_lr * max(shape, floor)`` (log-space interpolation between
+    them), so the shape stays expressible by, and meta-trainable from, the same knots."""
+    if not 0.0 < warmup < 1.0:
+        raise ValueError(f"warmup must be a fraction in (0, 1), got {warmup!r}.")
+    knots = np.array(KNOTS)
+    shape = np.where(knots < warmup, knots / warmup,
+                     0.5 * (1.0 + np.cos(np.pi * np.clip((knots - warmup) / (1.0 - warmup), 0.0, 1.0))))
+    meta = init(base_lr)
+    return {**meta, "knots": jnp.asarray(np.log(np.maximum(shape, floor)), jnp.float32)}

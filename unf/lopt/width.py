@@ -62,3 +62,15 @@ def roles(spec: WeightSpaceSpec, stacked: Any) -> list[tuple[int, float]]:
             labels, shape = labels[1:], shape[1:]
         out.append(leaf_role(labels, shape, spec.fixed))
     return out
+
+
+def matrix_axes(labels: Sequence, fixed: Sequence = ()) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """Returns ``(input axes, output axes)`` of a hidden tensor seen as a matrix (Muon's view), or None for a tensor
+    with fewer than two width axes. The residual stream's ``embed`` axes are the input when they lead and the output
+    when they close the tensor; a tensor without ``embed`` last reads its first width axis. Other axes are batch."""
+    width_axes = [i for i, label in enumerate(labels) if is_width_label(label, fixed)]
+    if len(width_axes) < 2:
+        return None
+    if labels[width_axes[-1]] == "embed":
+        return tuple(width_axes[:-1]), (width_axes[-1],)
+    return (width_axes[0],), tuple(width_axes[1:])
