@@ -1,6 +1,7 @@
 """Axis labels: one label per parameter axis, naming the permutation group that acts on it.
 
-Every hetnet ``init`` returns ``(params, axes)``. ``axes`` has the structure of ``params``, and each of its leaves is a
+A hetnet model's ``init(key)`` returns its params and its ``axes`` property their labels: ``axes`` has the
+structure of ``params``, and each of its leaves is a
 tuple with one entry per array axis:
 
 - a label in :data:`SHARED_LABELS` (the residual stream ``"embed"``) names one group shared by every layer;

@@ -186,13 +186,17 @@ def test_the_shipped_optimizer_serves_a_flax_docs_transformer_as_it_serves_hetne
     state = nnx.state(flax_model, nnx.Param)
     nnx.replace_by_pure_dict(state, docs_lm_params_from_hetnet(hetnet_params))
     served, reference = (lopt.pretrained("transformer-lm", total_steps=100) for _ in range(2))
+    told = lopt.pretrained("transformer-lm", total_steps=100, model=flax_model)  # names from the model, bare params
     served_state, reference_state = served.init(state), reference.init(hetnet_params)
     flax_params = nnx.to_pure_dict(state)
+    told_state = told.init(flax_params)
     for step in range(2):
         grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(step), p.shape), hetnet_params)
         grads["positions"] = jnp.zeros_like(grads["positions"])
         want, reference_state = reference.update(grads, reference_state, hetnet_params)
         got, served_state = served.update(docs_lm_params_from_hetnet(grads), served_state, flax_params)
+        also, told_state = told.update(docs_lm_params_from_hetnet(grads), told_state, flax_params)
+        jax.tree.map(np.testing.assert_array_equal, also, got)
         for (path, g), w in zip(jax.tree_util.tree_flatten_with_path(got)[0],
                                 jax.tree.leaves(docs_lm_params_from_hetnet(want))):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-7, err_msg=jax.tree_util.keystr(path))
