@@ -195,7 +195,7 @@ def _recipe_main(argv) -> int:
     p = argparse.ArgumentParser(prog="unf-meta-train", description="Meta-train a learned optimizer with ES, by a "
                                 "named recipe (the one that made a shipped optimizer) or on a task family.")
     p.add_argument("--recipe", choices=tuple(recipes.RECIPES), required=True)
-    p.add_argument("--optimizer", choices=recipes.KINDS, default="unf-adam")
+    p.add_argument("--optimizer", choices=recipes.KINDS, default="unf-muon")
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.jsonl, export/")
     p.add_argument("--quiet", action="store_true")
     _add_distributed_arg(p)
@@ -250,7 +250,7 @@ def _recipe_eval_main(argv) -> int:
         entries = [load_export(path) for path in args.meta_params]
         if args.pretrained:
             learned, meta = lopt.load_pretrained(args.recipe)
-            entries.append(compare.LearnedEntry("unf-adam (shipped)", learned, meta))
+            entries.append(compare.LearnedEntry(f"{shipped.info(args.recipe)['kind']} (shipped)", learned, meta))
         if not entries:
             raise ValueError("give --meta-params folders, --pretrained, or both.")
         recipe = recipes.recipe(args.recipe)
@@ -325,7 +325,8 @@ def main(argv=None) -> int:
           "(widths to 256, Muon, 8 layers, 2,000 steps) is `python -m benchmarks.lopt_ladder` (docs/results.md)",
           flush=True)
     learned, meta_params = lopt.load_pretrained("transformer-lm")
-    rows = compare.compare(heldout, [compare.LearnedEntry("unf-adam (shipped)", learned, meta_params)], seeds, tuning,
+    kind = made["kind"]
+    rows = compare.compare(heldout, [compare.LearnedEntry(f"{kind} (shipped)", learned, meta_params)], seeds, tuning,
                            log=log, tuned=tuned)
     print(_write_comparison(rows, args.out / "shipped", f"Held-out transformers, final loss on held-out text, "
                             f"{len(seeds)} seeds; baselines {how}."), flush=True)
@@ -336,11 +337,11 @@ def main(argv=None) -> int:
     cfg = dataclasses.replace(recipe.config, steps=args.meta_steps, checkpoint_every=max(1, args.meta_steps // 4))
     command = f"unf-main --meta-steps {args.meta_steps}"
     # One task config: each config compiles its own meta-step, which dominates a demonstration this short.
-    export = run_recipe("transformer-lm", "unf-adam", cfg, args.out / "meta-train", command, progress=not args.quiet,
+    export = run_recipe("transformer-lm", kind, cfg, args.out / "meta-train", command, progress=not args.quiet,
                         num_tasks=1)
     own = shipped.load_npz(export / "meta_params.npz", jax.eval_shape(learned.init_meta_params, jax.random.key(0)))
-    rows = compare.compare(heldout[:1], [compare.LearnedEntry(f"unf-adam ({args.meta_steps} meta-steps)", learned, own),
-                                         compare.LearnedEntry("unf-adam (shipped)", learned, meta_params)],
+    rows = compare.compare(heldout[:1], [compare.LearnedEntry(f"{kind} ({args.meta_steps} meta-steps)", learned, own),
+                                         compare.LearnedEntry(f"{kind} (shipped)", learned, meta_params)],
                            seeds, tuning, log=log, tuned=tuned)
     print(_write_comparison(rows, args.out / "self-trained", f"The self-trained optimizer on {heldout[0].label}, "
                             f"{len(seeds)} seeds."), flush=True)
