@@ -16,7 +16,11 @@ def test_the_transformer_optimizer_ships_with_its_provenance():
     info = shipped.info("transformer-lm")
     assert info["command"].startswith("unf-meta-train --recipe transformer-lm")
     assert {"meta_steps", "device", "date", "commit", "es", "recipe", "kind"} <= set(info)
-    assert info["meta_steps"] >= 1000
+    from unf import recipes
+
+    recipe = recipes.recipe(info["recipe"])
+    assert info["meta_steps"] == recipe.config.steps  # the recipe's own budget: its command reproduces the weights
+    assert info["kind"] in recipes.KINDS and recipe.start(info["kind"]) is not None
 
 
 def test_it_trains_a_transformer_of_another_width_depth_and_attention():

@@ -38,15 +38,17 @@ def _build(learned, meta_params: Any, learning_rate: ScalarOrSchedule | None, to
 
 def equivariant_adam(spec: WeightSpaceSpec, meta_params: Any = None, *, learning_rate: ScalarOrSchedule | None = None,
                      total_steps: int | None = None, layer_key: str | None = None,
-                     hidden: int = HIDDEN) -> optax.GradientTransformationExtraArgs:
-    """Returns Adam plus the learned UNF correction over ``spec`` (:class:`unf.lopt.EquivariantAdam`).
+                     hidden: int = HIDDEN, base: str = "adam") -> optax.GradientTransformationExtraArgs:
+    """Returns Adam plus the learned UNF correction over ``spec`` (:class:`unf.lopt.EquivariantAdam`; ``base=
+    "orthogonal"`` starts hidden matrices from Muon's orthogonalised momentum instead of Adam's direction).
 
     meta_params: trained meta-params (from :func:`unf.lopt.load_pretrained` or meta-training), or None for fresh ones
     at which the rule is exactly ``optax.adam(learning_rate or 1e-3)``; learning_rate: None for the learned schedule,
     else a float or optax schedule; total_steps: the run's length (see the module docstring); layer_key: the params
     entry of stacked layers (``"blocks"`` for hetnet models).
     """
-    return _build(EquivariantAdam(spec, hidden=hidden, layer_key=layer_key), meta_params, learning_rate, total_steps)
+    return _build(EquivariantAdam(spec, hidden=hidden, layer_key=layer_key, base=base), meta_params, learning_rate,
+                  total_steps)
 
 
 def per_parameter_adam(meta_params: Any = None, *, spec: WeightSpaceSpec | None = None,
