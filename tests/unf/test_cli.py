@@ -8,6 +8,7 @@ import pytest
 from unf import cli, compare, tasks
 
 
+@pytest.mark.slow  # about 90 s: it compiles a meta-step and tunes three baselines; the shipped format is tested in test_pretrained
 def test_recipe_meta_training_exports_the_shipped_format_and_evaluates(tmp_path, capsys, monkeypatch):
     from unf import recipes
 

@@ -36,7 +36,7 @@ def model_and_spec(d_model, layers):
     return params, spec_lib.from_hetnet(params, model.axes, io_as_groups=True)
 
 
-def relation_to_adam(learned, meta, params, spec, steps=3, draws=8):
+def relation_to_adam(learned, meta, params, spec, steps=3, draws=4):
     """Returns ``{leaf: (rms(update) / rms(muP-scaled Adam update), cosine(update, Adam update))}`` pooled over
     layers and ``draws`` independent streams of standard-normal gradients (enough elements that a 16-wide vector's
     statistics are not sampling noise)."""
