@@ -19,7 +19,7 @@ from unf.lopt import schedule
 from unf.lopt import width
 from unf.lopt.learned_adam import (DEFAULT_LR, HIDDEN, ScalarOrSchedule, hidden_features, leaf_name, mlp_init,
                                    transformation)
-from unf.lopt.meta_params import check_like
+from unf.lopt.meta_params import check_like, check_settings
 from unf.spec import WeightSpaceSpec
 
 
@@ -65,7 +65,7 @@ class PerParameterAdam:
     uses_total_steps = True
 
     def __post_init__(self):
-        _check_settings(self.spec, self.hidden, self.layer_key, allow_no_spec=True)
+        check_settings(self.spec, self.hidden, self.layer_key, allow_no_spec=True)
 
     def check_params(self, params: Any) -> None:
         """Raises ValueError when a spec was given and ``params`` do not carry its leaves (any width and depth)."""
@@ -100,18 +100,6 @@ class PerParameterAdam:
 BASES = ("adam", "orthogonal")
 
 
-def _check_settings(spec, hidden, layer_key, allow_no_spec: bool = False) -> None:
-    if not (isinstance(spec, WeightSpaceSpec) or (allow_no_spec and spec is None)):
-        accepted = "a WeightSpaceSpec or None" if allow_no_spec else "a WeightSpaceSpec"
-        raise TypeError(f"spec must be {accepted} (unf.spec.from_hetnet, from_flax, from_labels, ...), got "
-                        f"{type(spec).__name__}.")
-    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise ValueError(f"hidden must be a positive int (the pointwise layers' width), got {hidden!r}.")
-    if layer_key is not None and not isinstance(layer_key, str):
-        raise TypeError(f"layer_key must be None or the str key of the params entry of stacked layers, got "
-                        f"{layer_key!r}.")
-
-
 @dataclasses.dataclass(frozen=True)
 class EquivariantAdam:
     """Adam plus a correction from pointwise layers and then the UNF equivariant layer over ``spec``: the update of
@@ -138,7 +126,7 @@ class EquivariantAdam:
     uses_total_steps = True
 
     def __post_init__(self):
-        _check_settings(self.spec, self.hidden, self.layer_key)
+        check_settings(self.spec, self.hidden, self.layer_key)
         if self.base not in BASES:
             raise ValueError(f"base must be one of {BASES}, got {self.base!r}.")
         view = self.spec if self.layer_key is None else spec_lib.layer_view(self.spec, self.layer_key)

@@ -20,7 +20,7 @@ import optax
 
 from unf import layers
 from unf.lopt import features as feats
-from unf.lopt.meta_params import check_like
+from unf.lopt.meta_params import check_like, check_settings
 from unf.spec import WeightSpaceSpec
 
 HIDDEN = 32
@@ -106,11 +106,6 @@ def _mlp_apply(params, x, sizes, final_activation: bool):
     return x
 
 
-def _check_hidden(hidden) -> None:
-    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise ValueError(f"hidden must be a positive int (the pointwise layers' width), got {hidden!r}.")
-
-
 @dataclasses.dataclass(frozen=True)
 class PerParameterMLP:
     """The per-parameter ("Deep Sets") baseline: ``f`` is four pointwise layers, the same for every parameter."""
@@ -122,7 +117,7 @@ class PerParameterMLP:
         if isinstance(self.hidden, WeightSpaceSpec):
             raise TypeError("PerParameterMLP takes no spec: it treats every parameter alike (hidden is its first "
                             "argument, the layers' width). Use PerParameterMLP() or UNFOptimizer(spec).")
-        _check_hidden(self.hidden)
+        check_settings(None, self.hidden, allow_no_spec=True)
 
     @property
     def sizes(self):
@@ -151,10 +146,7 @@ class UNFOptimizer:
     name: str = "unf"
 
     def __post_init__(self):
-        if not isinstance(self.spec, WeightSpaceSpec):
-            raise TypeError(f"spec must be a WeightSpaceSpec (unf.spec.from_hetnet, from_flax, ...), got "
-                            f"{type(self.spec).__name__}.")
-        _check_hidden(self.hidden)
+        check_settings(self.spec, self.hidden)
 
     @property
     def sizes(self):

@@ -1,4 +1,4 @@
-"""Checking that meta-params belong to the learned optimizer they are handed to."""
+"""Checking a learned optimizer's settings, and that meta-params belong to the optimizer they are handed to."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from unf.spec import WeightSpaceSpec
 
 
 def check_like(meta_params: Any, expected: Any, kind: str) -> None:
@@ -21,3 +23,17 @@ def check_like(meta_params: Any, expected: Any, kind: str) -> None:
             f"meta_params do not fit {kind}: expected the tree {want}, got {got}. Meta-params of another learned "
             "optimizer kind, hidden width, or weight-space structure cannot be used here."
         )
+
+
+def check_settings(spec: Any, hidden: Any, layer_key: Any = None, allow_no_spec: bool = False) -> None:
+    """Raises naming the argument unless ``spec`` is a WeightSpaceSpec (or None where ``allow_no_spec``), ``hidden`` a
+    positive int and ``layer_key`` None or a str: the settings every learned rule is built from."""
+    if not (isinstance(spec, WeightSpaceSpec) or (allow_no_spec and spec is None)):
+        accepted = "a WeightSpaceSpec or None" if allow_no_spec else "a WeightSpaceSpec"
+        raise TypeError(f"spec must be {accepted} (unf.spec.from_hetnet, from_flax, from_labels, ...), got "
+                        f"{type(spec).__name__}.")
+    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
+        raise ValueError(f"hidden must be a positive int (the pointwise layers' width), got {hidden!r}.")
+    if layer_key is not None and not isinstance(layer_key, str):
+        raise TypeError(f"layer_key must be None or the str key of the params entry of stacked layers, got "
+                        f"{layer_key!r}.")
