@@ -69,11 +69,11 @@ def _base(name) -> str:
 def layout(model_or_variables: Any) -> Layout:
     """Returns the :class:`Layout` of a Flax transformer (an nnx Module or State, or linen variables whose leaves are
     boxed with logical names). Raises ValueError listing every leaf without a hetnet counterpart."""
-    params, names = flax_names._names_and_params(model_or_variables)
+    params, names = flax_names.names_and_params(model_or_variables)
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     name_of = dict((jax.tree_util.keystr(p), s) for p, s in jax.tree_util.tree_flatten_with_path(
         names, is_leaf=lambda x: x is None or isinstance(x, tuple))[0])
-    paths = [tuple(flax_names._key_name(e) for e in p) for p, _ in flat]
+    paths = [tuple(flax_names.key_name(e) for e in p) for p, _ in flat]
     leaf_names = [tuple(name_of.get(jax.tree_util.keystr(p)) or ()) for p, _ in flat]
     unnamed = [f"{'/'.join(path)} {tuple(np.shape(x))}" for path, (_, x), n in zip(paths, flat, leaf_names)
                if len(n) != np.ndim(x)]
@@ -82,7 +82,7 @@ def layout(model_or_variables: Any) -> Layout:
                          f"model other than a hetnet TransformerLM; these leaves have none: {unnamed}. nnx.Optimizer "
                          "passes them with the params; for linen params pass pretrained(..., model=variables"
                          "['params']) (the boxed params from init).")
-    scopes = flax_names._layer_scopes(list(zip(paths, leaf_names)))
+    scopes = flax_names.layer_scopes(list(zip(paths, leaf_names)))
     layer_ids = sorted({scopes[p] for p, n in zip(paths, leaf_names) if scopes[p] and LAYERS not in n},
                        key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)])
     slots, refused, depth = [], [], set()

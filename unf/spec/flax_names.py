@@ -54,7 +54,7 @@ _AUTONAMED = re.compile(r"^[A-Z]\w*_\d+$")
 _METADATA_KEYS = ("out_sharding", "sharding_names", "sharding")
 
 
-def _key_name(entry) -> str:
+def key_name(entry) -> str:
     for attr in ("key", "name", "idx"):
         if hasattr(entry, attr):
             return str(getattr(entry, attr))
@@ -70,7 +70,7 @@ def _nnx_names(variable) -> tuple | None:
     return None
 
 
-def _names_and_params(model_or_variables: Any) -> tuple[Any, Any]:
+def names_and_params(model_or_variables: Any) -> tuple[Any, Any]:
     """Returns ``(params, names)``: the pure params tree and, per leaf, a tuple of logical names or None."""
     from flax import nnx
     import flax.linen as nn
@@ -100,7 +100,7 @@ def _names_and_params(model_or_variables: Any) -> tuple[Any, Any]:
                     f"{type(model_or_variables).__name__}.")
 
 
-def _layer_scopes(named_paths: list[tuple[tuple[str, ...], tuple]]) -> dict[tuple[str, ...], str]:
+def layer_scopes(named_paths: list[tuple[tuple[str, ...], tuple]]) -> dict[tuple[str, ...], str]:
     """Returns each leaf path's layer scope (see the module docs): the path up to its first numbered component whose
     numbered siblings all hold the same leaves under the same names, or ``""``."""
     def signature(prefix: tuple[str, ...]) -> frozenset:
@@ -150,7 +150,7 @@ def from_flax(model_or_variables: Any, rules: Mapping[str, str] | None = None,
     if bad:
         raise ValueError(f"rules map names to one of {ROLES}; got {bad}.")
     overrides = dict(overrides or {})
-    params, specs = _names_and_params(model_or_variables)
+    params, specs = names_and_params(model_or_variables)
     flat_specs = dict((jax.tree_util.keystr(p), s) for p, s in
                       jax.tree_util.tree_flatten_with_path(specs, is_leaf=lambda x: x is None or isinstance(x, tuple))[0])
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
@@ -164,12 +164,12 @@ def from_flax(model_or_variables: Any, rules: Mapping[str, str] | None = None,
         for n in names:
             if n is not None and n != LAYERS and n not in rules:
                 unknown.setdefault(n, name)
-        named.append((tuple(_key_name(e) for e in path), names))
+        named.append((tuple(key_name(e) for e in path), names))
     if overrides:
         raise ValueError(f"overrides name leaves the params lack: {sorted(overrides)}.")
     if unlabelled or unknown:
         raise ValueError(_naming_error(unlabelled, unknown, rules))
-    scopes = _layer_scopes(named)
+    scopes = layer_scopes(named)
 
     def labels(path_names: tuple[str, ...], names: tuple) -> tuple:
         stacked = LAYERS in names
