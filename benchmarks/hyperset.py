@@ -24,9 +24,10 @@ import optax
 
 from benchmarks import report, timing, training
 from hetnet import embedding
-from hetnet.hyperset import HyperSET
+from hetnet.classifier import SequenceClassifier
 from hetnet.config import ClassifierConfig, TransformerConfig
-from hetnet.models import SequenceClassifier, TransformerLM
+from hetnet.hyperset import HyperSET
+from hetnet.models import TransformerLM
 
 PAPER = {"digits": "CIFAR-10: 90.11 vs 89.90", "sudoku": "board accuracy 54.70 vs 49.30"}
 

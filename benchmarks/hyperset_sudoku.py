@@ -46,7 +46,7 @@ import optax
 
 from benchmarks import report, sudoku, timing
 from benchmarks.hyperset import body_param_count, matched_configs
-from hetnet.checkpoints import Checkpoints
+from hetnet.checkpoints import Checkpoints, open_run
 from hetnet.config import TransformerConfig
 from hetnet.models import TransformerLM
 from hetnet.train import make_train_step
@@ -176,13 +176,6 @@ def train(args) -> None:
     cfg = configs(args)[args.model]
     train_set, test_set = boards(args)
     run_dir = args.runs / args.model
-    run_dir.mkdir(parents=True, exist_ok=True)
-    described = settings(args, cfg)
-    settings_path = run_dir / "settings.json"
-    if settings_path.exists() and json.loads(settings_path.read_text()) != described:
-        raise ValueError(f"{run_dir} holds a run with other settings ({settings_path.read_text()}); use another "
-                         f"--runs folder or the same settings.")
-    settings_path.write_text(json.dumps(described))
     opt = optimizer(args)
     step = make_train_step(blank_loss(cfg), opt)
     if args.init_from is None:
@@ -190,10 +183,9 @@ def train(args) -> None:
     else:
         params, offset = restore_params(args.init_from / args.model, cfg, args)
     state = {"params": params, "opt_state": opt.init(params)}
-    checkpoints = Checkpoints(run_dir / "checkpoints")
-    start = checkpoints.latest() or 0
-    if start:
-        state = checkpoints.restore(start, state)
+    # --steps may grow to extend a finished run; the log's steps count from the --init-from run's.
+    state, start, checkpoints = open_run(run_dir, settings(args, cfg), state, free=("steps",),
+                                         config_name="settings.json", metrics_name="log.jsonl", logged_offset=offset)
     with (run_dir / "log.jsonl").open("a") as log:
         n = len(train_set["inputs"])
         tic = time.perf_counter()

@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from benchmarks import report, timing
-from unf import cli, lopt, tasks
+from unf import family_runs, lopt, tasks
 from unf.meta import ESConfig, MetaTrainConfig
 
 
@@ -66,10 +66,10 @@ def main(argv=None) -> int:
             contenders = []
             for name in ("unf", "per-parameter", "sgdm"):
                 print(f"[{fam}] meta-training {name}: {budget}", flush=True)
-                path = cli.run_meta_train(fam, name, cfg, args.runs / fam / name, progress=False)
-                contenders.append(cli.load_contender(path))
+                path = family_runs.run_meta_train(fam, name, cfg, args.runs / fam / name, progress=False)
+                contenders.append(family_runs.load_contender(path))
             print(f"[{fam}] evaluating", flush=True)
-            table = cli.run_eval(fam, contenders, args.eval_steps, args.seeds, args.runs / fam / "eval")
+            table = family_runs.run_eval(fam, contenders, args.eval_steps, args.seeds, args.runs / fam / "eval")
         rows = json.loads(done.read_text())
         speed = step_time_ratio(tasks.family(fam).train_tasks()[0], repeats=20)
         results[fam] = {"eval": rows, "step_time": speed}

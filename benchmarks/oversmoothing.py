@@ -19,8 +19,9 @@ import jax.numpy as jnp
 
 from benchmarks import report, timing, training
 from hetnet import data, embedding
+from hetnet.classifier import SequenceClassifier
 from hetnet.config import ClassifierConfig, TransformerConfig
-from hetnet.models import Body, SequenceClassifier, TransformerLM
+from hetnet.models import Body, TransformerLM
 
 LAMBDAS = {"digits": 0.6, "text": 0.4}
 

@@ -17,7 +17,6 @@ import json
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from benchmarks import collect
 from benchmarks.report import RESULTS

@@ -10,14 +10,13 @@ from typing import Any, Callable
 import jax
 import optax
 
+from hetnet import distributed
 from hetnet.train import inner_step
 
 
 def device_description() -> str:
-    """Returns a one-line description of the default JAX device and host."""
-    dev = jax.devices()[0]
-    kind = getattr(dev, "device_kind", dev.platform)
-    return f"{dev.platform}:{kind} x{jax.device_count()} ({platform.processor() or platform.machine()}, jax {jax.__version__})"
+    """Returns a one-line description of the JAX devices, the host's processor and the jax version."""
+    return f"{distributed.device_description()} ({platform.processor() or platform.machine()}, jax {jax.__version__})"
 
 
 def compiled_memory_bytes(jitted: Callable, *args) -> int:

@@ -2,8 +2,8 @@
 
 For each weight space at two sizes: number of basis terms, compile time, apply time (median of interleaved runs) and
 XLA's compiled peak-memory estimate of ``EquivariantLinear.apply`` (reductions shared, channels mixed on reduced
-tensors, one matmul per output signature) against ``unf._reference.apply_term_by_term`` (each term reduced, mixed and placed on its
-own), with the ratios. Both compute the same map; the script checks they agree.
+tensors, one matmul per output signature) against ``EquivariantLinear.apply_term_by_term`` (each term reduced, mixed
+and placed on its own), with the ratios. Both compute the same map; the script checks they agree.
 
     python -m benchmarks.unf_layer
 """
@@ -11,7 +11,6 @@ own), with the ratios. Both compute the same map; the script checks they agree.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
 
@@ -23,8 +22,8 @@ import numpy as np
 from benchmarks import report, timing
 from hetnet.config import TransformerConfig
 from hetnet.models import TransformerLM
-from unf import layers, spec as spec_lib
-from unf._reference import apply_term_by_term
+from unf import layers
+from unf import spec as spec_lib
 
 
 def mlp_space(widths):
@@ -81,7 +80,7 @@ def measure(space: str, size: str, channels: int, repeats: int) -> dict:
     x = spec.unflatten([rng.normal(size=s + (channels,)).astype(np.float32) for s in spec.leaf_shapes])
 
     fast_compile, fast = compile_seconds(layer.apply, weights, x)
-    term_by_term = functools.partial(apply_term_by_term, layer)
+    term_by_term = layer.apply_term_by_term
     ref_compile, ref = compile_seconds(term_by_term, weights, x)
     err = max(
         float(jnp.max(jnp.abs(a - b)) / (jnp.max(jnp.abs(b)) + 1e-12))

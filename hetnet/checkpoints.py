@@ -1,5 +1,5 @@
 """Resumable runs: orbax checkpoints of a run's state, the settings a resume must match, and a metrics log that a
-resume rewinds to its checkpoint."""
+resume rewinds to its checkpoint; :func:`open_run` puts them together for a run folder."""
 
 from __future__ import annotations
 
@@ -71,3 +71,35 @@ def check_resume(path: Path, description: dict, free: tuple[str, ...] = ()) -> N
         lines = ", ".join(f"{k}: checkpointed {a!r}, now {b!r}" for k, (a, b) in changed.items())
         raise ValueError(f"cannot resume the run in {path.parent} with other settings ({lines}). Rerun with the "
                          "checkpointed settings, or use a new run folder.")
+
+
+def open_run(out: Path, description: dict, state, *, free: tuple[str, ...] = (), main: bool = True,
+             config_name: str = "run_config.json", metrics_name: str = "metrics.jsonl",
+             logged_offset: int = 0) -> tuple[object, int, Checkpoints]:
+    """Opens the run folder ``out``: returns ``(state, steps done, checkpoints)``.
+
+    A new folder (no checkpoint) gets ``description`` written to ``config_name`` and an empty ``metrics_name`` log,
+    and ``state`` comes back as given with 0 steps done. Otherwise the settings saved there must equal
+    ``description`` (apart from the keys in ``free``), the newest checkpoint is restored shaped like ``state``, and
+    the log is rewound to it (its lines carry ``"step"``: steps done plus ``logged_offset``). Only the ``main``
+    process writes files; every process restores.
+    """
+    out = Path(out)
+    checkpoints = Checkpoints(out / "checkpoints")
+    config_path, metrics_path = out / config_name, out / metrics_name
+    start = checkpoints.latest()
+    if start is None:
+        if main:
+            out.mkdir(parents=True, exist_ok=True)
+            config_path.write_text(json.dumps(description, indent=1) + "\n")
+            metrics_path.write_text("")
+        return state, 0, checkpoints
+    try:
+        check_resume(config_path, description, free)
+    except ValueError:
+        checkpoints.close()
+        raise
+    state = checkpoints.restore(start, state)
+    if main:
+        truncate_metrics(metrics_path, start + logged_offset)
+    return state, start, checkpoints

@@ -4,6 +4,10 @@ With ``--out`` the run is resumable: params and optimizer state are checkpointed
 ``--checkpoint-every`` steps, and running the same command again continues from the newest checkpoint, drawing the
 same batches an unbroken run would (a larger ``--steps`` extends a finished run).
 
+With ``--attention sparse`` the model trains with sparse attention; ``--dense-warmup N`` first trains N steps with
+dense attention (DeepSeek's recipe, :mod:`hetnet.sparse_training`). With ``router=indexer`` the indexer is fitted to
+dense attention by KL throughout, and the reported training loss includes that KL.
+
 With ``--mesh DATA MODEL`` the step is sharded by the params' labels over a mesh of every device of every process
 (data parallel over DATA, tensor parallel over MODEL); started by ``python -m hetnet.launch`` (or under a cluster's
 launcher with ``--distributed``) each process reads only its rows of each batch, and only process 0 prints.
@@ -25,9 +29,9 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from hetnet import attention, data, distributed, sharding
-from hetnet.checkpoints import Checkpoints, check_resume, truncate_metrics
-from hetnet.config import BLOCK_KINDS, DTYPES, FFN_KINDS, TransformerConfig
+from hetnet import attention, data, distributed, sharding, sparse_training
+from hetnet.checkpoints import Checkpoints, open_run
+from hetnet.config import BLOCK_KINDS, DTYPES, FFN_KINDS, POSITION_KINDS, TransformerConfig
 from hetnet.models import TransformerLM
 from hetnet.train import make_eval_step, make_train_step, step_shardings
 
@@ -68,9 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kv-heads", type=_positive_int, default=None)
     p.add_argument("--norm", choices=("rms", "layer"), default="rms")
     p.add_argument("--ffn", choices=FFN_KINDS, default="gelu")
+    p.add_argument("--positions", choices=POSITION_KINDS, default="learned",
+                   help="a learned position table, or rotary positions in attention")
     p.add_argument("--attention", choices=attention.variants(), default="softmax")
     p.add_argument("--attention-option", action="append", default=[], metavar="NAME=VALUE", type=_option,
                    help="a setting of the attention variant, e.g. --attention-option top_k=8 (repeatable)")
+    p.add_argument("--dense-warmup", type=int, default=0, metavar="STEPS",
+                   help="with --attention sparse: train this many first steps with dense attention (fitting a "
+                   "learned indexer to it), then sparse (DeepSeek's recipe; default 0: sparse from scratch)")
     p.add_argument("--block", choices=BLOCK_KINDS, default="standard",
                    help="stacked blocks, one recurrent block, or the Hyper-SET layer (--layers iterations)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="compute dtype; params stay float32")
@@ -109,7 +118,7 @@ def batch_maker(tokens: np.ndarray, batch: int, length: int, shardings):
 # The settings that fix a run's trajectory; a resume must repeat them. --steps may grow, and --mesh may change (the
 # state is restored onto whatever layout this run uses).
 TRAJECTORY = ("text", "max_bytes", "batch", "seq_len", "d_model", "layers", "heads", "kv_heads", "norm", "ffn",
-              "attention", "attention_option", "block", "dtype", "lr", "seed")
+              "positions", "attention", "attention_option", "dense_warmup", "block", "dtype", "lr", "seed")
 
 
 def run_description(args: argparse.Namespace) -> dict:
@@ -120,27 +129,16 @@ def run_description(args: argparse.Namespace) -> dict:
 
 def resume(args: argparse.Namespace, state: dict) -> tuple[dict, int, Checkpoints | None]:
     """Returns ``(state, steps done, checkpoints)``: the newest checkpoint in ``args.out`` (none: ``state``, 0),
-    after checking the run's settings; writes run_config.json for a new run and rewinds metrics.jsonl."""
+    after checking the run's settings (:func:`hetnet.checkpoints.open_run`)."""
     if args.out is None:
         return state, 0, None
-    checkpoints = Checkpoints(args.out / "checkpoints")
-    config_path, description = args.out / "run_config.json", run_description(args)
-    start = checkpoints.latest()
-    main = distributed.is_main()
-    if start is None:
-        if main:
-            args.out.mkdir(parents=True, exist_ok=True)
-            config_path.write_text(json.dumps(description, indent=1) + "\n")
-            (args.out / "metrics.jsonl").write_text("")
-        return state, 0, checkpoints
-    check_resume(config_path, description)
+    state, start, checkpoints = open_run(args.out, run_description(args), state, main=distributed.is_main())
     if start > args.steps:
+        checkpoints.close()
         raise ValueError(f"{args.out} holds a run checkpointed at step {start}, past --steps {args.steps}; give "
                          f"--steps >= {start} to continue it.")
-    state = checkpoints.restore(start, state)
-    if main:
-        truncate_metrics(args.out / "metrics.jsonl", start)
-    distributed.main_print(f"resuming {args.out} from step {start}", flush=True)
+    if start:
+        distributed.main_print(f"resuming {args.out} from step {start}", flush=True)
     return state, start, checkpoints
 
 
@@ -157,6 +155,7 @@ def run(args: argparse.Namespace) -> dict:
         max_len=args.seq_len,
         norm=args.norm,
         ffn=args.ffn,
+        positions=args.positions,
         attention=args.attention,
         attention_options=tuple(args.attention_option),
         block=args.block,
@@ -166,7 +165,12 @@ def run(args: argparse.Namespace) -> dict:
     k_init, k_data, k_eval = jax.random.split(key, 3)
     model = TransformerLM(cfg)
     optimizer = optax.adam(args.lr)
-    loss_fn = model.loss
+    sparse = args.attention == "sparse"
+    if args.dense_warmup < 0 or (args.dense_warmup and not sparse):
+        raise ValueError(f"--dense-warmup must be a number of steps >= 0 and needs --attention sparse, got "
+                         f"--dense-warmup {args.dense_warmup} with --attention {args.attention}.")
+    # A learned indexer is fitted alongside the model in both phases; without one the loss is the model's own.
+    loss_fn = sparse_training.phase_loss(model, dense=False) if sparse else model.loss
     shardings = None
     if args.mesh is not None:
         mesh = sharding.make_mesh(tuple(args.mesh))
@@ -177,7 +181,11 @@ def run(args: argparse.Namespace) -> dict:
         params = model.init(k_init)
         opt_state = optimizer.init(params)
     # Sharded params and batches carry their shardings into the eval step.
-    step, eval_step = make_train_step(loss_fn, optimizer, shardings), make_eval_step(loss_fn)
+    step, eval_step = make_train_step(loss_fn, optimizer, shardings), make_eval_step(model.loss)
+    if args.dense_warmup:
+        warm_loss = sparse_training.phase_loss(model, dense=True)
+        warm_step = make_train_step(warm_loss, optimizer, shardings)
+        warm_eval = make_eval_step(sparse_training.dense_twin(model).loss)
     length = args.seq_len + 1
     for split, tokens in (("training", corpus.train), ("validation", corpus.valid)):
         if tokens.size < length:
@@ -198,13 +206,17 @@ def run(args: argparse.Namespace) -> dict:
     with (args.out / "metrics.jsonl").open("a") if args.out is not None and main else open(os.devnull, "w") as log:
         for i in bar:
             batch = train_batch(jax.random.fold_in(k_data, i))
-            params, opt_state, metrics = step(params, opt_state, batch)
+            warm = sparse_training.in_warmup(i, args.dense_warmup)
+            params, opt_state, metrics = (warm_step if warm else step)(params, opt_state, batch)
             train_loss = float(metrics["loss"])
             if not math.isfinite(train_loss):
                 raise FloatingPointError(f"training loss became {train_loss} at step {i}; lower --lr.")
             record = {"step": i, "train_loss": train_loss}
+            if warm:
+                record["phase"] = "dense"
             if i % args.eval_every == 0 or i == args.steps:
-                valid_loss = evaluate(eval_step, params, valid_batch, k_eval, args.eval_batches)
+                valid_loss = evaluate(warm_eval if warm else eval_step, params, valid_batch, k_eval,
+                                      args.eval_batches)
                 record["valid_loss"] = valid_loss
                 bar.set_postfix(train=f"{train_loss:.3f}", valid=f"{valid_loss:.3f}")
                 if args.quiet:

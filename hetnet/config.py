@@ -8,7 +8,37 @@ NORM_KINDS = ("rms", "layer")
 FFN_KINDS = ("gelu", "relu", "swiglu")
 DTYPES = ("float32", "bfloat16", "float16")
 BLOCK_KINDS = ("standard", "recurrent", "hyperset")
+POSITION_KINDS = ("learned", "rope")
 REMAT_POLICIES = ("none", "dots", "full")
+
+
+#: The settings each attention variant reads from ``AttentionConfig.options``, by variant name. The configs check
+#: options against it when they are built; :func:`hetnet.attention.register` adds a new variant's. It lives here,
+#: not in the variants, because the variants read these configs.
+ATTENTION_OPTIONS: dict[str, tuple[str, ...]] = {
+    "softmax": ("implementation",),
+    "neutreno": ("lambda", "implementation"),
+    "linear": ("feature_map", "normalize", "chunk"),
+    "sparse": ("block", "top_k", "window", "query_group", "summary", "router", "index_dim"),
+}
+
+
+def check_attention_options(variant: str, options: tuple) -> None:
+    """Raises ValueError when ``variant`` is not registered or ``options`` (``(name, value)`` pairs) names a
+    setting it does not read, or names one twice."""
+    if variant not in ATTENTION_OPTIONS:
+        raise ValueError(f"attention must be one of {tuple(ATTENTION_OPTIONS)}, got {variant!r}.")
+    accepted = ATTENTION_OPTIONS[variant]
+    for pair in options:
+        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
+            raise ValueError(f"attention options must be (name, value) pairs, got {pair!r}.")
+    names = [pair[0] for pair in options]
+    unknown = [n for n in names if n not in accepted]
+    if unknown:
+        raise ValueError(f"attention {variant!r} has no option {unknown[0]!r}; it accepts {accepted or 'none'}.")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"attention option {repeated[0]!r} is given more than once.")
 
 
 def _positive(name: str, value: int) -> None:
@@ -53,7 +83,8 @@ class AttentionConfig:
     """Multi-head attention; ``num_kv_heads < num_heads`` gives grouped-query attention.
 
     ``variant`` names the attention implementation in :mod:`hetnet.attention`; ``options`` holds that variant's
-    own settings as ``(name, value)`` pairs so the config stays hashable.
+    own settings as ``(name, value)`` pairs so the config stays hashable. With ``rope_base`` set, queries and keys
+    carry rotary positions of that base (:func:`hetnet.embedding.rotate`).
     """
 
     d_model: int
@@ -63,10 +94,14 @@ class AttentionConfig:
     causal: bool = True
     variant: str = "softmax"
     options: tuple = ()
+    rope_base: float | None = None
 
     def __post_init__(self):
         _positive("d_model", self.d_model)
         _positive("num_heads", self.num_heads)
+        if self.rope_base is not None and not (isinstance(self.rope_base, (int, float)) and self.rope_base > 1):
+            raise ValueError(f"rope_base must be a number > 1 (or None for no rotary positions), got "
+                             f"{self.rope_base!r}.")
         if self.num_kv_heads is not None:
             _positive("num_kv_heads", self.num_kv_heads)
             if self.num_heads % self.num_kv_heads:
@@ -82,6 +117,9 @@ class AttentionConfig:
                 )
         else:
             _positive("head_dim", self.head_dim)
+        if self.rope_base is not None and self.dim_per_head % 2:
+            raise ValueError(f"rotary positions rotate feature pairs; the head size must be even, got "
+                             f"{self.dim_per_head}.")
 
     @property
     def kv_heads(self) -> int:
@@ -112,6 +150,10 @@ class TransformerConfig:
     ``num_layers`` times, with ``num_heads`` subspaces and a dictionary of ``d_ff`` atoms). In the last two the
     params do not depend on ``num_layers``, so the same params run at any depth.
 
+    ``positions`` is ``"learned"`` (a learned absolute table of ``max_len`` rows added to the embeddings) or
+    ``"rope"`` (rotary positions of base ``rope_base`` in every attention layer; no position params, and any
+    length runs).
+
     ``remat`` says what each scanned block keeps for the backward pass (``jax.checkpoint`` per layer): ``"dots"``
     keeps the outputs of its weight matmuls and recomputes the rest (attention probabilities, activations), which
     is as fast as unrolled layers and uses less memory; ``"full"`` keeps only the block's input; ``"none"`` keeps
@@ -134,6 +176,8 @@ class TransformerConfig:
     dtype: str = "float32"
     block: str = "standard"
     remat: str = "dots"
+    positions: str = "learned"
+    rope_base: float = 10000.0
 
     def __post_init__(self):
         for name in ("vocab_size", "num_layers", "max_len"):
@@ -141,6 +185,9 @@ class TransformerConfig:
         _one_of("dtype", self.dtype, DTYPES)
         _one_of("block", self.block, BLOCK_KINDS)
         _one_of("remat", self.remat, REMAT_POLICIES)
+        _one_of("positions", self.positions, POSITION_KINDS)
+        if self.block == "hyperset" and self.positions != "learned":
+            raise ValueError(f"block='hyperset' reads learned positions; got positions={self.positions!r}.")
         if self.block == "hyperset" and (self.attention != "softmax" or self.attention_options):
             raise ValueError(
                 f"block='hyperset' brings its own attention step; leave attention at 'softmax' with no options "
@@ -148,9 +195,7 @@ class TransformerConfig:
             )
         # Building the sub-configs runs their checks now, at construction, rather than at the first apply.
         self.attention_config, self.ffn_config, self.norm_config  # noqa: B018
-        from hetnet import attention  # the variants import this module, so the registry is read at call time
-
-        attention.check_options(self.attention, self.attention_options)
+        check_attention_options(self.attention, self.attention_options)
 
     @property
     def attention_config(self) -> AttentionConfig:
@@ -162,6 +207,7 @@ class TransformerConfig:
             causal=self.causal,
             variant=self.attention,
             options=self.attention_options,
+            rope_base=self.rope_base if self.positions == "rope" else None,
         )
 
     @property

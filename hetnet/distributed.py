@@ -72,6 +72,13 @@ def initialize(*, auto: bool = False) -> bool:
     return False
 
 
+def device_description() -> str:
+    """Returns the devices JAX runs on, e.g. ``cpu:cpu x1``, or ``... x4 over 2 processes``."""
+    devices = jax.devices()
+    where = f" over {jax.process_count()} processes" if jax.process_count() > 1 else ""
+    return f"{devices[0].platform}:{devices[0].device_kind} x{len(devices)}{where}"
+
+
 def is_main() -> bool:
     """Returns whether this is process 0, the one that prints, logs and writes files other than checkpoints."""
     return jax.process_index() == 0

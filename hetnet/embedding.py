@@ -66,6 +66,21 @@ def add_positions(table: jax.Array, x: jax.Array) -> jax.Array:
     return x + table[None, :seq].astype(x.dtype)
 
 
+def rotate(x: jax.Array, base: float) -> jax.Array:
+    """Returns ``x`` with rotary position embedding (RoPE) applied: feature pairs ``(i, i + head_dim / 2)`` of the
+    vector at position ``t`` rotated by ``t * base ** (-2 i / head_dim)``, so query-key products depend only on the
+    positions' offset.
+
+    x: [batch, seq, heads, head_dim] with head_dim even -> the same shape and dtype
+    """
+    half = x.shape[-1] // 2
+    frequencies = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+    angles = jnp.arange(x.shape[1], dtype=jnp.float32)[:, None] * frequencies[None]  # [seq, half]
+    cos, sin = jnp.cos(angles)[None, :, None], jnp.sin(angles)[None, :, None]
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
 def init_dense(key: jax.Array, d_in: int, d_out: int) -> jax.Array:
     """Returns a lecun-normal kernel [d_in, d_out]."""
     return _dense_init(key, (d_in, d_out), jnp.float32)

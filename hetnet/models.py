@@ -1,4 +1,5 @@
-"""Models bound to their configs: :class:`TransformerLM` (next-token) and :class:`SequenceClassifier`.
+"""Models bound to their configs: :class:`Body` (positions, blocks, final norm) and :class:`TransformerLM`
+(next-token); :class:`~hetnet.classifier.SequenceClassifier` lives in :mod:`hetnet.classifier`.
 
 A model is a frozen, hashable object: ``init(key) -> params`` returns arrays only, ``apply(params, inputs)`` needs
 nothing static from the caller and ``axes`` comes from the config alone, so ``jax.jit(model.apply)``,
@@ -19,7 +20,7 @@ from hetnet import axes as axes_lib, embedding
 from hetnet.attention import sparse
 from hetnet.attention.projections import check_padding_mask
 from hetnet.blocks import Block
-from hetnet.config import ClassifierConfig, TransformerConfig
+from hetnet.config import TransformerConfig
 from hetnet.hyperset import HyperSET
 from hetnet.norms import Norm
 
@@ -35,14 +36,14 @@ def _remat(fn, policy: str):
     return fn if policy == "none" else jax.checkpoint(fn, policy=_POLICIES[policy])
 
 
-def _check_config(name: str, cfg, expected: type) -> None:
+def check_config(name: str, cfg, expected: type) -> None:
     if not isinstance(cfg, expected):
         raise TypeError(f"{name} takes a {expected.__name__}, got {type(cfg).__name__}.")
 
 
 @dataclasses.dataclass(frozen=True)
 class Body:
-    """Learned positions, the blocks and a final norm, bound to ``cfg``.
+    """Learned positions (unless ``cfg.positions == "rope"``), the blocks and a final norm, bound to ``cfg``.
 
     ``cfg.block == "standard"``: ``blocks`` holds ``num_layers`` blocks stacked along a leading ``layers`` axis
     (per-layer groups :class:`~hetnet.axes.Nested` in it), run by ``lax.scan`` (each block under
@@ -53,7 +54,7 @@ class Body:
     cfg: TransformerConfig
 
     def __post_init__(self):
-        _check_config("Body", self.cfg, TransformerConfig)
+        check_config("Body", self.cfg, TransformerConfig)
 
     @property
     def block(self) -> Block:
@@ -66,8 +67,9 @@ class Body:
     def init(self, key: jax.Array) -> dict:
         """Returns the body's params; a shared (recurrent or Hyper-SET) body's do not depend on ``num_layers``."""
         k_pos, k_layers = jax.random.split(key)
-        params = {"positions": embedding.init_positions(k_pos, self.cfg.max_len, self.cfg.d_model),
-                  "final_norm": self.norm.init(key)}
+        params = {"final_norm": self.norm.init(key)}
+        if self.cfg.positions == "learned":
+            params["positions"] = embedding.init_positions(k_pos, self.cfg.max_len, self.cfg.d_model)
         if self.cfg.block == "standard":
             params["blocks"] = jax.vmap(self.block.init)(jax.random.split(k_layers, self.cfg.num_layers))
         elif self.cfg.block == "recurrent":
@@ -78,7 +80,9 @@ class Body:
 
     @functools.cached_property
     def axes(self) -> dict:
-        axes = {"positions": embedding.POSITION_AXES, "final_norm": self.norm.axes}
+        axes = {"final_norm": self.norm.axes}
+        if self.cfg.positions == "learned":
+            axes["positions"] = embedding.POSITION_AXES
         if self.cfg.block == "standard":
             axes["blocks"] = axes_lib.stack(self.block.axes, "blocks")
         elif self.cfg.block == "recurrent":
@@ -107,6 +111,10 @@ class Body:
 
         return jax.lax.scan(_remat(one, self.cfg.remat), x, stacked, length=self.cfg.num_layers)
 
+    def _add_positions(self, params, x: jax.Array) -> jax.Array:
+        # Rotary positions enter inside attention; only a learned table is added to the stream.
+        return embedding.add_positions(params["positions"], x) if self.cfg.positions == "learned" else x
+
     def residual_states(self, params, x: jax.Array, *, padding_mask=None) -> jax.Array:
         """Returns the residual stream after the positions and after every block (for probing).
 
@@ -116,21 +124,25 @@ class Body:
             raise ValueError("residual_states reads a body of blocks; this config's block is 'hyperset' "
                              "(use HyperSET.iterate for its trajectory).")
         check_padding_mask(padding_mask, x)
-        x = embedding.add_positions(params["positions"], x)
+        x = self._add_positions(params, x)
         _, states = self._run_blocks(params, x, padding_mask, keep_states=True)
         return jnp.concatenate([x[None], states])
 
-    def indexer_loss(self, params, x: jax.Array, *, padding_mask=None) -> jax.Array:
+    def indexer_loss(self, params, x: jax.Array, *, padding_mask=None, states: jax.Array | None = None) -> jax.Array:
         """Returns the mean over layers of sparse attention's indexer distillation loss
         (:func:`hetnet.attention.sparse.indexer_loss`); its gradient reaches only the indexers' kernels.
 
-        x: [batch, seq, d_model] embedded inputs; padding_mask: [batch, seq] bool or None -> scalar
+        x: [batch, seq, d_model] embedded inputs; padding_mask: [batch, seq] bool or None; states: the residual
+        stream each layer's indexer reads, [num_layers + 1, batch, seq, d_model] as :meth:`residual_states` returns
+        (default: this body's own) -> scalar
         """
         opts = dict(self.cfg.attention_options)
         if self.cfg.attention != "sparse" or opts.get("router") != "indexer":
             raise ValueError(f"indexer_loss needs sparse attention with router='indexer'; this config has "
                              f"attention={self.cfg.attention!r} with options {opts}.")
-        states = jax.lax.stop_gradient(self.residual_states(params, x, padding_mask=padding_mask))[:-1]
+        if states is None:
+            states = self.residual_states(params, x, padding_mask=padding_mask)
+        states = jax.lax.stop_gradient(states)[:-1]
         block = self.block
         cfg = block.attention.cfg
 
@@ -148,7 +160,7 @@ class Body:
         x: [batch, seq, d_model] embedded inputs; padding_mask: [batch, seq] bool or None -> [batch, seq, d_model]
         """
         check_padding_mask(padding_mask, x)
-        x = embedding.add_positions(params["positions"], x)
+        x = self._add_positions(params, x)
         if self.cfg.block == "hyperset":
             x = HyperSET(self.cfg).apply(params["hyperset"], x, padding_mask=padding_mask)
         else:
@@ -163,7 +175,7 @@ class TransformerLM:
     cfg: TransformerConfig
 
     def __post_init__(self):
-        _check_config("TransformerLM", self.cfg, TransformerConfig)
+        check_config("TransformerLM", self.cfg, TransformerConfig)
 
     @property
     def body(self) -> Body:
@@ -239,85 +251,3 @@ class TransformerLM:
             return jnp.mean(losses)
         weights = mask[:, 1:].astype(losses.dtype)
         return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
-
-
-@dataclasses.dataclass(frozen=True)
-class SequenceClassifier:
-    """A sequence classifier bound to ``cfg``: a :class:`Body`, mean pooling over real tokens, a linear head.
-
-    Inputs are tokens [batch, seq], or features [batch, seq, input_dim] when ``cfg.input_dim`` is set.
-    """
-
-    cfg: ClassifierConfig
-
-    def __post_init__(self):
-        _check_config("SequenceClassifier", self.cfg, ClassifierConfig)
-
-    @property
-    def body(self) -> Body:
-        return Body(self.cfg.backbone)
-
-    def init(self, key: jax.Array) -> dict:
-        """Returns the model's params (arrays only)."""
-        backbone = self.cfg.backbone
-        k_in, k_body, k_head = jax.random.split(key, 3)
-        params = self.body.init(k_body)
-        if self.cfg.input_dim is None:
-            params["tokens"] = embedding.init_tokens(k_in, backbone.vocab_size, backbone.d_model)
-        else:
-            params["inputs"] = embedding.init_dense(k_in, self.cfg.input_dim, backbone.d_model)
-        params["head"] = embedding.init_dense(k_head, backbone.d_model, self.cfg.num_classes)
-        return params
-
-    @functools.cached_property
-    def axes(self) -> dict:
-        """The label tuple of every params axis, a tree with the structure of ``init``'s params."""
-        axes = {**self.body.axes, "head": ("embed", "classes")}
-        if self.cfg.input_dim is None:
-            axes["tokens"] = embedding.TOKEN_AXES
-        else:
-            axes["inputs"] = (None, "embed")
-        return axes
-
-    def apply(self, params, inputs: jax.Array, *, padding_mask=None) -> jax.Array:
-        """Returns class logits in float32 from the mean of the final states over real (unpadded) positions.
-
-        inputs: [batch, seq] tokens, or [batch, seq, input_dim] features; padding_mask: [batch, seq] bool or None
-        -> [batch, num_classes]
-        """
-        backbone = self.cfg.backbone
-        dtype = jnp.dtype(backbone.dtype)
-        if self.cfg.input_dim is None:
-            embedding.check_tokens(inputs, backbone.vocab_size, "inputs")
-            if inputs.ndim != 2:
-                raise ValueError(f"inputs must be tokens of shape [batch, seq], got shape {tuple(inputs.shape)}.")
-            x = embedding.embed_tokens(params["tokens"], inputs, dtype)
-        else:
-            if inputs.ndim != 3 or inputs.shape[-1] != self.cfg.input_dim:
-                raise ValueError(f"inputs must have shape [batch, seq, input_dim={self.cfg.input_dim}], got "
-                                 f"{tuple(inputs.shape)}.")
-            x = inputs.astype(dtype) @ params["inputs"].astype(dtype)
-        h = self.body.apply(params, x, padding_mask=padding_mask)
-        if padding_mask is None:
-            pooled = jnp.mean(h, axis=1)
-        else:
-            weights = padding_mask.astype(h.dtype)[..., None]
-            pooled = jnp.sum(h * weights, axis=1) / jnp.maximum(jnp.sum(weights, axis=1), 1)
-        return (pooled @ params["head"].astype(h.dtype)).astype(jnp.float32)
-
-    def loss(self, params, batch: dict) -> jax.Array:
-        """Returns the mean cross-entropy of class logits.
-
-        batch["inputs"]: tokens or features as for :meth:`apply`; batch["labels"]: [batch] int in
-        [0, num_classes); optional batch["mask"]: [batch, seq] bool.
-        """
-        labels = batch["labels"]
-        embedding.check_tokens(labels, self.cfg.num_classes, 'batch["labels"]', "num_classes")
-        logits = self.apply(params, batch["inputs"], padding_mask=batch.get("mask"))
-        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        return jnp.mean(jnp.where((labels < 0) | (labels >= self.cfg.num_classes), jnp.nan, losses))
-
-    def accuracy(self, params, batch: dict) -> jax.Array:
-        """Returns the fraction of examples whose arg-max logit is the label."""
-        logits = self.apply(params, batch["inputs"], padding_mask=batch.get("mask"))
-        return jnp.mean(jnp.argmax(logits, axis=-1) == batch["labels"])

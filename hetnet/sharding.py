@@ -13,7 +13,6 @@ from hetnet.axes import base_label, is_axes_leaf
 
 Rules = Mapping  # Mapping[str, str | None]: base label -> mesh axis name
 
-DATA_PARALLEL_RULES: Rules = {"batch": "data"}
 TENSOR_PARALLEL_RULES: Rules = {
     "batch": "data",
     "heads": "model",
@@ -77,12 +76,13 @@ def named_shardings(params: Any, axes: Any, mesh: Mesh, rules: Rules = TENSOR_PA
     )
 
 
-def batch_sharding(mesh: Mesh, rank: int, rules: Rules = TENSOR_PARALLEL_RULES) -> NamedSharding:
-    """Returns the sharding of a ``[batch, ...]`` array of ``rank`` axes: batch over the data axis, rest replicated."""
+def batch_sharding(mesh: Mesh, rules: Rules = TENSOR_PARALLEL_RULES) -> NamedSharding:
+    """Returns the sharding of ``[batch, ...]`` arrays: the batch axis over the mesh axis ``rules["batch"]``, the
+    rest replicated."""
     data_axis = rules.get("batch")
     if data_axis is not None and data_axis not in mesh.shape:
         raise ValueError(f"rules map 'batch' to {data_axis!r}, which the mesh {tuple(mesh.shape)} lacks.")
-    return NamedSharding(auto_mesh(mesh), PartitionSpec(data_axis, *([None] * (rank - 1))))
+    return NamedSharding(auto_mesh(mesh), PartitionSpec(data_axis))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -94,7 +94,6 @@ __all__ = [
     "Rules",
     "auto_mesh",
     "make_mesh",
-    "DATA_PARALLEL_RULES",
     "TENSOR_PARALLEL_RULES",
     "partition_spec",
     "named_shardings",

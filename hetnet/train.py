@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import jax
 import optax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, NamedSharding
 
 from hetnet import sharding as sharding_lib
 
@@ -62,8 +62,7 @@ def step_shardings(
         transform_non_params=lambda _: replicated,
         is_leaf=lambda x: isinstance(x, NamedSharding),
     )
-    batch = NamedSharding(mesh, PartitionSpec(rules.get("batch")))
-    return StepShardings(param_shardings, state_shardings, batch)
+    return StepShardings(param_shardings, state_shardings, sharding_lib.batch_sharding(mesh, rules))
 
 
 def make_train_step(

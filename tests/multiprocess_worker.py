@@ -19,7 +19,6 @@ if __name__ == "__main__":
     distributed.initialize()
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
 

@@ -32,6 +32,9 @@ def four_devices():
         pytest.fail("the single-process reference needs the 4 virtual devices from tests/conftest.py")
 
 
+# About a minute; the default suite keeps a real two-process launch (test_launched_processes_see_one_run) and the
+# sharded single-process steps these must equal (tests/hetnet/test_sharding.py, tests/unf/test_meta.py).
+@pytest.mark.slow
 def test_two_processes_give_the_single_process_train_step_and_meta_gradient(tmp_path):
     assert run_two_processes(tmp_path, "steps", str(tmp_path / "steps.npz")) == 0, logs(tmp_path)
     got = np.load(tmp_path / "steps.npz")

@@ -14,35 +14,9 @@ from pathlib import Path
 import jax
 
 from hetnet import distributed
-from unf import compare, evaluate, lopt, recipes, tasks
+from unf import compare, family_runs, lopt, recipes, tasks
 from unf.lopt import shipped
-from unf.meta import ESConfig, MetaTrainConfig, load_meta_params, meta_train, save_meta_params
-from unf.meta.train import read_meta_info
-
-OPTIMIZERS = ("unf", "per-parameter", "sgdm")
-
-
-def build_lopt(name: str, task: tasks.Task):
-    """Returns the learned optimizer ``name`` for ``task``'s weight space."""
-    if name == "unf":
-        return lopt.UNFOptimizer(task.spec)
-    if name == "per-parameter":
-        return lopt.PerParameterMLP()
-    if name == "sgdm":
-        return lopt.SGDMomentum()
-    raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}.")
-
-
-def _add_pes_args(p: argparse.ArgumentParser, defaults: dict) -> None:
-    p.add_argument("--steps", type=int, default=defaults["steps"], help="meta-steps")
-    p.add_argument("--particles", type=int, default=defaults["particles"], help="parallel inner runs (even)")
-    p.add_argument("--truncation", type=int, default=defaults["truncation"], help="inner steps per meta-step")
-    p.add_argument("--horizon", type=int, default=defaults["horizon"], help="inner steps before an inner run restarts")
-    p.add_argument("--sigma", type=float, default=0.01, help="ES perturbation std")
-    p.add_argument("--meta-lr", type=float, default=3e-3)
-    p.add_argument("--checkpoint-every", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-
+from unf.meta import ESConfig, MetaTrainConfig, meta_train
 
 def _add_distributed_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distributed", action="store_true",
@@ -50,60 +24,18 @@ def _add_distributed_arg(p: argparse.ArgumentParser) -> None:
                    "pods); runs started by python -m hetnet.launch join without it")
 
 
-def _config(args) -> MetaTrainConfig:
+def _task_config(args) -> MetaTrainConfig:
+    """The --task path's PES settings: the defaults below unless overridden."""
+    def given(name, default):
+        value = getattr(args, name)
+        return default if value is None else value
+
     return MetaTrainConfig(
-        steps=args.steps, meta_lr=args.meta_lr, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        es=ESConfig(estimator="pes", num_particles=args.particles, truncation=args.truncation,
-                    horizons=(args.horizon,), sigma=args.sigma),
+        steps=given("steps", 100), meta_lr=given("meta_lr", 3e-3), checkpoint_every=given("checkpoint_every", 10),
+        seed=given("seed", 0),
+        es=ESConfig(estimator="pes", num_particles=given("particles", 16), truncation=given("truncation", 50),
+                    horizons=(given("horizon", 2000),), sigma=given("sigma", 0.01)),
     )
-
-
-def run_meta_train(task_name: str, optimizer: str, cfg: MetaTrainConfig, out: Path, progress: bool = True) -> Path:
-    """Meta-trains ``optimizer`` on the family ``task_name``; returns the folder holding its meta-params."""
-    family = tasks.family(task_name)
-    train_tasks = family.train_tasks()
-    learned = build_lopt(optimizer, train_tasks[0])
-    start = time.perf_counter()
-    state = meta_train(learned, train_tasks, cfg, out, progress=progress)
-    # Every process takes part in the orbax save; process 0 writes the description.
-    info = {
-        "optimizer": optimizer, "task": task_name, "train_configs": list(family.train_configs),
-        "meta_steps": cfg.steps, "particles": cfg.es.num_particles, "truncation": cfg.es.truncation,
-        "horizon": cfg.es.horizon, "sigma": cfg.es.sigma, "meta_lr": cfg.meta_lr, "seed": cfg.seed,
-        "seconds": time.perf_counter() - start,
-    }
-    save_meta_params(out / "meta_params", state["meta_params"], info)
-    return out / "meta_params"
-
-
-def load_contender(path: Path) -> evaluate.Contender:
-    """Returns the evaluation contender for meta-params saved by ``unf-meta-train``."""
-    info = read_meta_info(path)
-    family = tasks.family(info["task"])
-    like = build_lopt(info["optimizer"], family.train_tasks()[0]).init_meta_params(jax.random.key(0))
-    meta_params, _ = load_meta_params(path, like)
-    name = f"{info['optimizer']} (meta-trained {info['meta_steps']} steps)"
-    return evaluate.learned_contender(name, lambda task: build_lopt(info["optimizer"], task), meta_params)
-
-
-def run_eval(task_name: str, contenders: list, steps: int, seeds: int, out: Path, tune_steps: int | None = None) -> str:
-    """Tunes Adam on the training config, evaluates every contender on the held-out tasks, writes
-    ``results.md``, ``results.json`` and ``loss_curves.png`` under ``out``; returns the markdown table."""
-    family = tasks.family(task_name)
-    seed_list = list(range(seeds))
-    lr, scores = evaluate.tune_adam(family.train_tasks()[0], tune_steps or steps, seed_list[:2])
-    rows = evaluate.evaluate(family.eval_tasks(), [evaluate.adam_contender(lr), *contenders], steps, seed_list)
-    out.mkdir(parents=True, exist_ok=True)
-    table = evaluate.markdown(rows)
-    header = (f"Held-out {task_name} tasks, {steps} inner steps, {seeds} seeds (mean ± standard error); "
-              f"Adam's learning rate {lr:g} chosen by a sweep on the training config: "
-              + ", ".join(f"{k:g}: {v:.4f}" for k, v in scores.items()) + "\n\n")
-    (out / "results.md").write_text(header + table)
-    (out / "results.json").write_text(json.dumps({"adam_sweep": {str(k): v for k, v in scores.items()},
-                                                  "steps": steps, "seeds": seeds, "table": header + table,
-                                                  "rows": rows}, indent=1) + "\n")
-    evaluate.plot(rows, out / "loss_curves.png")
-    return header + table
 
 
 def _commit() -> str:
@@ -117,13 +49,6 @@ def _commit() -> str:
         return "unknown"
     commit = head.stdout.strip() or "unknown"
     return commit + ("+uncommitted" if dirty.stdout.strip() else "")
-
-
-def device_description() -> str:
-    """Returns the devices JAX runs on, e.g. ``cpu:cpu x1``, or ``... x4 over 2 processes``."""
-    devices = jax.devices()
-    where = f" over {jax.process_count()} processes" if jax.process_count() > 1 else ""
-    return f"{devices[0].platform}:{devices[0].device_kind} x{len(devices)}{where}"
 
 
 def run_recipe(name: str, kind: str, cfg: MetaTrainConfig, out: Path, command: str, progress: bool = True,
@@ -148,7 +73,7 @@ def run_recipe(name: str, kind: str, cfg: MetaTrainConfig, out: Path, command: s
     info = {
         "recipe": name, "kind": kind, "command": command, "tasks": [t.label for t in train_tasks],
         "meta_steps": cfg.steps, "meta_lr": cfg.meta_lr, "clip": cfg.clip, "seed": cfg.seed,
-        "es": dataclasses.asdict(cfg.es), "device": device_description(),
+        "es": dataclasses.asdict(cfg.es), "device": distributed.device_description(),
         "date": datetime.date.today().isoformat(), "commit": commit,
         "seconds_this_session": round(seconds, 1), "meta_steps_per_second": round(len(timed) / sum(timed), 2),
         "final_meta_loss_mean_last_500": sum(r["meta_loss"] for r in records[-500:]) / max(1, len(records[-500:])),
@@ -169,50 +94,60 @@ def _recipe_config(args, recipe: recipes.Recipe) -> MetaTrainConfig:
     return dataclasses.replace(cfg, es=dataclasses.replace(es, **es_over), **over)
 
 
+def _mode_args(p: argparse.ArgumentParser, recipe_help: str, task_help: str) -> None:
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--recipe", choices=tuple(recipes.RECIPES), help=recipe_help)
+    mode.add_argument("--task", choices=tuple(tasks.FAMILIES), help=task_help)
+
+
+def _refuse_other_mode(p: argparse.ArgumentParser, args, names: tuple[str, ...], mode: str) -> None:
+    given = [n for n in names if getattr(args, n) is not None]
+    if given:
+        p.error(f"--{given[0].replace('_', '-')} applies without --{mode}; with --{mode} leave it out")
+
+
 def meta_train_main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if "--recipe" in argv or any(a.startswith("--recipe=") for a in argv):
-        return _recipe_main(argv)
-    p = argparse.ArgumentParser(prog="unf-meta-train", description="Meta-train a learned optimizer with ES.")
-    p.add_argument("--task", choices=tuple(tasks.FAMILIES), required=True)
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default="unf")
-    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.jsonl, meta_params/")
-    p.add_argument("--quiet", action="store_true")
-    _add_distributed_arg(p)
-    _add_pes_args(p, {"steps": 100, "particles": 16, "truncation": 50, "horizon": 2000})
-    args = p.parse_args(argv)
-    try:
-        distributed.initialize(auto=args.distributed)
-        path = run_meta_train(args.task, args.optimizer, _config(args), args.out, progress=not args.quiet)
-    except (ValueError, FloatingPointError) as err:
-        print(f"unf-meta-train: error: {err}", file=sys.stderr)
-        return 2
-    distributed.main_print(f"meta-params written to {path}")
-    return 0
-
-
-def _recipe_main(argv) -> int:
     p = argparse.ArgumentParser(prog="unf-meta-train", description="Meta-train a learned optimizer with ES, by a "
-                                "named recipe (the one that made a shipped optimizer) or on a task family.")
-    p.add_argument("--recipe", choices=tuple(recipes.RECIPES), required=True)
-    p.add_argument("--optimizer", choices=recipes.KINDS, default="unf-muon")
-    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.jsonl, export/")
+                                "named recipe (the one that made a shipped optimizer) or on a task family with "
+                                "the paper's rules.")
+    _mode_args(p, "meta-train the recipe's optimizer (writes RUN/export in the shipped format)",
+               "meta-train a paper rule on this task family with PES (writes RUN/meta_params)")
+    p.add_argument("--optimizer", default=None,
+                   help=f"with --recipe one of {recipes.KINDS} (default unf-muon); with --task one of "
+                   f"{family_runs.OPTIMIZERS} (default unf)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, metrics.jsonl and the result")
     p.add_argument("--quiet", action="store_true")
     _add_distributed_arg(p)
-    p.add_argument("--estimator", choices=("nres", "pes"), default=None)
+    p.add_argument("--estimator", choices=("nres", "pes"), default=None, help="with --recipe")
     for name, kind in (("steps", int), ("particles", int), ("truncation", int), ("sigma", float),
-                       ("rescale", float), ("meta-lr", float), ("checkpoint-every", int), ("seed", int)):
-        p.add_argument(f"--{name}", type=kind, default=None, help="override the recipe's value")
-    p.add_argument("--horizons", type=int, nargs="+", default=None, help="override the recipe's run lengths")
+                       ("meta-lr", float), ("checkpoint-every", int), ("seed", int)):
+        p.add_argument(f"--{name}", type=kind, default=None, help="override the default")
+    p.add_argument("--rescale", type=float, default=None, help="with --recipe")
+    p.add_argument("--horizons", type=int, nargs="+", default=None, help="with --recipe: the inner run lengths")
+    p.add_argument("--horizon", type=int, default=None, help="with --task: inner steps before a run restarts")
     args = p.parse_args(argv)
+    kinds = recipes.KINDS if args.recipe else family_runs.OPTIMIZERS
+    args.optimizer = args.optimizer or kinds[kinds.index("unf-muon") if args.recipe else 0]
+    if args.optimizer not in kinds:
+        p.error(f"--optimizer must be one of {kinds} with --{'recipe' if args.recipe else 'task'}, got "
+                f"{args.optimizer!r}")
+    if args.recipe:
+        _refuse_other_mode(p, args, ("horizon",), "recipe")
+    else:
+        _refuse_other_mode(p, args, ("estimator", "rescale", "horizons"), "task")
     try:
         distributed.initialize(auto=args.distributed)
-        recipe = recipes.recipe(args.recipe)
         for name in ("steps", "particles", "truncation", "checkpoint_every"):
             value = getattr(args, name)
             if value is not None and value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
-        cfg = _recipe_config(args, recipe)
+        if args.task:
+            path = family_runs.run_meta_train(args.task, args.optimizer, _task_config(args), args.out,
+                                              progress=not args.quiet)
+            distributed.main_print(f"meta-params written to {path}")
+            return 0
+        cfg = _recipe_config(args, recipes.recipe(args.recipe))
         command = "unf-meta-train " + " ".join(argv)
         export = run_recipe(args.recipe, args.optimizer, cfg, args.out, command, progress=not args.quiet)
     except (ValueError, FloatingPointError) as err:
@@ -234,19 +169,36 @@ def load_export(path: Path) -> compare.LearnedEntry:
     return compare.LearnedEntry(f"{info['kind']} ({info['meta_steps']} meta-steps)", learned, meta)
 
 
-def _recipe_eval_main(argv) -> int:
-    p = argparse.ArgumentParser(prog="unf-eval", description="Train a recipe's held-out tasks with learned optimizers "
-                                "against tuned AdamW + cosine and tuned constant Adam.")
-    p.add_argument("--recipe", choices=tuple(recipes.RECIPES), required=True)
-    p.add_argument("--meta-params", type=Path, nargs="*", default=[], help="export folders of unf-meta-train --recipe")
-    p.add_argument("--pretrained", action="store_true", help="also evaluate the shipped optimizer of this recipe")
+def eval_main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="unf-eval", description="Train held-out tasks with learned optimizers against "
+                                "tuned baselines: a recipe's held-out tasks (against tuned AdamW + cosine and tuned "
+                                "constant Adam) or a task family's (against Adam tuned on its training config).")
+    _mode_args(p, "evaluate on this recipe's held-out tasks", "evaluate on this task family's held-out tasks")
+    p.add_argument("--meta-params", type=Path, nargs="*", default=[],
+                   help="with --recipe: export folders of unf-meta-train --recipe; with --task: the meta_params "
+                   "folders unf-meta-train --task writes")
+    p.add_argument("--pretrained", action="store_true", help="with --recipe: also evaluate its shipped optimizer")
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--tuning-seeds", type=int, default=3)
+    p.add_argument("--tuning-seeds", type=int, default=None, help="with --recipe: seeds for tuning (default 3)")
+    p.add_argument("--steps", type=int, default=None, help="with --task: inner training steps (default 500)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
+    if args.task:
+        _refuse_other_mode(p, args, ("tuning_seeds",), "task")
+        if args.pretrained:
+            p.error("--pretrained applies with --recipe; the task families have no shipped optimizer")
+    else:
+        _refuse_other_mode(p, args, ("steps",), "recipe")
     try:
-        if args.seeds < 1 or args.tuning_seeds < 1:
-            raise ValueError(f"--seeds and --tuning-seeds must be positive, got {args.seeds} and {args.tuning_seeds}.")
+        tuning_seeds = 3 if args.tuning_seeds is None else args.tuning_seeds
+        if args.seeds < 1 or tuning_seeds < 1:
+            raise ValueError(f"--seeds and --tuning-seeds must be positive, got {args.seeds} and {tuning_seeds}.")
+        if args.task:
+            if not args.meta_params:
+                raise ValueError("give the --meta-params folders to evaluate.")
+            contenders = [family_runs.load_contender(path) for path in args.meta_params]
+            print(family_runs.run_eval(args.task, contenders, args.steps or 500, args.seeds, args.out))
+            return 0
         entries = [load_export(path) for path in args.meta_params]
         if args.pretrained:
             learned, meta = lopt.load_pretrained(args.recipe)
@@ -255,29 +207,9 @@ def _recipe_eval_main(argv) -> int:
             raise ValueError("give --meta-params folders, --pretrained, or both.")
         recipe = recipes.recipe(args.recipe)
         rows = compare.compare(recipe.heldout(), entries, list(range(args.seeds)),
-                               list(range(100, 100 + args.tuning_seeds)), tuned=shipped.tuned_baselines(args.recipe))
+                               list(range(100, 100 + tuning_seeds)), tuned=shipped.tuned_baselines(args.recipe))
         print(_write_comparison(rows, args.out, f"Held-out tasks of the {args.recipe} recipe, {args.seeds} seeds; "
-                                f"baselines tuned per task on {args.tuning_seeds} other seeds."))
-    except (ValueError, FileNotFoundError) as err:
-        print(f"unf-eval: error: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def eval_main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if "--recipe" in argv or any(a.startswith("--recipe=") for a in argv):
-        return _recipe_eval_main(argv)
-    p = argparse.ArgumentParser(prog="unf-eval", description="Train held-out tasks with every optimizer.")
-    p.add_argument("--meta-params", type=Path, nargs="+", required=True, help="folders written by unf-meta-train")
-    p.add_argument("--task", choices=tuple(tasks.FAMILIES), required=True)
-    p.add_argument("--steps", type=int, default=500, help="inner training steps")
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
-    try:
-        contenders = [load_contender(path) for path in args.meta_params]
-        print(run_eval(args.task, contenders, args.steps, args.seeds, args.out))
+                                f"baselines tuned per task on {tuning_seeds} other seeds."))
     except (ValueError, FileNotFoundError) as err:
         print(f"unf-eval: error: {err}", file=sys.stderr)
         return 2

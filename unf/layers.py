@@ -7,81 +7,24 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import string
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from unf.plan import LeafLayout, Plan, Signature, build_plan
+from unf import plan_apply
+from unf.plan import LeafLayout, Plan, build_plan
+from unf.plan_apply import fold, signature_weights, unfold
 from unf.spec import WeightSpaceSpec
 from unf.stacking import Unstacked, unstack
 
-_LETTERS = string.ascii_letters.replace("Z", "")
 REDUCTIONS = ("mean", "sum")
 
 
 def _unstacked(spec: WeightSpaceSpec) -> Unstacked:
     """The leaves the plan runs on: the spec's own, or one per layer where a stacking axis is fixed."""
     return unstack(spec.leaf_axes, spec.leaf_shapes, spec.fixed)
-
-
-def fold(x: jax.Array, layout: LeafLayout) -> jax.Array:
-    """Returns ``x: [*shape, c]`` as ``[*permuted sizes, none sizes x c]``."""
-    order = layout.permuted + layout.unpermuted + (len(layout.shape),)
-    x = jnp.transpose(x, order)
-    return x.reshape(layout.folded_sizes + (-1,))
-
-
-def unfold(y: jax.Array, layout: LeafLayout, c: int) -> jax.Array:
-    """Returns the inverse of :func:`fold`: ``[*permuted sizes, none sizes x c] -> [*shape, c]``."""
-    none_sizes = tuple(layout.shape[i] for i in layout.unpermuted)
-    y = y.reshape(layout.folded_sizes + none_sizes + (c,))
-    order = layout.permuted + layout.unpermuted + (len(layout.shape),)
-    return jnp.transpose(y, np.argsort(order))
-
-
-def _reduce(x: jax.Array, groups, kept, sizes, reduction: str) -> jax.Array:
-    letter = {p: _LETTERS[g] for g, group in enumerate(groups) for p in group}
-    subs_in = "".join(letter[p] for p in range(len(sizes))) + "Z"
-    subs_out = "".join(_LETTERS[g] for g in kept) + "Z"
-    r = jnp.einsum(f"{subs_in}->{subs_out}", x)
-    if reduction == "mean":
-        dropped = [sizes[groups[g][0]] for g in range(len(groups)) if g not in kept]
-        if dropped:
-            r = r / float(np.prod(dropped))
-    return r
-
-
-def _diagonal_mask(sig: Signature, sizes: tuple[int, ...]) -> np.ndarray | None:
-    """Returns the 0/1 mask ``[*sizes, 1]`` (size-1 where no multi-axis group lies) of positions where every
-    multi-axis group's axes share one index, or None when no group has several axes."""
-    mask = None
-    for group in sig.groups:
-        if len(group) < 2:
-            continue
-        n = sizes[group[0]]
-        for p in group[1:]:
-            shape = [1] * (len(sizes) + 1)
-            shape[group[0]], shape[p] = n, n
-            eq = np.eye(n, dtype=np.float32).reshape(shape)
-            mask = eq if mask is None else mask * eq
-    return mask
-
-
-def _place(z: jax.Array, sig: Signature, sizes: tuple[int, ...]) -> jax.Array:
-    """Returns ``z: [*linked group sizes, C]`` written into ``[*sizes, C]``: diagonals for multi-axis groups,
-    broadcast over unlinked groups.
-
-    Only reshapes, broadcasts and a constant mask: elementwise work that XLA fuses with the other signatures'
-    placements and the accumulation into one loop per output leaf.
-    """
-    linked_first = {sig.groups[g][0] for g in sig.linked}
-    shape = [sizes[p] if p in linked_first else 1 for p in range(len(sizes))] + [z.shape[-1]]
-    out = jnp.broadcast_to(z.reshape(shape), tuple(sizes) + (z.shape[-1],))
-    mask = _diagonal_mask(sig, sizes)
-    return out if mask is None else out * jnp.asarray(mask, z.dtype)
 
 
 def _check_features(spec: WeightSpaceSpec, x: Any, c_in: int, name: str = "x") -> list:
@@ -123,92 +66,6 @@ def _init_weights(key: jax.Array, plan: Plan) -> list:
 def _jitted_init(plan: Plan) -> Callable[[jax.Array], dict]:
     # One compiled init per layer: eagerly, every distinct weight shape would compile its own small program.
     return jax.jit(lambda key: {"weights": _init_weights(key, plan)})
-
-
-def signature_weights(plan: Plan, weights: list) -> list:
-    """Returns ``[[W per signature] per output leaf]``, views of the group matrices; W rows follow the signature's
-    contributions, columns its output leaf's ``none x c_out`` channels."""
-    where = plan.group_of()
-    return [
-        [weights[where[(o, s)][0]][:, where[(o, s)][1] : where[(o, s)][2]] for s in range(len(sigs))]
-        for o, sigs in enumerate(plan.signatures)
-    ]
-
-
-def _aligned(r: jax.Array, order: tuple[int, ...]) -> jax.Array:
-    return jnp.transpose(r, tuple(order) + (r.ndim - 1,))
-
-
-def _reducer(plan: Plan, folded: list, reduction: str) -> Callable[[int], jax.Array]:
-    """Returns ``reduced(index)``, computing each reduction once, from its cheapest parent in the lattice.
-
-    A reduction keeping groups K is the reduction keeping K plus one more group g, reduced over g; choosing the
-    smallest such g reads the smallest parent, so a leaf with q axes costs about one pass over the input per axis
-    rather than one per kept-subset (2^q).
-    """
-    index = {(r.leaf, r.groups, r.kept): i for i, r in enumerate(plan.reductions)}
-    cache: dict[int, jax.Array] = {}
-
-    def reduced(idx: int) -> jax.Array:
-        if idx in cache:
-            return cache[idx]
-        red = plan.reductions[idx]
-        sizes = plan.in_layouts[red.leaf].folded_sizes
-        dropped = [g for g in range(len(red.groups)) if g not in red.kept]
-        if not dropped:
-            out = _reduce(folded[red.leaf], red.groups, red.kept, sizes, reduction)
-        else:
-            g = min(dropped, key=lambda k: sizes[red.groups[k][0]])
-            parent_kept = tuple(sorted(red.kept + (g,)))
-            parent = reduced(index[(red.leaf, red.groups, parent_kept)])
-            axis = parent_kept.index(g)
-            out = jnp.mean(parent, axis=axis) if reduction == "mean" else jnp.sum(parent, axis=axis)
-        cache[idx] = out
-        return out
-
-    return reduced
-
-
-def _apply_plan(plan: Plan, weights, xs: list, reduction: str) -> list:
-    folded = [fold(x, layout) for x, layout in zip(xs, plan.in_layouts)]
-    reduced = _reducer(plan, folded, reduction)
-
-    dtype = folded[0].dtype if folded else jnp.float32
-    acc: list = [None] * len(plan.out_layouts)
-    for grp, w in zip(plan.groups, weights):
-        parts = [jnp.ones((1,), dtype) if c.reduction < 0 else _aligned(reduced(c.reduction), c.order)
-                 for c in grp.contributions]
-        z = jnp.concatenate(parts, axis=-1) @ w.astype(dtype)
-        for o, s, c0, c1 in grp.members:
-            placed = _place(z[..., c0:c1], plan.signatures[o][s], plan.out_layouts[o].folded_sizes)
-            acc[o] = placed if acc[o] is None else acc[o] + placed
-    outputs = []
-    for a, layout in zip(acc, plan.out_layouts):
-        if a is None:
-            a = jnp.zeros(layout.folded_sizes + (layout.channel_factor * plan.c_out,), dtype)
-        outputs.append(unfold(a, layout, plan.c_out))
-    return outputs
-
-
-def _apply_term_by_term(plan: Plan, weights, xs: list, reduction: str) -> list:
-    """The same map computed one term at a time with no shared work: the naive reference for benchmarks."""
-    folded = [fold(x, layout) for x, layout in zip(xs, plan.in_layouts)]
-    dtype = folded[0].dtype if folded else jnp.float32
-    outputs = []
-    for sigs, layout, leaf_weights in zip(plan.signatures, plan.out_layouts, signature_weights(plan, weights)):
-        acc = jnp.zeros(layout.folded_sizes + (layout.channel_factor * plan.c_out,), dtype)
-        for sig, w in zip(sigs, leaf_weights):
-            for c in sig.contributions:
-                rows = w[c.rows[0] : c.rows[1]].astype(dtype)
-                if c.reduction < 0:
-                    z = rows[0]
-                else:
-                    red = plan.reductions[c.reduction]
-                    sizes = plan.in_layouts[red.leaf].folded_sizes
-                    z = _aligned(_reduce(folded[red.leaf], red.groups, red.kept, sizes, reduction), c.order) @ rows
-                acc = acc + _place(z, sig, layout.folded_sizes)
-        outputs.append(unfold(acc, layout, plan.c_out))
-    return outputs
 
 
 def _check_reduction(reduction: str) -> None:
@@ -289,7 +146,14 @@ class EquivariantLinear:
     def apply(self, params: dict, x: Any) -> Any:
         """Returns the layer's output features: same tree as ``x``, leaves ``[*leaf_shape, c_out]``."""
         xs = self._view.split(_check_features(self.spec, x, self.c_in))
-        return self.spec.unflatten(self._view.merge(_apply_plan(self.plan, params["weights"], xs, self.reduction)))
+        return self.spec.unflatten(self._view.merge(plan_apply.apply_plan(self.plan, params["weights"], xs,
+                                                                          self.reduction)))
+
+    def apply_term_by_term(self, params: dict, x: Any) -> Any:
+        """Returns what :meth:`apply` returns, one basis term at a time: the slow reference (tests, benchmarks)."""
+        xs = self._view.split(_check_features(self.spec, x, self.c_in))
+        return self.spec.unflatten(self._view.merge(plan_apply.apply_term_by_term(self.plan, params["weights"], xs,
+                                                                                  self.reduction)))
 
 
 
@@ -315,7 +179,7 @@ class InvariantLinear:
     def apply(self, params: dict, x: Any) -> jax.Array:
         """Returns ``[out_features]``."""
         xs = self._view.split(_check_features(self.spec, x, self.c_in))
-        return _apply_plan(self.plan, params["weights"], xs, self.reduction)[0]
+        return plan_apply.apply_plan(self.plan, params["weights"], xs, self.reduction)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -360,4 +224,5 @@ def pointwise(fn: Callable[[jax.Array], jax.Array], x: Any) -> Any:
     return jax.tree.map(fn, x)
 
 
-__all__ = ["cached_equivariant", "cached_invariant", "EquivariantLinear", "InvariantLinear", "PointwiseLinear", "pointwise", "fold", "unfold", "signature_weights"]
+__all__ = ["EquivariantLinear", "InvariantLinear", "PointwiseLinear", "cached_equivariant", "cached_invariant", "fold",
+           "pointwise", "signature_weights", "unfold"]

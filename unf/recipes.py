@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Callable
 
-from unf import lopt
+from unf.lopt.adam_rules import EquivariantAdam, PerParameterAdam, mup_start, orthogonal_start
 from unf.compare import HeldOut
 from unf.meta.estimators import ESConfig
 from unf.meta.train import MetaTrainConfig
@@ -39,11 +39,11 @@ class Recipe:
     def learned(self, kind: str = "unf-adam"):
         reference = self.train_tasks()[0]
         if kind == "unf-adam":
-            return lopt.EquivariantAdam(reference.spec, layer_key="blocks")
+            return EquivariantAdam(reference.spec, layer_key="blocks")
         if kind == "unf-muon":
-            return lopt.EquivariantAdam(reference.spec, layer_key="blocks", name="unf-muon", base="orthogonal")
+            return EquivariantAdam(reference.spec, layer_key="blocks", name="unf-muon", base="orthogonal")
         if kind == "mlp-adam":
-            return lopt.PerParameterAdam(reference.spec, layer_key="blocks")
+            return PerParameterAdam(reference.spec, layer_key="blocks")
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
 
 
@@ -89,7 +89,7 @@ RECIPES = {
                     "grouped-query attention, sequence 16-32), runs of 100 to 2,000 steps, scored on held-out files; "
                     "starts from muP-scaled Adam (unf-adam) or from Muon's orthogonalised direction at Adam's RMS with "
                     "a warm-up + cosine schedule (unf-muon, the one that ships)",
-        starts={"unf-adam": lopt.mup_start, "mlp-adam": lopt.mup_start, "unf-muon": lopt.orthogonal_start},
+        starts={"unf-adam": mup_start, "mlp-adam": mup_start, "unf-muon": orthogonal_start},
     ),
 }
 

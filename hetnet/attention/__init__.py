@@ -16,7 +16,7 @@ from typing import Any
 import jax
 
 from hetnet.attention import linear, neutreno, softmax, sparse
-from hetnet.config import AttentionConfig
+from hetnet.config import ATTENTION_OPTIONS, AttentionConfig, check_attention_options
 
 _VARIANTS: dict[str, ModuleType] = {"softmax": softmax, "neutreno": neutreno, "linear": linear, "sparse": sparse}
 
@@ -34,19 +34,9 @@ def get(name: str) -> ModuleType:
 
 
 def check_options(name: str, options: tuple) -> None:
-    """Raises ValueError when ``options`` (``(name, value)`` pairs) names a setting the variant ``name`` does not
-    read, or names one twice."""
-    accepted = tuple(get(name).OPTIONS)
-    for pair in options:
-        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
-            raise ValueError(f"attention options must be (name, value) pairs, got {pair!r}.")
-    names = [pair[0] for pair in options]
-    unknown = [n for n in names if n not in accepted]
-    if unknown:
-        raise ValueError(f"attention {name!r} has no option {unknown[0]!r}; it accepts {accepted or 'none'}.")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"attention option {repeated[0]!r} is given more than once.")
+    """Raises ValueError when ``options`` names a setting the variant ``name`` does not read, or names one twice
+    (:func:`hetnet.config.check_attention_options`)."""
+    check_attention_options(name, options)
 
 
 def register(name: str, module: ModuleType) -> None:
@@ -58,6 +48,7 @@ def register(name: str, module: ModuleType) -> None:
     if not isinstance(getattr(module, "OPTIONS", None), tuple):
         raise TypeError(f"attention variant {name!r} must define OPTIONS, the tuple of option names it reads.")
     _VARIANTS[name] = module
+    ATTENTION_OPTIONS[name] = tuple(module.OPTIONS)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from hetnet.attention import projections
-from hetnet.config import AttentionConfig
+from hetnet.config import ATTENTION_OPTIONS, AttentionConfig
 
 init = projections.init
 axes = projections.axes
@@ -28,7 +28,7 @@ FEATURE_MAPS = {
     "identity": lambda x: x,
 }
 EPS = 1e-6
-OPTIONS = ("feature_map", "normalize", "chunk")
+OPTIONS = ATTENTION_OPTIONS["linear"]
 
 
 def settings(cfg: AttentionConfig) -> tuple[str, bool, int]:
@@ -102,7 +102,7 @@ def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array
     """
     projections.check_padding_mask(padding_mask, x)
     fmap, normalize, chunk = settings(cfg)
-    q, k, v = projections.project_qkv(params, x)
+    q, k, v = projections.project_qkv(params, x, cfg)
     phi = FEATURE_MAPS[fmap]
     q, k = phi(q), phi(k)
     # Query head n = k * q_per_kv + g reads kv head k: a group axis, not K/V repeated per query head.

@@ -15,15 +15,14 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from hetnet.attention import projections
 from hetnet.attention.softmax import attend
 from hetnet.axes import MODEL_PREFIX
-from hetnet.config import AttentionConfig
+from hetnet.config import ATTENTION_OPTIONS, AttentionConfig
 
 DEFAULT_LAMBDA = 0.6
-OPTIONS = ("lambda", "implementation")
+OPTIONS = ATTENTION_OPTIONS["neutreno"]
 _TIED = ("kv_heads", "q_per_kv", "v_dim")
 
 init = projections.init
@@ -63,7 +62,7 @@ def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array
     if not isinstance(carry, FirstValues):
         raise TypeError(f"NeuTRENO attention needs carry=FirstValues(...) from the first layer "
                         f"(hetnet.attention.Attention.first_carry); got {type(carry).__name__}.")
-    q, k, v = projections.project_qkv(params, x)
+    q, k, v = projections.project_qkv(params, x, cfg)
     o = attend(q, k, v, cfg, padding_mask)
     first = carry.values
     if first.shape != v.shape:

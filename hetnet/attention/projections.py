@@ -9,6 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from hetnet import embedding
 from hetnet.config import AttentionConfig
 
 AXES = {
@@ -45,8 +46,9 @@ def axes(cfg: AttentionConfig) -> dict:
     return dict(AXES)
 
 
-def project_qkv(params, x: jax.Array):
-    """Returns ``(q, k, v)`` with heads flattened in kv-major order.
+def project_qkv(params, x: jax.Array, cfg: AttentionConfig | None = None):
+    """Returns ``(q, k, v)`` with heads flattened in kv-major order; queries and keys carry rotary positions when
+    ``cfg.rope_base`` is set.
 
     x: [batch, seq, d_model] -> q: [batch, seq, num_heads, head_dim]; k, v: [batch, seq, kv_heads, head_dim]
     """
@@ -55,6 +57,8 @@ def project_qkv(params, x: jax.Array):
     q = q.reshape(*q.shape[:2], -1, q.shape[-1])
     k = jnp.einsum("bsd,dkh->bskh", x, params["key"].astype(x.dtype))
     v = jnp.einsum("bsd,dkh->bskh", x, params["value"].astype(x.dtype))
+    if cfg is not None and cfg.rope_base is not None:
+        q, k = embedding.rotate(q, cfg.rope_base), embedding.rotate(k, cfg.rope_base)
     return q, k, v
 
 

@@ -12,11 +12,11 @@ import jax
 import jax.numpy as jnp
 
 from hetnet.attention import projections
-from hetnet.config import AttentionConfig
+from hetnet.config import ATTENTION_OPTIONS, AttentionConfig
 
 init = projections.init
 axes = projections.axes
-OPTIONS = ("implementation",)
+OPTIONS = ATTENTION_OPTIONS["softmax"]
 IMPLEMENTATIONS = ("auto", "xla", "cudnn")
 CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 
@@ -76,5 +76,5 @@ def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array
     y: [batch, seq, d_model]. Outputs at padded query positions are defined but meaningless.
     """
     projections.check_padding_mask(padding_mask, x)
-    q, k, v = projections.project_qkv(params, x)
+    q, k, v = projections.project_qkv(params, x, cfg)
     return projections.project_out(params, attend(q, k, v, cfg, padding_mask))

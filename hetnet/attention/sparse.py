@@ -37,58 +37,21 @@ default 1), ``query_group`` (queries that share one routing choice; a divisor of
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from hetnet.attention import projections
+from hetnet.attention import sparse_routing as routing
 from hetnet.attention.masked_softmax import masked_softmax
-from hetnet.config import AttentionConfig
+from hetnet.config import ATTENTION_OPTIONS, AttentionConfig
 
-SUMMARIES = ("mean", "none")
-ROUTERS = ("mean", "indexer")
-OPTIONS = ("block", "top_k", "window", "query_group", "summary", "router", "index_dim")
+OPTIONS = ATTENTION_OPTIONS["sparse"]
+settings = routing.settings
 INDEXER_AXES = {
     "index_query": ("embed", "kv_heads", "q_per_kv", None, "index_dim"),
     "index_key": ("embed", "kv_heads", "index_dim"),
 }
-
-
-class SparseSettings(NamedTuple):
-    block: int
-    top_k: int
-    window: int
-    summary: str
-    query_group: int
-    router: str = "mean"
-    index_dim: int = 16
-
-
-def settings(cfg: AttentionConfig) -> SparseSettings:
-    """Returns the variant's options, checked."""
-    block, top_k, window = (int(cfg.option(n, d)) for n, d in (("block", 64), ("top_k", 4), ("window", 1)))
-    if block < 1:
-        raise ValueError(f"sparse attention block must be a positive number of positions, got {block}.")
-    if top_k < 0 or window < 0:
-        raise ValueError(f"sparse attention top_k and window must be >= 0, got top_k={top_k}, window={window}.")
-    summary = cfg.option("summary", "mean")
-    if summary not in SUMMARIES:
-        raise ValueError(f"sparse attention summary must be one of {SUMMARIES}, got {summary!r}.")
-    query_group = int(cfg.option("query_group", block))
-    if query_group < 1 or block % query_group:
-        raise ValueError(f"sparse attention query_group must be a positive divisor of block={block}, "
-                         f"got {query_group}.")
-    router = cfg.option("router", "mean")
-    if router not in ROUTERS:
-        raise ValueError(f"sparse attention router must be one of {ROUTERS}, got {router!r}.")
-    if router != "indexer" and "index_dim" in dict(cfg.options):
-        raise ValueError(f"sparse attention index_dim sizes the learned indexer; it needs router='indexer', "
-                         f"got router={router!r}.")
-    index_dim = int(cfg.option("index_dim", 16))
-    if index_dim < 1:
-        raise ValueError(f"sparse attention index_dim must be a positive width, got {index_dim}.")
-    return SparseSettings(block, top_k, window, summary, query_group, router, index_dim)
 
 
 def init(key: jax.Array, cfg: AttentionConfig) -> dict:
@@ -97,7 +60,7 @@ def init(key: jax.Array, cfg: AttentionConfig) -> dict:
     index_query: [d_model, kv_heads, q_per_kv, 2, index_dim] (the mean- and max-pooled halves);
     index_key: [d_model, kv_heads, index_dim].
     """
-    opts = settings(cfg)
+    opts = routing.settings(cfg)
     params = projections.init(key, cfg)  # the same projections as a dense layer made from the same key
     if opts.router == "indexer":
         k_query, k_key = jax.random.split(jax.random.fold_in(key, 1))
@@ -112,7 +75,7 @@ def init(key: jax.Array, cfg: AttentionConfig) -> dict:
 def axes(cfg: AttentionConfig) -> dict:
     """Returns the labels of :func:`init`'s kernels."""
     labels = projections.axes(cfg)
-    if settings(cfg).router == "indexer":
+    if routing.settings(cfg).router == "indexer":
         labels.update(INDEXER_AXES)
     return labels
 
@@ -132,92 +95,6 @@ def project_index(params, x: jax.Array):
     return iq, ik
 
 
-def _forced_blocks(num_blocks: int, window: int, causal: bool):
-    """Returns ``(index, valid)``, both [num_blocks, slots]: own block, window neighbours, first block; duplicates invalid."""
-    own = jnp.arange(num_blocks)[:, None]
-    offsets = [0] + [-o for o in range(1, window + 1)] + ([] if causal else list(range(1, window + 1)))
-    index = jnp.concatenate([own + jnp.array(offsets)[None], jnp.zeros((num_blocks, 1), jnp.int32)], axis=1)
-    valid = (index >= 0) & (index < num_blocks)
-    index = jnp.clip(index, 0, num_blocks - 1)
-    earlier_same = (index[:, :, None] == index[:, None, :]) & valid[:, None, :]
-    earlier_same = earlier_same & jnp.tril(jnp.ones(earlier_same.shape[1:], bool), k=-1)[None]
-    return index, valid & ~jnp.any(earlier_same, axis=-1)
-
-
-class _Layout(NamedTuple):
-    """Blocked views of one call's inputs: ``m`` blocks of ``bs`` positions, ``r`` routing groups of ``gs``
-    queries per block."""
-
-    qb: jax.Array  # [b, K, G, m, r, gs, d]
-    kb: jax.Array  # [b, K, m, bs, d]
-    vb: jax.Array  # [b, K, m, bs, dv]
-    realb: jax.Array  # [b, m, bs] bool: real (unpadded) key positions
-    count: jax.Array  # [b, m]: real positions per block
-    eligible: jax.Array  # [b, m_query, m_key] bool: blocks a query block may read beyond its own
-    routable: jax.Array  # [b, m_query, m_key] bool: eligible blocks that are not already forced in
-    forced: jax.Array  # [m, slots]
-    forced_valid: jax.Array  # [m, slots] bool
-    group_weights: jax.Array  # [b, m, r, gs]: averages over a routing group's real queries
-
-
-def _blocked(x: jax.Array, pad: int) -> jax.Array:
-    return jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)) if pad else x
-
-
-def _layout(q, k, v, cfg: AttentionConfig, opts: SparseSettings, padding_mask) -> _Layout:
-    b, n, _, d = q.shape
-    kv_heads, groups, bs, gs = cfg.kv_heads, cfg.q_per_kv, opts.block, opts.query_group
-    pad = (-n) % bs
-    m, r = (n + pad) // bs, bs // gs
-    real = jnp.ones((b, n), bool) if padding_mask is None else padding_mask.astype(bool)
-    q, k, v, real = (_blocked(t, pad) for t in (q, k, v, real))
-    qb = q.reshape(b, m, r, gs, kv_heads, groups, d).transpose(0, 4, 5, 1, 2, 3, 6)
-    kb = k.reshape(b, m, bs, kv_heads, d).transpose(0, 3, 1, 2, 4)
-    vb = v.reshape(b, m, bs, kv_heads, v.shape[-1]).transpose(0, 3, 1, 2, 4)
-    realb = real.reshape(b, m, bs)
-    count = jnp.sum(realb, axis=-1)
-    eligible = jnp.tril(jnp.ones((m, m), bool), k=-1) if cfg.causal else jnp.ones((m, m), bool)
-    eligible = eligible[None] & (count > 0)[:, None, :]
-    forced, forced_valid = _forced_blocks(m, opts.window, cfg.causal)
-    forced_hit = jnp.any(jax.nn.one_hot(forced, m, dtype=bool) & forced_valid[..., None], axis=1)  # [m, m]
-    # A routing group routes on its real queries only: a padded position's query must not steer the others.
-    query_real = real.reshape(b, m, r, gs).astype(q.dtype)
-    group_weights = query_real / jnp.maximum(jnp.sum(query_real, axis=-1, keepdims=True), 1.0)
-    return _Layout(qb, kb, vb, realb, count, eligible, eligible & ~forced_hit[None], forced, forced_valid,
-                   group_weights)
-
-
-def _block_means(x: jax.Array, lay: _Layout) -> jax.Array:
-    """Returns each block's mean over its real positions. x: [b, K, m, bs, e] -> [b, K, m, e]"""
-    weights = lay.realb.astype(x.dtype) / jnp.maximum(lay.count.astype(x.dtype), 1.0)[..., None]
-    return jnp.einsum("bkmld,bml->bkmd", x, weights)
-
-
-def _route_scores(lay: _Layout, index) -> jax.Array:
-    """Returns every routing group's score for every key block, [b, K, G, m, r, m]; higher is read first.
-
-    index: None (mean query against mean key) or the indexer's ``(queries, keys)`` of :func:`project_index`.
-    """
-    if index is None:
-        group_query = jnp.einsum("bkgmrqd,bmrq->bkgmrd", lay.qb, lay.group_weights)
-        return jnp.einsum("bkgmrd,bkjd->bkgmrj", group_query, _block_means(lay.kb, lay))
-    iq, ik = index
-    b, n = iq.shape[:2]
-    _, kv_heads, groups, m, r, gs, _ = lay.qb.shape
-    pad = m * r * gs - n
-    iq, ik = _blocked(iq, pad), _blocked(ik, pad)
-    dim = ik.shape[-1]
-    iqb = jnp.einsum("bmrqkgpd,bmrq->bmrkgpd", iq.reshape(b, m, r, gs, kv_heads, groups, 2, dim),
-                     lay.group_weights)  # [b, m, r, K, G, 2, dim]
-    ikb = ik.reshape(b, m, r * gs, kv_heads, dim).transpose(0, 3, 1, 2, 4)  # [b, K, m, bs, dim]
-    key_mean = _block_means(ikb, lay)
-    key_max = jnp.max(jnp.where(lay.realb[:, None, :, :, None], ikb, -jnp.inf), axis=3)
-    key_max = jnp.where((lay.count > 0)[:, None, :, None], key_max, 0.0)
-    scores = (jnp.einsum("bmrkgd,bkjd->bkgmrj", iqb[..., 0, :], key_mean)
-              + jnp.einsum("bmrkgd,bkjd->bkgmrj", iqb[..., 1, :], key_max))
-    return scores / math.sqrt(2 * dim)
-
-
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, padding_mask: jax.Array | None,
            index=None):
     """Returns per-head sparse attention outputs.
@@ -226,18 +103,18 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
     index: the indexer's ``(queries, keys)`` from :func:`project_index` with ``router="indexer"``, else None
     -> [batch, seq, num_heads, head_dim]
     """
-    opts = settings(cfg)
+    opts = routing.settings(cfg)
     if (index is None) != (opts.router == "mean"):
         raise ValueError(f"sparse attention with router={opts.router!r} needs index "
                          f"{'= None' if opts.router == 'mean' else 'from project_index'}.")
     b, n, _, d = q.shape
-    lay = _layout(q, k, v, cfg, opts, padding_mask)
+    lay = routing.layout(q, k, v, cfg, opts, padding_mask)
     qb, kb, vb, realb = lay.qb, lay.kb, lay.vb, lay.realb
     kv_heads, groups, m, r, gs = qb.shape[1:6]
     bs = opts.block
     scale = 1.0 / math.sqrt(d)
 
-    route = _route_scores(lay, index)
+    route = routing.route_scores(lay, index)
     route = jnp.where(lay.routable[:, None, None, :, None], route, -jnp.inf)
     lead = (b, kv_heads, groups, m, r)
     forced, forced_valid = lay.forced, lay.forced_valid
@@ -269,7 +146,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
     exact_mask = jnp.broadcast_to(exact_mask, exact_logits.shape[:6] + (slots, bs)).reshape(exact_logits.shape)
 
     if opts.summary != "none":
-        k_mean, v_mean = _block_means(kb, lay), _block_means(vb, lay)
+        k_mean, v_mean = routing.block_means(kb, lay), routing.block_means(vb, lay)
         selected = jnp.any(jax.nn.one_hot(index, m, dtype=bool) & valid[..., None], axis=-2)  # [b, K, G, m, r, m]
         summary_mask = (lay.eligible[:, None, None, :, None] & ~selected)[..., None, :]  # [b, K, G, m, r, 1, m]
         summary_logits = jnp.einsum("bkgmrqd,bkjd->bkgmrqj", qb, k_mean) * scale
@@ -289,7 +166,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
     return out[:, :n].astype(q.dtype)
 
 
-def _dense_block_mass(lay: _Layout, cfg: AttentionConfig) -> jax.Array:
+def _dense_block_mass(lay: routing.Layout, cfg: AttentionConfig) -> jax.Array:
     """Returns dense attention's mass on every key block, averaged over each routing group's real queries,
     [b, K, G, m, r, m].
 
@@ -326,20 +203,20 @@ def indexer_loss(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: ja
 
     x: [batch, seq, d_model], the layer's attention input; padding_mask: [batch, seq] bool or None -> scalar
     """
-    opts = settings(cfg)
+    opts = routing.settings(cfg)
     if opts.router != "indexer":
         raise ValueError(f"indexer_loss trains the learned router; this config has router={opts.router!r} "
                          f"(set the sparse option router='indexer').")
     projections.check_padding_mask(padding_mask, x)
     x = jax.lax.stop_gradient(x)
-    q, k, v = projections.project_qkv(jax.lax.stop_gradient(params), x)
-    lay = _layout(q, k, v, cfg, opts, padding_mask)
+    q, k, v = projections.project_qkv(jax.lax.stop_gradient(params), x, cfg)
+    lay = routing.layout(q, k, v, cfg, opts, padding_mask)
     target = jax.lax.stop_gradient(_dense_block_mass(lay, cfg))
     routable = lay.routable[:, None, None, :, None]  # [b, 1, 1, m, 1, m]
     target = jnp.where(routable, target, 0.0)
     mass = jnp.sum(target, axis=-1)
     target = target / jnp.maximum(mass, jnp.finfo(target.dtype).tiny)[..., None]
-    scores = _route_scores(lay, project_index(params, x)).astype(jnp.float32)
+    scores = routing.route_scores(lay, project_index(params, x)).astype(jnp.float32)
     log_p = jax.nn.log_softmax(jnp.where(routable, scores, -jnp.inf), axis=-1)
     kl = jnp.sum(jnp.where(target > 0, target * (jnp.log(jnp.where(target > 0, target, 1.0)) - log_p), 0.0), -1)
     group_real = jnp.sum(lay.group_weights, axis=-1)  # [b, m, r]: 1 where the group has a real query, else 0
@@ -354,6 +231,6 @@ def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array
     y: [batch, seq, d_model].
     """
     projections.check_padding_mask(padding_mask, x)
-    q, k, v = projections.project_qkv(params, x)
-    index = project_index(params, x) if settings(cfg).router == "indexer" else None
+    q, k, v = projections.project_qkv(params, x, cfg)
+    index = project_index(params, x) if routing.settings(cfg).router == "indexer" else None
     return projections.project_out(params, attend(q, k, v, cfg, padding_mask, index))

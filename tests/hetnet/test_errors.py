@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hetnet import axes as axes_lib, train
+from hetnet import axes as axes_lib
 from hetnet.attention import Attention
 from hetnet.config import AttentionConfig, TransformerConfig
 from hetnet.models import TransformerLM

@@ -175,3 +175,39 @@ def test_stacked_blocks_match_a_loop_over_blocks_under_every_remat_policy():
              for policy in ("none", "dots", "full")}
     for policy in ("dots", "full"):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), grads["none"], grads[policy])
+
+
+def test_rotary_positions_make_query_key_products_depend_only_on_the_offset():
+    from hetnet import embedding
+
+    q, k = jax.random.normal(jax.random.key(0), (2, 8))
+    seq = 12
+    qs = embedding.rotate(jnp.broadcast_to(q, (1, seq, 1, 8)), 10000.0)[0, :, 0]
+    ks = embedding.rotate(jnp.broadcast_to(k, (1, seq, 1, 8)), 10000.0)[0, :, 0]
+    products = qs @ ks.T  # [query position, key position]
+    for offset in (0, 3, 7):
+        diagonal = jnp.diagonal(products, offset=-offset)
+        np.testing.assert_allclose(diagonal, diagonal[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(jnp.linalg.norm(qs, axis=-1), jnp.linalg.norm(q), rtol=1e-5)
+    assert float(jnp.abs(products[0, 0] - products[5, 0])) > 1e-3
+
+
+def test_a_rotary_model_has_no_position_table_and_runs_past_max_len():
+    cfg = TransformerConfig(d_model=16, num_heads=2, num_layers=1, max_len=8, positions="rope")
+    model = TransformerLM(cfg)
+    params = model.init(jax.random.key(0))
+    assert "positions" not in params and "positions" not in model.axes
+    tokens = jax.random.randint(jax.random.key(1), (1, 20), 0, 256)
+    apply = jax.jit(model.apply)
+    logits = apply(params, tokens)
+    assert logits.shape == (1, 20, 256) and bool(jnp.all(jnp.isfinite(logits)))
+    # Causal: a prefix's logits do not depend on what follows it.
+    np.testing.assert_allclose(apply(params, tokens[:, :10]), logits[:, :10], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs,match", [({"positions": "absolute"}, "positions must be one of"),
+                                          ({"positions": "rope", "d_model": 18, "num_heads": 2}, "head size must be even"),
+                                          ({"positions": "rope", "block": "hyperset"}, "reads learned positions")])
+def test_bad_position_settings_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TransformerConfig(**kwargs)

@@ -9,8 +9,9 @@ import pytest
 
 from hetnet import attention, symmetry
 from hetnet.axes import Nested
+from hetnet.classifier import SequenceClassifier
 from hetnet.config import ClassifierConfig, TransformerConfig
-from hetnet.models import SequenceClassifier, TransformerLM
+from hetnet.models import TransformerLM
 
 BASE = TransformerConfig(vocab_size=13, d_model=8, num_heads=2, d_ff=12, num_layers=1, max_len=6)
 CONFIGS = {

@@ -6,6 +6,7 @@ import json
 import pytest
 
 from unf import cli, compare, tasks
+from unf.lopt import shipped
 
 
 @pytest.mark.slow  # about 90 s: it compiles a meta-step and tunes three baselines; the shipped format is tested in test_pretrained
@@ -42,7 +43,8 @@ def test_main_job_evaluates_the_shipped_optimizer_then_meta_trains_one(tmp_path,
     assert cli.main(["--out", str(tmp_path), "--seeds", "2", "--tuning-seeds", "1", "--meta-steps", "2",
                      "--quiet"]) == 0
     out = capsys.readouterr().out
-    assert "| 2x width | unf-adam (shipped) |" in out and "| 2x width | unf-adam (2 meta-steps) |" in out
+    kind = shipped.info("transformer-lm")["kind"]
+    assert f"| 2x width | {kind} (shipped) |" in out and f"| 2x width | {kind} (2 meta-steps) |" in out
     for part in ("shipped", "self-trained"):
         assert (tmp_path / part / "loss_curves.png").stat().st_size > 0
     assert json.loads((tmp_path / "meta-train" / "export" / "info.json").read_text())["meta_steps"] == 2
@@ -73,3 +75,25 @@ def test_meta_train_and_eval_scripts(tmp_path, capsys):
 def test_eval_names_missing_meta_params(tmp_path, capsys):
     assert cli.eval_main(["--meta-params", str(tmp_path / "nothing"), "--task", "mlp", "--out", str(tmp_path)]) == 2
     assert "nothing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--out", "x"], "one of the arguments --recipe --task is required"),
+    (["--recipe", "transformer-lm", "--task", "mlp", "--out", "x"], "not allowed with argument"),
+    (["--recipe", "transformer-lm", "--horizon", "10", "--out", "x"], "--horizon applies without --recipe"),
+    (["--task", "mlp", "--horizons", "10", "--out", "x"], "--horizons applies without --task"),
+    (["--task", "mlp", "--optimizer", "unf-muon", "--out", "x"], "--optimizer must be one of"),
+])
+def test_meta_train_modes_refuse_the_other_modes_options(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        cli.meta_train_main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_eval_modes_refuse_the_other_modes_options(capsys):
+    with pytest.raises(SystemExit):
+        cli.eval_main(["--task", "mlp", "--pretrained", "--out", "x"])
+    assert "--pretrained applies with --recipe" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.eval_main(["--recipe", "transformer-lm", "--steps", "5", "--out", "x"])
+    assert "--steps applies without --recipe" in capsys.readouterr().err

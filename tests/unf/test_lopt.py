@@ -130,3 +130,14 @@ def test_a_spec_given_to_the_per_parameter_rules_is_named():
     assert lopt.PerParameterAdam(spec).spec is spec  # the Adam rule reads its width factors from a spec
     with pytest.raises(TypeError, match="spec must be a WeightSpaceSpec"):
         lopt.UNFOptimizer("spec")
+
+
+def test_every_rule_meets_the_learned_optimizer_contract(mlp_task):
+    rules = [lopt.SGDMomentum(), lopt.PerParameterMLP(), lopt.UNFOptimizer(mlp_task.spec),
+             lopt.EquivariantAdam(mlp_task.spec), lopt.PerParameterAdam(mlp_task.spec)]
+    for rule in rules:
+        assert isinstance(rule, lopt.LearnedOptimizer), type(rule).__name__
+        meta = rule.init_meta_params(jax.random.key(0))
+        assert isinstance(rule.opt_fn(meta, total_steps=10), optax.GradientTransformationExtraArgs)
+    with pytest.raises(ValueError, match="learns its own step size"):
+        lopt.SGDMomentum().opt_fn(lopt.SGDMomentum().init_meta_params(jax.random.key(0)), learning_rate=0.1)

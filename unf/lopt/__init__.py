@@ -6,10 +6,11 @@ per-parameter baseline :class:`PerParameterAdam`; the UNF paper's rule (:class:`
 """
 
 from unf.lopt.features import MOMENTUM_DECAYS, NUM_FEATURES, PROGRESS_TIMESCALES, parameter_features
-from unf.lopt.learned import LearnedOptState, PerParameterMLP, SGDMomentum, UNFOptimizer, adam
+from unf.lopt.learned import LearnedOptState, PerParameterMLP, SGDMomentum, UNFOptimizer
 from unf.lopt.adam_rules import EquivariantAdam, PerParameterAdam, mup_start, orthogonal_start
 from unf.lopt.factories import equivariant_adam, per_parameter_adam
 from unf.lopt.learned_adam import LearnedAdamState
+from unf.lopt.protocol import LearnedOptimizer
 from unf.lopt.shipped import available, load_pretrained, pretrained
 
 
@@ -20,11 +21,11 @@ __all__ = [
     "EquivariantAdam",
     "LearnedAdamState",
     "LearnedOptState",
+    "LearnedOptimizer",
     "PerParameterAdam",
     "PerParameterMLP",
     "SGDMomentum",
     "UNFOptimizer",
-    "adam",
     "available",
     "equivariant_adam",
     "per_parameter_adam",

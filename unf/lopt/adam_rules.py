@@ -5,7 +5,7 @@ and :class:`PerParameterAdam` (a per-parameter correction, its baseline). Both s
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -62,7 +62,7 @@ class PerParameterAdam:
     hidden: int = HIDDEN
     layer_key: str | None = None
     name: str = "mlp-adam"
-    uses_total_steps = True
+    uses_total_steps: ClassVar[bool] = True
 
     def __post_init__(self):
         check_settings(self.spec, self.hidden, self.layer_key, allow_no_spec=True)
@@ -116,6 +116,9 @@ class EquivariantAdam:
     outputs over the views. Every view's layer is equivariant to the shared groups and to its layer's own groups,
     and untouched by the other layers', so the whole update keeps the model's exact symmetry, with one set of
     meta-params for every depth.
+
+    ``correction=False`` leaves the equivariant correction out (it is not computed): the base direction with the
+    learned step-size schedule, decay and width factors, the same meta-params read.
     """
 
     spec: WeightSpaceSpec
@@ -123,10 +126,13 @@ class EquivariantAdam:
     layer_key: str | None = None
     name: str = "unf-adam"
     base: str = "adam"
-    uses_total_steps = True
+    correction: bool = True
+    uses_total_steps: ClassVar[bool] = True
 
     def __post_init__(self):
         check_settings(self.spec, self.hidden, self.layer_key)
+        if not isinstance(self.correction, bool):
+            raise TypeError(f"correction must be True or False, got {self.correction!r}.")
         if self.base not in BASES:
             raise ValueError(f"base must be one of {BASES}, got {self.base!r}.")
         view = self.spec if self.layer_key is None else spec_lib.layer_view(self.spec, self.layer_key)
@@ -193,5 +199,5 @@ class EquivariantAdam:
             outs = jax.vmap(one_view, in_axes=(axes_of(params), axes_of(x)))(params, x)
             return {k: (o if k == key else jax.tree.map(lambda y: jnp.mean(y, axis=0), o)) for k, o in outs.items()}
 
-        return transformation(meta_params, correction, total_steps, learning_rate, self.layer_key, self.spec,
-                              self.check_params, orthogonal=self.base == "orthogonal")
+        return transformation(meta_params, correction if self.correction else None, total_steps, learning_rate,
+                              self.layer_key, self.spec, self.check_params, orthogonal=self.base == "orthogonal")

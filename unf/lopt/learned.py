@@ -1,5 +1,6 @@
 """The UNF paper's learned-optimizer rule, kept for the paper's reproduction: ``init_meta_params(key)`` and
-``opt_fn(meta_params) -> optax``. The default learned optimizers are in :mod:`unf.lopt.learned_adam`.
+``opt_fn(meta_params) -> optax`` (the :class:`~unf.lopt.protocol.LearnedOptimizer` contract). The default learned
+optimizers are in :mod:`unf.lopt.learned_adam`.
 
 The paper's update: momenta ``m^g <- g * m + grad`` for fixed decays and one meta-learned decay ``g0``;
 ``W <- W - alpha * (m^{g0} + beta * f(features))`` with ``alpha, g0, beta`` meta-learned (initialised 0.1, 0.9,
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +22,7 @@ import optax
 from unf import layers
 from unf.lopt import features as feats
 from unf.lopt.meta_params import check_like, check_settings
+from unf.lopt.protocol import check_fixed_step
 from unf.spec import WeightSpaceSpec
 
 HIDDEN = 32
@@ -82,13 +84,20 @@ class SGDMomentum:
     alpha: float = 0.1
     g0: float = 0.9
     name: str = "sgdm"
+    hidden: None = None
+    layer_key: None = None
+    uses_total_steps: ClassVar[bool] = False
 
     def init_meta_params(self, key: jax.Array) -> dict:
         del key
         s = _scalars(self.alpha, self.g0)
         return {"log_alpha": s["log_alpha"], "logit_g0": s["logit_g0"]}
 
-    def opt_fn(self, meta_params: dict) -> optax.GradientTransformationExtraArgs:
+    def opt_fn(self, meta_params: dict, *, total_steps=None,
+               learning_rate=None) -> optax.GradientTransformationExtraArgs:
+        """Returns the rule's transformation; it does not read the run's length (``total_steps`` is accepted for the
+        common contract) and sets its own step size."""
+        check_fixed_step(self.name, learning_rate)
         check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
         return _transformation(meta_params, None, use_features=False)
 
@@ -112,6 +121,8 @@ class PerParameterMLP:
 
     hidden: int = HIDDEN
     name: str = "per-parameter"
+    layer_key: None = None
+    uses_total_steps: ClassVar[bool] = False
 
     def __post_init__(self):
         if isinstance(self.hidden, WeightSpaceSpec):
@@ -126,7 +137,10 @@ class PerParameterMLP:
     def init_meta_params(self, key: jax.Array) -> dict:
         return {**_scalars(), "f": _mlp_init(key, self.sizes)}
 
-    def opt_fn(self, meta_params: dict) -> optax.GradientTransformationExtraArgs:
+    def opt_fn(self, meta_params: dict, *, total_steps=None,
+               learning_rate=None) -> optax.GradientTransformationExtraArgs:
+        """Returns the rule's transformation (``total_steps`` unused, as for :class:`SGDMomentum`)."""
+        check_fixed_step(self.name, learning_rate)
         check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
 
         def direction(x):
@@ -144,6 +158,8 @@ class UNFOptimizer:
     spec: WeightSpaceSpec
     hidden: int = HIDDEN
     name: str = "unf"
+    layer_key: None = None
+    uses_total_steps: ClassVar[bool] = False
 
     def __post_init__(self):
         check_settings(self.spec, self.hidden)
@@ -160,7 +176,10 @@ class UNFOptimizer:
         k1, k2 = jax.random.split(key)
         return {**_scalars(), "f": _mlp_init(k1, self.sizes), "equivariant": self.equivariant.init(k2)}
 
-    def opt_fn(self, meta_params: dict) -> optax.GradientTransformationExtraArgs:
+    def opt_fn(self, meta_params: dict, *, total_steps=None,
+               learning_rate=None) -> optax.GradientTransformationExtraArgs:
+        """Returns the rule's transformation (``total_steps`` unused, as for :class:`SGDMomentum`)."""
+        check_fixed_step(self.name, learning_rate)
         layer = self.equivariant
         if not isinstance(meta_params, dict) or set(meta_params) != {"log_alpha", "logit_g0", "beta", "f", "equivariant"}:
             check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
@@ -178,8 +197,3 @@ class UNFOptimizer:
             return jax.tree.map(lambda y: y[..., 0], out)
 
         return _transformation(meta_params, direction, use_features=True)
-
-
-def adam(learning_rate: float) -> optax.GradientTransformation:
-    """Adam, the hand-designed baseline (its learning rate is tuned by a sweep, see :mod:`unf.evaluate`)."""
-    return optax.adam(learning_rate)

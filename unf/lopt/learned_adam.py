@@ -91,7 +91,7 @@ def hidden_features(params: list, x: Any, sizes: tuple[int, ...]) -> Any:
 
 def transformation(
     meta_params: dict,
-    correction: Callable[[Any, Any], Any],
+    correction: Callable[[Any, Any], Any] | None,
     total_steps: int | jax.Array,
     learning_rate: ScalarOrSchedule | None = None,
     layer_key: str | None = None,
@@ -104,7 +104,8 @@ def transformation(
     layer_key: the params entry holding stacked layers (leaves with a leading layers axis): every per-tensor
     statistic of its leaves (features, the update's RMS normalisation) is taken per layer.
 
-    correction(params, features) -> tree like params with leaves ``[*leaf_shape, 2]`` (direction, log-magnitude);
+    correction(params, features) -> tree like params with leaves ``[*leaf_shape, 2]`` (direction, log-magnitude), or
+    None for none (the base direction with the learned step size, decay and width factors);
     total_steps: the run's length, a positive int (or a scalar array inside meta-training, where runs of several
     lengths share one compiled step); learning_rate: None for the learned schedule, else a float or an optax
     schedule that replaces it; spec: the labels the muP width factors are read from (None: every factor is 1);
@@ -149,8 +150,10 @@ def transformation(
         )
         v = jax.tree.map(lambda n, g: feats.BETA2 * n + (1.0 - feats.BETA2) * jnp.square(g), state.second_moment, g32)
         stacked = _stacked_leaves(params, layer_key)
-        x = feats.features(params, g32, momenta, v, count, total_steps, stacked)
-        out = correction(params, x)
+        if correction is None:  # the base direction alone: no features to compute
+            out = jax.tree.map(lambda p: jnp.zeros(jnp.shape(p) + (2,), jnp.float32), params)
+        else:
+            out = correction(params, feats.features(params, g32, momenta, v, count, total_steps, stacked))
         adam_m = momenta[feats.BETA1S.index(feats.ADAM_BETA1)]
         lr = step_size(count)
         # Decay only ever shrinks weights: a negative one grows them without bound over a long run.

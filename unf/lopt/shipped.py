@@ -1,6 +1,6 @@
 """Learned optimizers that ship with the package, ready to drop into an optax loop.
 
-    opt = unf.lopt.pretrained("transformer-lm", total_steps=2000)   # for any hetnet TransformerLM's params
+    opt = unf.lopt.pretrained("transformer-lm", total_steps=2000)   # a hetnet TransformerLM's params (see below)
     opt_state = opt.init(params)
     updates, opt_state = opt.update(grads, opt_state, params)
 
@@ -10,6 +10,7 @@ device, the date and the commit that produced them (:func:`info`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,8 @@ def load_pretrained(name: str) -> tuple[Any, Any]:
     folder = _folder(name)
     meta = info(name)
     learned = recipes.recipe(meta["recipe"]).learned(meta["kind"])
+    if meta.get("correction") is False:
+        learned = dataclasses.replace(learned, correction=False)
     like = jax.eval_shape(learned.init_meta_params, jax.random.key(0))
     return learned, load_npz(folder / "meta_params.npz", like)
 
@@ -85,15 +88,16 @@ def pretrained(name: str, *, total_steps: int, learning_rate=None,
     """Returns the shipped learned optimizer ``name`` as an optax transformation for a run of ``total_steps`` steps.
 
     learning_rate: None for the learned schedule; a float or an optax schedule replaces it. ``update`` needs
-    ``params``. ``"transformer-lm"`` serves any hetnet TransformerLM with a standard body, GELU feed-forward and
-    RMS norm, at any width, number of heads, depth, sequence length and attention variant; and a Flax decoder of the
+    ``params``. ``"transformer-lm"`` serves a hetnet TransformerLM with a standard body, GELU feed-forward and
+    RMS norm, at any width, number of heads, depth and sequence length, with softmax, NeuTRENO, linear or sparse
+    attention (not the learned indexer, whose kernels it was not meta-trained on); and a Flax decoder of the
     same make whose axes carry MaxText-style logical names (see :mod:`unf.lopt.flax_transformer`). In
     ``nnx.Optimizer`` the names come with the params; for a linen ``TrainState`` pass ``model``: the boxed
     ``variables["params"]`` from ``init`` (or an nnx model). Params it cannot serve are refused at ``init``.
     """
     learned, meta_params = load_pretrained(name)
     inner = learned.opt_fn(meta_params, total_steps=total_steps, learning_rate=learning_rate)
-    if getattr(learned, "layer_key", None) is None:
+    if learned.layer_key is None:
         return inner
     from unf.lopt import flax_transformer
     from unf.lopt.learned_adam import leaf_name

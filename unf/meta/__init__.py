@@ -6,6 +6,7 @@ from unf.meta.train import MetaTrainConfig, load_meta_params, meta_train, save_m
 __all__ = [
     "ESConfig",
     "ESState",
+    "MetaTrainConfig",
     "es_step",
     "init_state",
     "load_meta_params",

@@ -99,9 +99,7 @@ class ESState(NamedTuple):
 
 def make_opt(lopt, theta, total: jax.Array) -> optax.GradientTransformationExtraArgs:
     """Returns ``lopt``'s transformation for meta-params ``theta`` over a run of ``total`` steps."""
-    if getattr(lopt, "uses_total_steps", False):
-        return lopt.opt_fn(theta, total_steps=total)
-    return lopt.opt_fn(theta)
+    return lopt.opt_fn(theta, total_steps=total)
 
 
 def _scaled_loss(task: Task):

@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 from hetnet import distributed
-from hetnet.checkpoints import Checkpoints, check_resume, truncate_metrics
+from hetnet.checkpoints import open_run
 from unf.meta import estimators
 from unf.tasks.base import Task
 
@@ -119,7 +119,7 @@ def initial_state(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig,
 def run_description(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig) -> dict:
     """Returns the settings that determine a run's trajectory, as JSON-ready values."""
     description = {
-        "optimizer": getattr(lopt, "name", type(lopt).__name__), "hidden": getattr(lopt, "hidden", None),
+        "optimizer": lopt.name, "hidden": lopt.hidden,
         "tasks": [t.label for t in tasks], "steps_planned": cfg.steps, "meta_lr": cfg.meta_lr, "clip": cfg.clip,
         "seed": cfg.seed, **{f"es.{k}": v for k, v in dataclasses.asdict(cfg.es).items()},
     }
@@ -160,24 +160,12 @@ def meta_train(
     main = distributed.is_main()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    checkpoints = Checkpoints(out / "checkpoints")
     description = run_description(lopt, tasks, cfg)
     if start is not None:
         description["start"] = getattr(start, "__name__", repr(start))
-    config_path = out / "run_config.json"
     state = place_state(initial_state(lopt, tasks, cfg, start), sharding)
-    start = checkpoints.latest()
+    state, start, checkpoints = open_run(out, description, state, free=("steps_planned",), main=main)
     metrics_path = out / "metrics.jsonl"
-    if start is not None:
-        check_resume(config_path, description, free=("steps_planned",))
-        state = checkpoints.restore(start, state)
-        if main:
-            truncate_metrics(metrics_path, start)
-    else:
-        start = 0
-        if main:
-            metrics_path.write_text("")
-            config_path.write_text(json.dumps(description, indent=1) + "\n")
     steps = [make_step(task, lopt, cfg, sharding) for task in tasks]
     base_key = jax.random.key(cfg.seed)
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)

@@ -1,0 +1,37 @@
+"""The contract every learned optimizer meets, so that meta-training, evaluation and shipping read it the same way."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import jax
+import optax
+
+
+@runtime_checkable
+class LearnedOptimizer(Protocol):
+    """A learned update rule: meta-params made by ``init_meta_params`` and turned into an optax transformation by
+    ``opt_fn``.
+
+    ``name`` identifies the rule in run descriptions and results; ``hidden`` is its width (None when it has no
+    network); ``uses_total_steps`` says whether its update reads the run's length (a schedule over training
+    progress), so meta-training and evaluation must pass the true one; ``layer_key`` names the params entry whose
+    leaves are stacked layers (None when the rule treats the params tree as a whole).
+    """
+
+    name: str
+    hidden: int | None
+    layer_key: str | None
+    uses_total_steps: ClassVar[bool]
+
+    def init_meta_params(self, key: jax.Array) -> Any: ...
+
+    def opt_fn(self, meta_params: Any, *, total_steps: int | jax.Array | None = None,
+               learning_rate: Any = None) -> optax.GradientTransformationExtraArgs: ...
+
+
+def check_fixed_step(name: str, learning_rate: Any) -> None:
+    """Raises ValueError when a learning rate is given to a rule whose step size is its own (meta-learned)."""
+    if learning_rate is not None:
+        raise ValueError(f"the {name!r} rule learns its own step size and takes no learning_rate, got "
+                         f"{learning_rate!r}; use a learned-Adam rule (EquivariantAdam) to set one.")
