@@ -339,6 +339,8 @@ def main(argv=None) -> int:
     parser.add_argument("--pretrain-steps", type=int, default=Setup.pretrain_steps,
                         help="steps of the shared dense start at the short context")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--train-variants", nargs="+", default=None, choices=[v.name for v in VARIANTS],
+                        help="variants to train at the contexts past the first (default all; all are timed)")
     parser.add_argument("--work", type=Path, default=Path("runs/long_context"),
                         help="where finished runs are kept for a resumed invocation")
     args = parser.parse_args(argv)
@@ -368,7 +370,8 @@ def main(argv=None) -> int:
     print(f"shared start: {start_scores}", flush=True)
     for context in contexts:
         for variant in VARIANTS:
-            if variant.name in runs.get(str(context), {}):
+            chosen = args.train_variants is None or context == contexts[0] or variant.name in args.train_variants
+            if variant.name in runs.get(str(context), {}) or not chosen:
                 continue
             print(f"training {variant.name} at context {context}", flush=True)
             runs.setdefault(str(context), {})[variant.name] = train(setup, context, variant, corpus, start)

@@ -7,7 +7,8 @@
 Every benchmark writes its results (JSON with the device named, a markdown table, a PNG) under
 benchmarks/results/; accelerator-sized runs write ``<name>_large``. A summary of what ran, how long it took and
 what failed goes to ``benchmarks/results/run[_device].json``. Long studies that train for hours (the learned
-optimizer against AdamW, the paper-setup runs) are not in the list: their own commands, with checkpoints, make them.
+optimizer against AdamW, the paper-setup runs, the long-context study) are not in the list: their own commands, with
+checkpoints, make them.
 """
 
 from __future__ import annotations
