@@ -49,6 +49,7 @@ def test_a_misspelt_attention_option_is_refused(capsys):
     assert "has no option 'topk'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~20 s; the sharded step's equality with one device is tests/hetnet/test_sharding.py's
 def test_sharded_run_over_a_mesh_gives_the_single_device_losses():
     base = TINY + ["--batch", "4", "--heads", "4"]
     single = cli.run(cli.build_parser().parse_args(base))
