@@ -8,7 +8,7 @@
    trained-sparse loss.
 3. On the same activations, output error against the number of keys each query reads exactly: routing per query
    block (the default) against routing per query with smaller blocks, by mean keys and by a learned indexer distilled
-   from the frozen dense model (``TransformerLM.indexer_loss``); an oracle that routes each query to the blocks
+   from the frozen dense model (``TransformerLM.aux_loss``); an oracle that routes each query to the blocks
    holding most of its dense attention (the best any router can do with the same summaries); and an oracle that
    keeps each query's highest-scoring keys and nothing else.
 
@@ -153,7 +153,7 @@ def oracle_block_output(attn, h: jax.Array, block: int, top_k: int) -> jax.Array
 
 
 def distill_indexer(dense_params, cfg: TransformerConfig, corpus, steps: int, batch: int, seed: int):
-    """Returns ``dense_params`` with indexers added to a copy and trained by ``TransformerLM.indexer_loss`` on
+    """Returns ``dense_params`` with indexers added to a copy and trained by ``TransformerLM.aux_loss`` on
     training windows (the rest frozen), and the loss curve."""
     model = TransformerLM(cfg)
     fresh = model.init(jax.random.key(seed))["blocks"]["attn"]
@@ -169,7 +169,7 @@ def distill_indexer(dense_params, cfg: TransformerConfig, corpus, steps: int, ba
     @jax.jit
     def step(index, opt_state, key):
         windows = data.sample_windows(key, tokens, batch, cfg.max_len + 1)
-        loss, grads = jax.value_and_grad(lambda i: model.indexer_loss(with_index(i), {"tokens": windows}))(index)
+        loss, grads = jax.value_and_grad(lambda i: model.aux_loss(with_index(i), {"tokens": windows}))(index)
         updates, opt_state = optimizer.update(grads, opt_state, index)
         return optax.apply_updates(index, updates), opt_state, loss
 
@@ -256,7 +256,7 @@ def lm_study(context: int, steps: int, batch: int, eval_batches: int, distill_st
     }
     return {"context": context, "steps": steps, "batch": batch, "options": dict(LM_OPTIONS),
             "relative_output_error_per_layer": errors, "valid_loss": losses, "error_sweep": sweep,
-            "indexer": {"options": dict(indexed_cfg.attention_options), "distill_steps": distill_steps,
+            "indexer": {"options": dataclasses.asdict(indexed_cfg.attention_options), "distill_steps": distill_steps,
                         "distill_loss": distill_curve},
             "routing_curves": routing_curves(dense_params, indexed_params, reference, sparse_cfg)}
 

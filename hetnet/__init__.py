@@ -2,6 +2,7 @@
 
 from hetnet import attention, axes, data, hyperset, sharding, symmetry, train
 from hetnet.attention import Attention
+from hetnet.attention_options import LinearOptions, NeutrenoOptions, SoftmaxOptions, SparseOptions
 from hetnet.blocks import Block
 from hetnet.classifier import SequenceClassifier
 from hetnet.config import AttentionConfig, ClassifierConfig, FeedForwardConfig, NormConfig, TransformerConfig
@@ -17,6 +18,10 @@ __all__ = [
     "Body",
     "FeedForward",
     "HyperSET",
+    "LinearOptions",
+    "NeutrenoOptions",
+    "SoftmaxOptions",
+    "SparseOptions",
     "Norm",
     "ClassifierConfig",
     "FeedForwardConfig",

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import optax
 
 from hetnet import embedding
+from hetnet.compiled import compiled_init
 from hetnet.config import ClassifierConfig
 from hetnet.models import Body, check_config
 
@@ -31,6 +32,7 @@ class SequenceClassifier:
     def body(self) -> Body:
         return Body(self.cfg.backbone)
 
+    @compiled_init
     def init(self, key: jax.Array) -> dict:
         """Returns the model's params (arrays only)."""
         backbone = self.cfg.backbone

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
+
+from hetnet.attention_options import SoftmaxOptions, typed as typed_options
 
 NORM_KINDS = ("rms", "layer")
 FFN_KINDS = ("gelu", "relu", "swiglu")
@@ -10,35 +13,6 @@ DTYPES = ("float32", "bfloat16", "float16")
 BLOCK_KINDS = ("standard", "recurrent", "hyperset")
 POSITION_KINDS = ("learned", "rope")
 REMAT_POLICIES = ("none", "dots", "full")
-
-
-#: The settings each attention variant reads from ``AttentionConfig.options``, by variant name. The configs check
-#: options against it when they are built; :func:`hetnet.attention.register` adds a new variant's. It lives here,
-#: not in the variants, because the variants read these configs.
-ATTENTION_OPTIONS: dict[str, tuple[str, ...]] = {
-    "softmax": ("implementation",),
-    "neutreno": ("lambda", "implementation"),
-    "linear": ("feature_map", "normalize", "chunk"),
-    "sparse": ("block", "top_k", "window", "query_group", "summary", "router", "index_dim"),
-}
-
-
-def check_attention_options(variant: str, options: tuple) -> None:
-    """Raises ValueError when ``variant`` is not registered or ``options`` (``(name, value)`` pairs) names a
-    setting it does not read, or names one twice."""
-    if variant not in ATTENTION_OPTIONS:
-        raise ValueError(f"attention must be one of {tuple(ATTENTION_OPTIONS)}, got {variant!r}.")
-    accepted = ATTENTION_OPTIONS[variant]
-    for pair in options:
-        if not (isinstance(pair, tuple) and len(pair) == 2 and isinstance(pair[0], str)):
-            raise ValueError(f"attention options must be (name, value) pairs, got {pair!r}.")
-    names = [pair[0] for pair in options]
-    unknown = [n for n in names if n not in accepted]
-    if unknown:
-        raise ValueError(f"attention {variant!r} has no option {unknown[0]!r}; it accepts {accepted or 'none'}.")
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"attention option {repeated[0]!r} is given more than once.")
 
 
 def _positive(name: str, value: int) -> None:
@@ -83,8 +57,9 @@ class AttentionConfig:
     """Multi-head attention; ``num_kv_heads < num_heads`` gives grouped-query attention.
 
     ``variant`` names the attention implementation in :mod:`hetnet.attention`; ``options`` holds that variant's
-    own settings as ``(name, value)`` pairs so the config stays hashable. With ``rope_base`` set, queries and keys
-    carry rotary positions of that base (:func:`hetnet.embedding.rotate`).
+    own settings: its options class from :mod:`hetnet.attention_options` (e.g. ``SparseOptions(block=64)``), or
+    ``(name, value)`` pairs or a mapping, which the config turns into that class and checks when it is built. With
+    ``rope_base`` set, queries and keys carry rotary positions of that base (:func:`hetnet.embedding.rotate`).
     """
 
     d_model: int
@@ -93,10 +68,11 @@ class AttentionConfig:
     head_dim: int | None = None
     causal: bool = True
     variant: str = "softmax"
-    options: tuple = ()
+    options: Any = ()
     rope_base: float | None = None
 
     def __post_init__(self):
+        object.__setattr__(self, "options", typed_options(self.variant, self.options))
         _positive("d_model", self.d_model)
         _positive("num_heads", self.num_heads)
         if self.rope_base is not None and not (isinstance(self.rope_base, (int, float)) and self.rope_base > 1):
@@ -133,17 +109,13 @@ class AttentionConfig:
     def dim_per_head(self) -> int:
         return self.d_model // self.num_heads if self.head_dim is None else self.head_dim
 
-    def option(self, name: str, default):
-        """Returns the variant option ``name``, or ``default`` when it is not set."""
-        return dict(self.options).get(name, default)
-
 
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
     """A pre-norm transformer: token (or feature) embedding, ``num_layers`` residual blocks, final norm, head.
 
     ``attention`` names the attention variant (see :func:`hetnet.attention.variants`); ``attention_options`` are
-    that variant's settings as ``(name, value)`` pairs. ``dtype`` is the compute dtype; params stay float32.
+    that variant's settings: its options class, ``(name, value)`` pairs or a mapping (see :class:`AttentionConfig`). ``dtype`` is the compute dtype; params stay float32.
 
     ``block`` picks the body: ``"standard"`` (``num_layers`` blocks with their own weights), ``"recurrent"`` (one
     block applied ``num_layers`` times) or ``"hyperset"`` (the Hyper-SET layer of :mod:`hetnet.hyperset`, iterated
@@ -171,7 +143,7 @@ class TransformerConfig:
     norm: str = "rms"
     ffn: str = "gelu"
     attention: str = "softmax"
-    attention_options: tuple = ()
+    attention_options: Any = ()
     causal: bool = True
     dtype: str = "float32"
     block: str = "standard"
@@ -180,6 +152,7 @@ class TransformerConfig:
     rope_base: float = 10000.0
 
     def __post_init__(self):
+        object.__setattr__(self, "attention_options", typed_options(self.attention, self.attention_options))
         for name in ("vocab_size", "num_layers", "max_len"):
             _positive(name, getattr(self, name))
         _one_of("dtype", self.dtype, DTYPES)
@@ -188,14 +161,14 @@ class TransformerConfig:
         _one_of("positions", self.positions, POSITION_KINDS)
         if self.block == "hyperset" and self.positions != "learned":
             raise ValueError(f"block='hyperset' reads learned positions; got positions={self.positions!r}.")
-        if self.block == "hyperset" and (self.attention != "softmax" or self.attention_options):
+        if self.block == "hyperset" and (self.attention != "softmax"
+                                       or self.attention_options != SoftmaxOptions()):
             raise ValueError(
                 f"block='hyperset' brings its own attention step; leave attention at 'softmax' with no options "
                 f"(got attention={self.attention!r}, attention_options={self.attention_options!r})."
             )
         # Building the sub-configs runs their checks now, at construction, rather than at the first apply.
         self.attention_config, self.ffn_config, self.norm_config  # noqa: B018
-        check_attention_options(self.attention, self.attention_options)
 
     @property
     def attention_config(self) -> AttentionConfig:

@@ -13,27 +13,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from hetnet import axes as axes_lib, embedding
-from hetnet.attention import sparse
+from hetnet import embedding
 from hetnet.attention.projections import check_padding_mask
 from hetnet.blocks import Block
+from hetnet.compiled import compiled_init
 from hetnet.config import TransformerConfig
-from hetnet.hyperset import HyperSET
 from hetnet.norms import Norm
-
-
-# What a scanned block keeps for the backward pass. Saving everything makes the scan copy every residual (attention
-# probabilities included) into stacked buffers, which on XLA:CPU costs about a third of the step; keeping only the
-# weight matmuls' outputs recomputes the cheap rest and matches unrolled layers (benchmarks/compile_depth.py).
-_POLICIES = {"dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
-             "full": jax.checkpoint_policies.nothing_saveable}
-
-
-def _remat(fn, policy: str):
-    return fn if policy == "none" else jax.checkpoint(fn, policy=_POLICIES[policy])
+from hetnet.stacks import STACKS, HyperSETLayer, SharedBlock, StackedBlocks
 
 
 def check_config(name: str, cfg, expected: type) -> None:
@@ -43,12 +31,11 @@ def check_config(name: str, cfg, expected: type) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Body:
-    """Learned positions (unless ``cfg.positions == "rope"``), the blocks and a final norm, bound to ``cfg``.
+    """Learned positions (unless ``cfg.positions == "rope"``), the layers and a final norm, bound to ``cfg``.
 
-    ``cfg.block == "standard"``: ``blocks`` holds ``num_layers`` blocks stacked along a leading ``layers`` axis
-    (per-layer groups :class:`~hetnet.axes.Nested` in it), run by ``lax.scan`` (each block under
-    ``jax.checkpoint`` with the policy ``cfg.remat``); ``"recurrent"``: ``shared_block`` is one block run ``num_layers`` times;
-    ``"hyperset"``: ``hyperset`` is the Hyper-SET layer.
+    The layers are run by :attr:`stack`, chosen once from ``cfg.block`` (:mod:`hetnet.stacks`): ``"standard"``,
+    ``params["blocks"]`` stacked along a leading ``layers`` axis and scanned; ``"recurrent"``,
+    ``params["shared_block"]`` run ``num_layers`` times; ``"hyperset"``, ``params["hyperset"]``, the Hyper-SET layer.
     """
 
     cfg: TransformerConfig
@@ -60,22 +47,23 @@ class Body:
     def block(self) -> Block:
         return Block(self.cfg)
 
+    @functools.cached_property
+    def stack(self) -> StackedBlocks | SharedBlock | HyperSETLayer:
+        """What runs the layers (:mod:`hetnet.stacks`), resolved from ``cfg.block``."""
+        return STACKS[self.cfg.block](self.cfg)
+
     @property
     def norm(self) -> Norm:
         return Norm(self.cfg.norm_config)
 
+    @compiled_init
     def init(self, key: jax.Array) -> dict:
         """Returns the body's params; a shared (recurrent or Hyper-SET) body's do not depend on ``num_layers``."""
         k_pos, k_layers = jax.random.split(key)
         params = {"final_norm": self.norm.init(key)}
         if self.cfg.positions == "learned":
             params["positions"] = embedding.init_positions(k_pos, self.cfg.max_len, self.cfg.d_model)
-        if self.cfg.block == "standard":
-            params["blocks"] = jax.vmap(self.block.init)(jax.random.split(k_layers, self.cfg.num_layers))
-        elif self.cfg.block == "recurrent":
-            params["shared_block"] = self.block.init(k_layers)
-        else:
-            params["hyperset"] = HyperSET(self.cfg).init(k_layers)
+        params[self.stack.key] = self.stack.init(k_layers)
         return params
 
     @functools.cached_property
@@ -83,33 +71,8 @@ class Body:
         axes = {"final_norm": self.norm.axes}
         if self.cfg.positions == "learned":
             axes["positions"] = embedding.POSITION_AXES
-        if self.cfg.block == "standard":
-            axes["blocks"] = axes_lib.stack(self.block.axes, "blocks")
-        elif self.cfg.block == "recurrent":
-            axes["shared_block"] = axes_lib.scope(self.block.axes, "shared")
-        else:
-            axes["hyperset"] = HyperSET(self.cfg).axes
+        axes[self.stack.key] = self.stack.axes
         return axes
-
-    def _run_blocks(self, params, x: jax.Array, padding_mask, keep_states: bool):
-        block = self.block
-        if self.cfg.block == "standard":
-            stacked = params["blocks"]
-            depth = {int(np.shape(a)[0]) for a in jax.tree.leaves(stacked)}
-            if depth != {self.cfg.num_layers}:
-                raise ValueError(f"params['blocks'] hold {sorted(depth)} stacked layers but the config has num_layers="
-                                 f"{self.cfg.num_layers}; apply the params with the model that made them.")
-            carry = block.first_carry(jax.tree.map(lambda a: a[0], stacked), x)
-        else:
-            stacked = None
-            carry = block.first_carry(params["shared_block"], x)
-
-        def one(x, layer_params):
-            p = params["shared_block"] if layer_params is None else layer_params
-            x = block.apply(p, x, padding_mask=padding_mask, carry=carry)
-            return x, (x if keep_states else None)
-
-        return jax.lax.scan(_remat(one, self.cfg.remat), x, stacked, length=self.cfg.num_layers)
 
     def _add_positions(self, params, x: jax.Array) -> jax.Array:
         # Rotary positions enter inside attention; only a learned table is added to the stream.
@@ -120,39 +83,42 @@ class Body:
 
         x: [batch, seq, d_model] embedded inputs -> [num_layers + 1, batch, seq, d_model], before the final norm
         """
-        if self.cfg.block == "hyperset":
+        if not self.stack.has_blocks:
             raise ValueError("residual_states reads a body of blocks; this config's block is 'hyperset' "
                              "(use HyperSET.iterate for its trajectory).")
         check_padding_mask(padding_mask, x)
         x = self._add_positions(params, x)
-        _, states = self._run_blocks(params, x, padding_mask, keep_states=True)
+        _, states = self.stack.run(params[self.stack.key], x, padding_mask, keep_states=True)
         return jnp.concatenate([x[None], states])
 
-    def indexer_loss(self, params, x: jax.Array, *, padding_mask=None, states: jax.Array | None = None) -> jax.Array:
-        """Returns the mean over layers of sparse attention's indexer distillation loss
-        (:func:`hetnet.attention.sparse.indexer_loss`); its gradient reaches only the indexers' kernels.
+    def aux_loss(self, params, x: jax.Array, *, padding_mask=None, states: jax.Array | None = None) -> jax.Array:
+        """Returns the mean over layers of the attention variant's own loss (:meth:`Attention.aux_loss`; for
+        sparse attention with a learned indexer, the indexer's distillation loss toward dense attention, whose
+        gradient reaches only the indexers' kernels).
 
         x: [batch, seq, d_model] embedded inputs; padding_mask: [batch, seq] bool or None; states: the residual
-        stream each layer's indexer reads, [num_layers + 1, batch, seq, d_model] as :meth:`residual_states` returns
-        (default: this body's own) -> scalar
+        stream each layer's attention reads, [num_layers + 1, batch, seq, d_model] as :meth:`residual_states`
+        returns (default: this body's own) -> scalar
         """
-        opts = dict(self.cfg.attention_options)
-        if self.cfg.attention != "sparse" or opts.get("router") != "indexer":
-            raise ValueError(f"indexer_loss needs sparse attention with router='indexer'; this config has "
-                             f"attention={self.cfg.attention!r} with options {opts}.")
+        if not self.block.attention.has_aux_loss:
+            raise ValueError(f"aux_loss needs an attention variant with a loss of its own (sparse attention with "
+                             f"router='indexer'); this config has attention={self.cfg.attention!r} with "
+                             f"{self.cfg.attention_options}.")
         if states is None:
-            states = self.residual_states(params, x, padding_mask=padding_mask)
+            # The forward that makes the targets' inputs is never differentiated.
+            states = self.residual_states(*jax.lax.stop_gradient((params, x)), padding_mask=padding_mask)
         states = jax.lax.stop_gradient(states)[:-1]
         block = self.block
-        cfg = block.attention.cfg
 
+        # Recomputed in the backward pass: saved, each layer's loss would keep its whole forward (at long context
+        # ten times the model's own training memory); recomputed, one layer's at a time.
+        @jax.checkpoint
         def one(layer_params, h):
             h = block.norm.apply(layer_params["attn_norm"], h)
-            return sparse.indexer_loss(layer_params["attn"], h, cfg, padding_mask=padding_mask)
+            return block.attention.aux_loss(layer_params["attn"], h, padding_mask=padding_mask)
 
-        if self.cfg.block == "standard":
-            return jnp.mean(jax.lax.map(lambda args: one(*args), (params["blocks"], states)))
-        return jnp.mean(jax.lax.map(lambda h: one(params["shared_block"], h), states))
+        layers = params[self.stack.key]
+        return sum(one(self.stack.layer(layers, i), states[i]) for i in range(self.cfg.num_layers)) / self.cfg.num_layers
 
     def apply(self, params, x: jax.Array, *, padding_mask=None) -> jax.Array:
         """Returns the final-normed residual stream after adding positions and running the body.
@@ -161,10 +127,7 @@ class Body:
         """
         check_padding_mask(padding_mask, x)
         x = self._add_positions(params, x)
-        if self.cfg.block == "hyperset":
-            x = HyperSET(self.cfg).apply(params["hyperset"], x, padding_mask=padding_mask)
-        else:
-            x, _ = self._run_blocks(params, x, padding_mask, keep_states=False)
+        x, _ = self.stack.run(params[self.stack.key], x, padding_mask, keep_states=False)
         return self.norm.apply(params["final_norm"], x)
 
 
@@ -181,6 +144,7 @@ class TransformerLM:
     def body(self) -> Body:
         return Body(self.cfg)
 
+    @compiled_init
     def init(self, key: jax.Array) -> dict:
         """Returns the model's params (arrays only)."""
         k_tok, k_body, k_out = jax.random.split(key, 3)
@@ -213,15 +177,15 @@ class TransformerLM:
         h = self.body.apply(params, self.embed(params, tokens), padding_mask=padding_mask)
         return (h @ params["unembed"].astype(h.dtype)).astype(jnp.float32)
 
-    def indexer_loss(self, params, batch: dict) -> jax.Array:
-        """Returns the sparse attention indexers' distillation loss on the inputs of :meth:`loss` (see
-        :meth:`Body.indexer_loss`); add it to the loss to train the indexers alongside the model.
+    def aux_loss(self, params, batch: dict) -> jax.Array:
+        """Returns the attention variant's own loss on the inputs of :meth:`loss` (see :meth:`Body.aux_loss`; the
+        sparse indexers' distillation loss); add it to the loss to train the indexers alongside the model.
 
         batch: as for :meth:`loss` -> scalar
         """
         inputs, _ = self._split(batch)
         mask = batch.get("mask")
-        return self.body.indexer_loss(params, self.embed(params, inputs),
+        return self.body.aux_loss(params, self.embed(params, inputs),
                                       padding_mask=None if mask is None else mask[:, :-1])
 
     def _split(self, batch: dict) -> tuple[jax.Array, jax.Array]:

@@ -40,7 +40,7 @@ def _check_sparse(model: TransformerLM) -> None:
 
 def uses_indexer(model: TransformerLM) -> bool:
     """Returns whether ``model``'s sparse attention routes with a learned indexer (which training must fit)."""
-    return model.cfg.attention == "sparse" and dict(model.cfg.attention_options).get("router") == "indexer"
+    return model.cfg.attention == "sparse" and model.cfg.attention_options.router == "indexer"
 
 
 def dense_twin(model: TransformerLM) -> TransformerLM:
@@ -69,8 +69,9 @@ def phase_loss(model: TransformerLM, *, dense: bool, task_loss: TaskLoss = defau
         mask = batch.get("mask")
         padding_mask = None if mask is None else mask[:, :-1]
         x = model.embed(params, inputs)
-        states = runner.body.residual_states(params, x, padding_mask=padding_mask)
-        index_loss = model.body.indexer_loss(params, x, padding_mask=padding_mask, states=states)
+        # The indexer's targets need no gradient: the forward that makes their inputs is never differentiated.
+        states = runner.body.residual_states(*jax.lax.stop_gradient((params, x)), padding_mask=padding_mask)
+        index_loss = model.body.aux_loss(params, x, padding_mask=padding_mask, states=states)
         return task_loss(runner, params, batch) + indexer_weight * index_loss
 
     return loss

@@ -74,7 +74,7 @@ def meta_step() -> dict:
     key = distributed.replicated(jax.random.key(5), sharding.mesh)
     new_meta, _, _, metrics = make_step(task, learned, cfg, sharding)(
         key, state["meta_params"], state["meta_opt_state"], state["populations"][0])
-    return {"meta_params": distributed.to_host(new_meta), "meta_loss": np.asarray(metrics["meta_loss"])}
+    return {"meta_params": distributed.to_host(new_meta), "meta_loss": np.asarray(metrics.meta_loss)}
 
 
 def flat(tree, prefix: str) -> dict:

@@ -1,8 +1,11 @@
 """Attention variants behind one signature, and :class:`Attention`, the layer bound to its config.
 
-Each variant is a module with ``init(key, cfg) -> params``, ``axes(cfg) -> axes``,
-``apply(params, x, cfg, *, padding_mask=None, carry=None) -> y`` and ``OPTIONS``, the names of the settings it reads
-from ``AttentionConfig.options`` (any other name is refused). A variant that reads a value made by the first layer
+Each variant is a module with ``init(key, cfg) -> params``, ``axes(cfg) -> axes`` and
+``apply(params, x, cfg, *, padding_mask=None, carry=None) -> y``, and reads its settings from ``cfg.options``, an
+instance of its options class (:mod:`hetnet.attention_options`), checked when the config was built. A variant
+that trains part of itself apart from the model's loss (the sparse variant's learned indexer) also defines
+``aux_loss(params, x, cfg, *, padding_mask=None) -> scalar``, which the body averages over layers (and
+``has_aux_loss(cfg)`` where only some of its configs have one). A variant that reads a value made by the first layer
 (NeuTRENO) also defines ``first_carry(params, x, cfg)``, returning that value as a typed carry that the body creates
 before running its layers and hands to every layer.
 """
@@ -16,7 +19,8 @@ from typing import Any
 import jax
 
 from hetnet.attention import linear, neutreno, softmax, sparse
-from hetnet.config import ATTENTION_OPTIONS, AttentionConfig, check_attention_options
+from hetnet.attention_options import OPTION_TYPES, NoOptions, typed
+from hetnet.config import AttentionConfig
 
 _VARIANTS: dict[str, ModuleType] = {"softmax": softmax, "neutreno": neutreno, "linear": linear, "sparse": sparse}
 
@@ -33,22 +37,24 @@ def get(name: str) -> ModuleType:
     return _VARIANTS[name]
 
 
-def check_options(name: str, options: tuple) -> None:
-    """Raises ValueError when ``options`` names a setting the variant ``name`` does not read, or names one twice
-    (:func:`hetnet.config.check_attention_options`)."""
-    check_attention_options(name, options)
+def check_options(name: str, options: Any) -> Any:
+    """Returns ``options`` as variant ``name``'s options class; raises ValueError on an unknown or repeated name or
+    a wrong value (:func:`hetnet.attention_options.typed`)."""
+    return typed(name, options)
 
 
-def register(name: str, module: ModuleType) -> None:
-    """Registers ``module`` (with ``init``, ``axes``, ``apply`` of the variant signature and ``OPTIONS``) as
-    variant ``name``."""
+def register(name: str, module: ModuleType, options: type = NoOptions) -> None:
+    """Registers ``module`` (with ``init``, ``axes``, ``apply`` of the variant signature) as variant ``name``,
+    its settings read from ``cfg.options``, an instance of ``options`` (a frozen dataclass whose defaults all
+    hold)."""
     for fn in ("init", "axes", "apply"):
         if not callable(getattr(module, fn, None)):
             raise TypeError(f"attention variant {name!r} must define {fn}(); {module!r} does not.")
-    if not isinstance(getattr(module, "OPTIONS", None), tuple):
-        raise TypeError(f"attention variant {name!r} must define OPTIONS, the tuple of option names it reads.")
+    if not (dataclasses.is_dataclass(options) and isinstance(options, type)
+            and options.__dataclass_params__.frozen):
+        raise TypeError(f"attention variant {name!r}: options must be a frozen dataclass type, got {options!r}.")
     _VARIANTS[name] = module
-    ATTENTION_OPTIONS[name] = tuple(module.OPTIONS)
+    OPTION_TYPES[name] = options
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +70,22 @@ class Attention:
     @property
     def variant(self) -> ModuleType:
         return get(self.cfg.variant)
+
+    @property
+    def has_aux_loss(self) -> bool:
+        """Whether the variant trains part of itself by a loss of its own (see :meth:`aux_loss`)."""
+        applies = getattr(self.variant, "has_aux_loss", lambda cfg: True)
+        return callable(getattr(self.variant, "aux_loss", None)) and applies(self.cfg)
+
+    def aux_loss(self, params, x: jax.Array, *, padding_mask: jax.Array | None = None) -> jax.Array:
+        """Returns the variant's own loss at this layer (for the sparse variant with a learned indexer, its
+        distillation loss toward dense attention); raises ValueError when the variant has none.
+
+        x: [batch, seq, d_model], the layer's attention input; padding_mask: [batch, seq] bool or None -> scalar
+        """
+        if not self.has_aux_loss:
+            raise ValueError(f"attention {self.cfg.variant!r} with {self.cfg.options} has no loss of its own.")
+        return self.variant.aux_loss(params, x, self.cfg, padding_mask=padding_mask)
 
     @property
     def needs_carry(self) -> bool:

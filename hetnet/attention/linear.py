@@ -7,7 +7,7 @@ where ``Z_i = sum_{j <= i} phi(q_i) . phi(k_j)`` when ``normalize`` (the default
 Non-causal attention sums over every real position. Inside a chunk of ``chunk`` positions the scores are formed
 exactly; across chunks a running ``sum phi(k) v^T`` state carries the prefix, so nothing of size N x N exists.
 
-Options (``AttentionConfig.options``): ``feature_map`` ("elu", "relu" or "identity"; default "elu", i.e. elu+1),
+Options (:class:`~hetnet.attention_options.LinearOptions`): ``feature_map`` ("elu", "relu" or "identity"; default "elu", i.e. elu+1),
 ``normalize`` (bool; default: feature map is not "identity"), ``chunk`` (default 64).
 """
 
@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from hetnet.attention import projections
-from hetnet.config import ATTENTION_OPTIONS, AttentionConfig
+from hetnet.config import AttentionConfig
 
 init = projections.init
 axes = projections.axes
@@ -28,19 +28,6 @@ FEATURE_MAPS = {
     "identity": lambda x: x,
 }
 EPS = 1e-6
-OPTIONS = ATTENTION_OPTIONS["linear"]
-
-
-def settings(cfg: AttentionConfig) -> tuple[str, bool, int]:
-    """Returns ``(feature_map, normalize, chunk)`` from the config's options, checked."""
-    fmap = cfg.option("feature_map", "elu")
-    if fmap not in FEATURE_MAPS:
-        raise ValueError(f"linear attention feature_map must be one of {tuple(FEATURE_MAPS)}, got {fmap!r}.")
-    normalize = bool(cfg.option("normalize", fmap != "identity"))
-    chunk = int(cfg.option("chunk", 64))
-    if chunk < 1:
-        raise ValueError(f"linear attention chunk must be positive, got {chunk}.")
-    return fmap, normalize, chunk
 
 
 def _chunked_causal(q, k, v, real, normalize: bool, chunk: int):
@@ -101,7 +88,7 @@ def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array
     y: [batch, seq, d_model].
     """
     projections.check_padding_mask(padding_mask, x)
-    fmap, normalize, chunk = settings(cfg)
+    fmap, normalize, chunk = cfg.options.feature_map, cfg.options.normalized, cfg.options.chunk
     q, k, v = projections.project_qkv(params, x, cfg)
     phi = FEATURE_MAPS[fmap]
     q, k = phi(q), phi(k)

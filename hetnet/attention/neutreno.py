@@ -4,7 +4,7 @@ Per head: ``softmax(Q K^T / sqrt(d_h)) V^l + lambda * (V^0 - V^l)``, added befor
 ``V^0`` is the first attention layer's value tensor in the same forward pass (not detached). ``V^0`` reaches every
 layer in a typed carry, :class:`FirstValues`, which the body computes from the first block before running the
 blocks (:func:`first_carry`); layer 0 then finds its own values there, so its correction is zero. ``lambda`` is the
-option ``"lambda"`` (default 0.6, the paper's DeiT setting; 0 gives softmax attention).
+option ``"lambda"`` (:class:`~hetnet.attention_options.NeutrenoOptions`, field ``lambda_``; default 0.6, the paper's DeiT setting; 0 gives softmax attention).
 
 Because every layer's values are compared with layer 0's, the head and value-dimension axes are one permutation
 group across all layers (``model/...`` labels), not one per layer.
@@ -19,10 +19,8 @@ import jax
 from hetnet.attention import projections
 from hetnet.attention.softmax import attend
 from hetnet.axes import MODEL_PREFIX
-from hetnet.config import ATTENTION_OPTIONS, AttentionConfig
+from hetnet.config import AttentionConfig
 
-DEFAULT_LAMBDA = 0.6
-OPTIONS = ATTENTION_OPTIONS["neutreno"]
 _TIED = ("kv_heads", "q_per_kv", "v_dim")
 
 init = projections.init
@@ -69,7 +67,7 @@ def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array
         raise ValueError(
             f"NeuTRENO needs every layer's values shaped like the first layer's {first.shape}; got {v.shape}."
         )
-    lam = float(cfg.option("lambda", DEFAULT_LAMBDA))
+    lam = float(cfg.options.lambda_)
     # Query head n = k * q_per_kv + g reads kv head k: the kv head's correction broadcasts over its query group.
     b, n, heads, e = o.shape
     first = first.astype(v.dtype)

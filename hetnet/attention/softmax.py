@@ -1,6 +1,6 @@
 """Multi-head (optionally grouped-query) softmax attention through ``jax.nn.dot_product_attention``.
 
-Option ``implementation`` (``AttentionConfig.options``): ``"auto"`` (default) takes cuDNN's fused attention where
+Option ``implementation`` (:class:`~hetnet.attention_options.SoftmaxOptions`): ``"auto"`` (default) takes cuDNN's fused attention where
 it applies (:func:`cudnn_unsupported` lists the conditions: a GPU, bfloat16 or float16, head size a multiple of 8 up
 to 128, no padding mask) and XLA's otherwise; ``"xla"`` always XLA; ``"cudnn"`` requires cuDNN and raises where it
 does not apply.
@@ -12,12 +12,10 @@ import jax
 import jax.numpy as jnp
 
 from hetnet.attention import projections
-from hetnet.config import ATTENTION_OPTIONS, AttentionConfig
+from hetnet.config import AttentionConfig
 
 init = projections.init
 axes = projections.axes
-OPTIONS = ATTENTION_OPTIONS["softmax"]
-IMPLEMENTATIONS = ("auto", "xla", "cudnn")
 CUDNN_DTYPES = (jnp.bfloat16, jnp.float16)
 
 
@@ -45,11 +43,9 @@ def select_implementation(q: jax.Array, k: jax.Array, cfg: AttentionConfig, padd
                           platform: str | None = None) -> str:
     """Returns ``"cudnn"`` or ``"xla"``: the kernel ``cfg``'s ``implementation`` option picks for these inputs.
 
-    Raises ValueError when the option is ``"cudnn"`` and cuDNN cannot run them, or the option is unknown.
+    Raises ValueError when the option is ``"cudnn"`` and cuDNN cannot run them.
     """
-    choice = cfg.option("implementation", "auto")
-    if choice not in IMPLEMENTATIONS:
-        raise ValueError(f"attention option implementation must be one of {IMPLEMENTATIONS}, got {choice!r}.")
+    choice = cfg.options.implementation
     if choice == "xla":
         return "xla"
     reasons = cudnn_unsupported(q, k, padding_mask, platform or jax.default_backend())

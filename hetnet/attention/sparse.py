@@ -25,9 +25,9 @@ indexer projection ``a, b`` ([2, index_dim]) against each block's indexer keys p
 Max-pooling lets one strong key mark its block, which a mean cannot. The indexer is trained apart from the model by
 :func:`indexer_loss`: the KL divergence from dense attention's mass over the routable blocks to the indexer's softmax
 over them. Its inputs and its target are cut from the gradient, so the loss moves only the indexer, and it is added to
-the model's loss (``TransformerLM.indexer_loss``). An untrained indexer routes at random.
+the model's loss (``TransformerLM.aux_loss``, through this variant's :func:`aux_loss` hook). An untrained indexer routes at random.
 
-Options (``AttentionConfig.options``): ``block`` (default 64), ``top_k`` (default 4), ``window`` (neighbouring blocks,
+Options (:class:`~hetnet.attention_options.SparseOptions`): ``block`` (default 64), ``top_k`` (default 4), ``window`` (neighbouring blocks,
 default 1), ``query_group`` (queries that share one routing choice; a divisor of ``block``, default ``block``),
 ``summary`` (``"mean"``, the default, or ``"none"``, which drops unselected blocks as MoBA and NSA do), ``router``
 (``"mean"``, the default, or ``"indexer"``) and ``index_dim`` (the indexer's width per head, default 16; only with
@@ -44,10 +44,8 @@ import jax.numpy as jnp
 from hetnet.attention import projections
 from hetnet.attention import sparse_routing as routing
 from hetnet.attention.masked_softmax import masked_softmax
-from hetnet.config import ATTENTION_OPTIONS, AttentionConfig
+from hetnet.config import AttentionConfig
 
-OPTIONS = ATTENTION_OPTIONS["sparse"]
-settings = routing.settings
 INDEXER_AXES = {
     "index_query": ("embed", "kv_heads", "q_per_kv", None, "index_dim"),
     "index_key": ("embed", "kv_heads", "index_dim"),
@@ -64,7 +62,7 @@ def init(key: jax.Array, cfg: AttentionConfig) -> dict:
     params = projections.init(key, cfg)  # the same projections as a dense layer made from the same key
     if opts.router == "indexer":
         k_query, k_key = jax.random.split(jax.random.fold_in(key, 1))
-        d, kv, g, r = cfg.d_model, cfg.kv_heads, cfg.q_per_kv, opts.index_dim
+        d, kv, g, r = cfg.d_model, cfg.kv_heads, cfg.q_per_kv, opts.index_width
         params["index_query"] = jax.nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2, 3, 4))(
             k_query, (d, kv, g, 2, r), jnp.float32)
         params["index_key"] = jax.nn.initializers.lecun_normal(in_axis=0, out_axis=(1, 2))(
@@ -129,41 +127,64 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
         index = jnp.broadcast_to(forced[:, None], lead + forced.shape[-1:])
         valid = jnp.broadcast_to(forced_valid[:, None], index.shape)
 
-    # Exact part: gather the selected blocks' keys and values, [b, K, G, m, r, slots, bs, d].
-    bi = jnp.arange(b)[:, None, None, None, None, None]
-    hi = jnp.arange(kv_heads)[None, :, None, None, None, None]
-    k_sel, v_sel = kb[bi, hi, index], vb[bi, hi, index]
-    key_real = realb[bi, index]  # [b, K, G, m, r, slots, bs]
-    q_pos = (jnp.arange(m)[:, None, None] * bs + jnp.arange(r)[None, :, None] * gs
-             + jnp.arange(gs)[None, None, :]).reshape(1, 1, 1, m, r, gs, 1, 1)
-    k_pos = index[..., None] * bs + jnp.arange(bs).reshape((1,) * index.ndim + (bs,))  # [b, K, G, m, r, slots, bs]
-    exact_mask = (valid[..., None] & key_real)[..., None, :, :]  # [b, K, G, m, r, 1, slots, bs]
-    if cfg.causal:
-        exact_mask = exact_mask & (k_pos[..., None, :, :] <= q_pos)
-    exact_logits = jnp.einsum("bkgmrqd,bkgmrsld->bkgmrqsl", qb, k_sel) * scale
-    slots = index.shape[-1]
-    exact_logits = exact_logits.reshape(*exact_logits.shape[:6], slots * bs)
-    exact_mask = jnp.broadcast_to(exact_mask, exact_logits.shape[:6] + (slots, bs)).reshape(exact_logits.shape)
-
     if opts.summary != "none":
         k_mean, v_mean = routing.block_means(kb, lay), routing.block_means(vb, lay)
-        selected = jnp.any(jax.nn.one_hot(index, m, dtype=bool) & valid[..., None], axis=-2)  # [b, K, G, m, r, m]
-        summary_mask = (lay.eligible[:, None, None, :, None] & ~selected)[..., None, :]  # [b, K, G, m, r, 1, m]
-        summary_logits = jnp.einsum("bkgmrqd,bkjd->bkgmrqj", qb, k_mean) * scale
         log_count = jnp.log(jnp.maximum(lay.count.astype(q.dtype), 1.0))
-        summary_logits = summary_logits + log_count[:, None, None, None, None, None, :]
-        summary_mask = jnp.broadcast_to(summary_mask, summary_logits.shape)
-        logits = jnp.concatenate([exact_logits, summary_logits], axis=-1)
-        mask = jnp.concatenate([exact_mask, summary_mask], axis=-1)
     else:
-        logits, mask = exact_logits, exact_mask
-    p = masked_softmax(logits, mask)
-    p_exact = p[..., : slots * bs].reshape(*p.shape[:6], slots, bs)
-    out = jnp.einsum("bkgmrqsl,bkgmrsle->bkgmrqe", p_exact, v_sel)
-    if opts.summary != "none":
-        out = out + jnp.einsum("bkgmrqj,bkje->bkgmrqe", p[..., slots * bs :], v_mean)
+        k_mean = v_mean = log_count = None
+
+    def query_blocks(args):
+        """Attention of a chunk of c query blocks: qb [b, K, G, c, r, gs, d], index and valid [b, K, G, c, r,
+        slots], eligible [b, c, m], first the chunk's first block -> [b, K, G, c, r, gs, dv]."""
+        qb_c, index_c, valid_c, eligible_c, first = args
+        c = qb_c.shape[3]
+        # Exact part: gather the selected blocks' keys and values, [b, K, G, c, r, slots, bs, d].
+        bi = jnp.arange(b)[:, None, None, None, None, None]
+        hi = jnp.arange(kv_heads)[None, :, None, None, None, None]
+        k_sel, v_sel = kb[bi, hi, index_c], vb[bi, hi, index_c]
+        key_real = realb[bi, index_c]  # [b, K, G, c, r, slots, bs]
+        q_pos = ((first + jnp.arange(c))[:, None, None] * bs + jnp.arange(r)[None, :, None] * gs
+                 + jnp.arange(gs)[None, None, :]).reshape(1, 1, 1, c, r, gs, 1, 1)
+        k_pos = index_c[..., None] * bs + jnp.arange(bs).reshape((1,) * index_c.ndim + (bs,))
+        exact_mask = (valid_c[..., None] & key_real)[..., None, :, :]  # [b, K, G, c, r, 1, slots, bs]
+        if cfg.causal:
+            exact_mask = exact_mask & (k_pos[..., None, :, :] <= q_pos)
+        logits = jnp.einsum("bkgmrqd,bkgmrsld->bkgmrqsl", qb_c, k_sel) * scale
+        slots = index_c.shape[-1]
+        logits = logits.reshape(*logits.shape[:6], slots * bs)
+        mask = jnp.broadcast_to(exact_mask, logits.shape[:6] + (slots, bs)).reshape(logits.shape)
+        if k_mean is not None:
+            selected = jnp.any(jax.nn.one_hot(index_c, m, dtype=bool) & valid_c[..., None], axis=-2)
+            summary_mask = (eligible_c[:, None, None, :, None] & ~selected)[..., None, :]  # [b, K, G, c, r, 1, m]
+            summary_logits = jnp.einsum("bkgmrqd,bkjd->bkgmrqj", qb_c, k_mean) * scale
+            summary_logits = summary_logits + log_count[:, None, None, None, None, None, :]
+            logits = jnp.concatenate([logits, summary_logits], axis=-1)
+            mask = jnp.concatenate([mask, jnp.broadcast_to(summary_mask, summary_logits.shape)], axis=-1)
+        p = masked_softmax(logits, mask)
+        p_exact = p[..., : slots * bs].reshape(*p.shape[:6], slots, bs)
+        out = jnp.einsum("bkgmrqsl,bkgmrsle->bkgmrqe", p_exact, v_sel)
+        if v_mean is not None:
+            out = out + jnp.einsum("bkgmrqj,bkje->bkgmrqe", p[..., slots * bs :], v_mean)
+        return out
+
+    # Query blocks in chunks, each recomputed in the backward pass: the gathered keys and values and the logits
+    # of only one chunk are ever alive, so peak memory falls with the chunk count instead of growing with the
+    # number of routing groups times the keys each reads.
+    c = _query_chunk(m)
+    per_chunk = lambda x, axis: jnp.moveaxis(  # noqa: E731
+        x.reshape(*x.shape[:axis], m // c, c, *x.shape[axis + 1:]), axis, 0)
+    chunks = (per_chunk(qb, 3), per_chunk(index, 3), per_chunk(valid, 3), per_chunk(lay.eligible, 1),
+              jnp.arange(0, m, c))
+    out = jax.lax.map(jax.checkpoint(query_blocks), chunks)  # [m // c, b, K, G, c, r, gs, dv]
+    out = jnp.moveaxis(out, 0, 3).reshape(b, kv_heads, groups, m, r, gs, -1)
     out = out.transpose(0, 3, 4, 5, 1, 2, 6).reshape(b, m * bs, kv_heads * groups, -1)
     return out[:, :n].astype(q.dtype)
+
+
+def _query_chunk(num_blocks: int, chunks: int = 8) -> int:
+    """Returns the query blocks per chunk: the largest divisor of ``num_blocks`` that makes at least ``chunks``
+    chunks (one block per chunk when there are fewer)."""
+    return max(c for c in range(1, max(1, num_blocks // chunks) + 1) if num_blocks % c == 0)
 
 
 def _dense_block_mass(lay: routing.Layout, cfg: AttentionConfig) -> jax.Array:
@@ -222,6 +243,15 @@ def indexer_loss(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: ja
     group_real = jnp.sum(lay.group_weights, axis=-1)  # [b, m, r]: 1 where the group has a real query, else 0
     weight = mass * group_real[:, None, None]
     return jnp.sum(weight * kl) / jnp.maximum(jnp.sum(weight), jnp.finfo(weight.dtype).tiny)
+
+
+def has_aux_loss(cfg: AttentionConfig) -> bool:
+    """Returns whether ``cfg`` has a loss of its own to train: the learned indexer's."""
+    return routing.settings(cfg).router == "indexer"
+
+
+# The variant's own loss (see hetnet.attention): the indexer's, with ``router="indexer"``.
+aux_loss = indexer_loss
 
 
 def apply(params, x: jax.Array, cfg: AttentionConfig, *, padding_mask: jax.Array | None = None, carry=None):

@@ -1,57 +1,25 @@
-"""Sparse attention's block layout and routing: its settings (checked once per config), the blocked views of
-one call's inputs, block means, and the scores by which each routing group picks key blocks. :mod:`.sparse` attends
-with them."""
+"""Sparse attention's block layout and routing: the blocked views of one call's inputs, block means, and the scores
+by which each routing group picks key blocks. :mod:`.sparse` attends with them."""
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from hetnet.attention_options import SparseOptions
 from hetnet.config import AttentionConfig
 
-SUMMARIES = ("mean", "none")
-ROUTERS = ("mean", "indexer")
 
-
-class SparseSettings(NamedTuple):
-    block: int
-    top_k: int
-    window: int
-    summary: str
-    query_group: int
-    router: str = "mean"
-    index_dim: int = 16
-
-
-@functools.lru_cache(maxsize=256)
-def settings(cfg: AttentionConfig) -> SparseSettings:
-    """Returns the variant's options, checked (once per config: configs are frozen and hashable)."""
-    block, top_k, window = (int(cfg.option(n, d)) for n, d in (("block", 64), ("top_k", 4), ("window", 1)))
-    if block < 1:
-        raise ValueError(f"sparse attention block must be a positive number of positions, got {block}.")
-    if top_k < 0 or window < 0:
-        raise ValueError(f"sparse attention top_k and window must be >= 0, got top_k={top_k}, window={window}.")
-    summary = cfg.option("summary", "mean")
-    if summary not in SUMMARIES:
-        raise ValueError(f"sparse attention summary must be one of {SUMMARIES}, got {summary!r}.")
-    query_group = int(cfg.option("query_group", block))
-    if query_group < 1 or block % query_group:
-        raise ValueError(f"sparse attention query_group must be a positive divisor of block={block}, "
-                         f"got {query_group}.")
-    router = cfg.option("router", "mean")
-    if router not in ROUTERS:
-        raise ValueError(f"sparse attention router must be one of {ROUTERS}, got {router!r}.")
-    if router != "indexer" and "index_dim" in dict(cfg.options):
-        raise ValueError(f"sparse attention index_dim sizes the learned indexer; it needs router='indexer', "
-                         f"got router={router!r}.")
-    index_dim = int(cfg.option("index_dim", 16))
-    if index_dim < 1:
-        raise ValueError(f"sparse attention index_dim must be a positive width, got {index_dim}.")
-    return SparseSettings(block, top_k, window, summary, query_group, router, index_dim)
+def settings(cfg: AttentionConfig) -> SparseOptions:
+    """Returns ``cfg``'s sparse options (checked when the config was built); raises ValueError naming the variant
+    when ``cfg`` is not a sparse attention config."""
+    if not isinstance(cfg.options, SparseOptions):
+        raise ValueError(f"sparse attention needs AttentionConfig(variant='sparse', ...), got "
+                         f"variant={cfg.variant!r} with {type(cfg.options).__name__}.")
+    return cfg.options
 
 
 def forced_blocks(num_blocks: int, window: int, causal: bool):
@@ -87,9 +55,9 @@ def blocked(x: jax.Array, pad: int) -> jax.Array:
     return jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2)) if pad else x
 
 
-def layout(q, k, v, cfg: AttentionConfig, opts: SparseSettings, padding_mask) -> Layout:
+def layout(q, k, v, cfg: AttentionConfig, opts: SparseOptions, padding_mask) -> Layout:
     b, n, _, d = q.shape
-    kv_heads, groups, bs, gs = cfg.kv_heads, cfg.q_per_kv, opts.block, opts.query_group
+    kv_heads, groups, bs, gs = cfg.kv_heads, cfg.q_per_kv, opts.block, opts.group_size
     pad = (-n) % bs
     m, r = (n + pad) // bs, bs // gs
     real = jnp.ones((b, n), bool) if padding_mask is None else padding_mask.astype(bool)

@@ -17,6 +17,7 @@ from hetnet.train import make_train_step
 CFG = TransformerConfig(vocab_size=32, d_model=32, num_heads=4, d_ff=64, num_layers=2, max_len=16)
 
 
+@pytest.mark.slow  # about 12 s: 2 x 60 training steps; that a bfloat16 model computes in bfloat16 runs by default
 def test_bfloat16_compute_tracks_float32_training():
     tokens = jax.random.randint(jax.random.key(1), (8, CFG.max_len + 1), 0, CFG.vocab_size)
     losses = {}
@@ -73,7 +74,7 @@ def test_forced_cudnn_names_why_it_cannot_run_and_bad_choice_is_refused():
     with pytest.raises(ValueError, match="platform is 'cpu'.*compute dtype is float32"):
         softmax.select_implementation(q, k, attn_cfg("cudnn"), None, platform="cpu")
     with pytest.raises(ValueError, match="implementation must be one of .*got 'flash'"):
-        softmax.select_implementation(q, k, attn_cfg("flash"), None, platform="gpu")
+        attn_cfg("flash")
     assert softmax.select_implementation(*qk(jnp.bfloat16), attn_cfg("xla"), None, platform="gpu") == "xla"
 
 

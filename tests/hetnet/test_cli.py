@@ -13,6 +13,7 @@ TINY = ["--max-bytes", "100000", "--steps", "3", "--batch", "2", "--seq-len", "1
         "2", "--heads", "2", "--eval-every", "3", "--eval-batches", "1", "--quiet"]
 
 
+@pytest.mark.slow  # about 17 s: the recurrent body and sparse attention each run by default elsewhere
 def test_runs_sparse_attention_in_a_recurrent_body(capsys):
     args = cli.build_parser().parse_args(
         TINY + ["--attention", "sparse", "--attention-option", "block=4", "--attention-option", "top_k=1",

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -150,7 +151,10 @@ def test_models_are_bound_and_static(block):
     assert all(isinstance(leaf, jax.ShapeDtypeStruct) for leaf in jax.tree.leaves(shapes))
     assert jax.tree.structure(shapes) == jax.tree.structure(model.axes, is_leaf=lambda a: isinstance(a, tuple))
     assert hash(model) == hash(TransformerLM(cfg)) and model == TransformerLM(cfg)
-    params = jax.vmap(model.init)(jax.random.split(jax.random.key(0), 2))
+    keys = jax.random.split(jax.random.key(0), 2)
+    params = jax.vmap(model.init)(keys)
+    # init compiles itself when called with a concrete key and traces inline otherwise: the same draws either way.
+    chex.assert_trees_all_close(model.init(keys[1]), jax.tree.map(lambda a: a[1], params), rtol=1e-6, atol=1e-7)
     tokens = jax.random.randint(jax.random.key(1), (2, 1, 5), 0, cfg.vocab_size)
     logits = jax.jit(jax.vmap(model.apply))(params, tokens)
     assert logits.shape == (2, 1, 5, cfg.vocab_size)

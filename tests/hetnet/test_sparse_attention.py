@@ -25,28 +25,33 @@ CASES = {
 }
 
 
+
+def dense(cfg: AttentionConfig) -> AttentionConfig:
+    """The softmax attention config with ``cfg``'s projections."""
+    return dataclasses.replace(cfg, variant="softmax", options=())
+
 @pytest.mark.parametrize("masked", [False, True], ids=["nomask", "padmask"])
 @pytest.mark.parametrize("case", CASES)
 def test_equals_dense_attention_when_every_block_is_selected(case, masked):
-    cfg = AttentionConfig(d_model=8, **{"num_heads": 2, **CASES[case]})
+    cfg = AttentionConfig(variant="sparse", d_model=8, **{"num_heads": 2, **CASES[case]})
     params = sparse.init(jax.random.key(0), cfg)
     x = jax.random.normal(jax.random.key(1), (2, 13, 8))  # 13 is no multiple of the block: the tail is padded
     mask = jnp.ones((2, 13), bool).at[1, 3].set(False).at[1, 10].set(False) if masked else None
     got = jax.jit(lambda p, x, m: sparse.apply(p, x, cfg, padding_mask=m))(params, x, mask)
-    want = softmax.apply(params, x, cfg, padding_mask=mask)
+    want = softmax.apply(params, x, dense(cfg), padding_mask=mask)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
 def test_summary_of_unselected_blocks_recovers_dropped_mass():
     # Keys within a block nearly equal: the block's mean key then stands for it almost exactly.
-    base = AttentionConfig(d_model=8, num_heads=2, options=(("block", 4), ("top_k", 0), ("window", 0)))
+    base = AttentionConfig(variant="sparse", d_model=8, num_heads=2, options=(("block", 4), ("top_k", 0), ("window", 0)))
     params = sparse.init(jax.random.key(0), base)
     centers = jax.random.normal(jax.random.key(1), (1, 6, 1, 8))
     x = (centers + 0.01 * jax.random.normal(jax.random.key(2), (1, 6, 4, 8))).reshape(1, 24, 8)
-    want = jax.jit(lambda p, x: softmax.apply(p, x, base))(params, x)
+    want = jax.jit(lambda p, x: softmax.apply(p, x, dense(base)))(params, x)
 
     def error(summary):
-        cfg = dataclasses.replace(base, options=base.options + (("summary", summary),))
+        cfg = dataclasses.replace(base, options=dataclasses.replace(base.options, summary=summary))
         got = jax.jit(lambda p, x: sparse.apply(p, x, cfg))(params, x)
         return float(jnp.linalg.norm(got - want) / jnp.linalg.norm(want))
 
@@ -57,7 +62,7 @@ def test_summary_of_unselected_blocks_recovers_dropped_mass():
 @pytest.mark.parametrize("router", ["mean", "indexer"])
 def test_padded_positions_do_not_steer_routing(router):
     options = (("block", 4), ("top_k", 1), ("window", 0), ("router", router))
-    cfg = AttentionConfig(d_model=8, num_heads=2, options=options)
+    cfg = AttentionConfig(variant="sparse", d_model=8, num_heads=2, options=options)
     params = sparse.init(jax.random.key(0), cfg)
     x = jax.random.normal(jax.random.key(1), (1, 24, 8))
     mask = jnp.ones((1, 24), bool).at[0, 21].set(False)
@@ -78,7 +83,7 @@ def test_causal_lm_with_sparse_attention_ignores_the_future():
 
 def test_no_intermediate_is_sequence_by_sequence():
     n = 256
-    cfg = AttentionConfig(d_model=8, num_heads=2, options=(("block", 16), ("top_k", 2)))
+    cfg = AttentionConfig(variant="sparse", d_model=8, num_heads=2, options=(("block", 16), ("top_k", 2)))
     params = sparse.init(jax.random.key(0), cfg)
     jaxpr = jax.make_jaxpr(lambda p, x: sparse.apply(p, x, cfg))(params, jnp.zeros((1, n, 8)))
     shapes = [v.aval.shape for eqn in jaxpr.jaxpr.eqns for v in eqn.outvars]
@@ -88,7 +93,7 @@ def test_no_intermediate_is_sequence_by_sequence():
 
 
 def test_gradients():
-    cfg = AttentionConfig(d_model=6, num_heads=2, options=(("block", 2), ("top_k", 1)))
+    cfg = AttentionConfig(variant="sparse", d_model=6, num_heads=2, options=(("block", 2), ("top_k", 1)))
     params = sparse.init(jax.random.key(0), cfg)
     x = np.random.default_rng(0).normal(size=(1, 9, 6))
     with jax.enable_x64(True):
@@ -102,13 +107,12 @@ def test_bad_options_are_named():
     cases = [((("block", 0),), "block"), ((("top_k", -1),), "top_k"), ((("summary", True),), "summary"),
              ((("router", "learned"),), "router"), ((("index_dim", 8),), "index_dim"),
              ((("router", "indexer"), ("index_dim", 0)), "index_dim")]
-    good = sparse.init(jax.random.key(0), AttentionConfig(d_model=8, num_heads=2))
     for options, match in cases:
-        cfg = AttentionConfig(d_model=8, num_heads=2, options=options)
-        with pytest.raises(ValueError, match=match):  # refused when the layer is made
-            sparse.init(jax.random.key(0), cfg)
-        with pytest.raises(ValueError, match=match):  # and when it is applied
-            sparse.apply(good, x, cfg)
+        with pytest.raises(ValueError, match=match):  # refused when the config is built
+            AttentionConfig(variant="sparse", d_model=8, num_heads=2, options=options)
+    with pytest.raises(ValueError, match="variant='sparse'"):  # another variant's config is named
+        sparse.apply(sparse.init(jax.random.key(0), AttentionConfig(variant="sparse", d_model=8, num_heads=2)), x,
+                     AttentionConfig(d_model=8, num_heads=2))
 
 
 def per_query_reference(q, k, v, block: int, top_k: int, scores=None):
@@ -133,7 +137,7 @@ def per_query_reference(q, k, v, block: int, top_k: int, scores=None):
 
 
 def test_per_query_routing_matches_a_slow_reference():
-    cfg = AttentionConfig(d_model=4, num_heads=1, options=(("block", 3), ("top_k", 1), ("query_group", 1),
+    cfg = AttentionConfig(variant="sparse", d_model=4, num_heads=1, options=(("block", 3), ("top_k", 1), ("query_group", 1),
                                                             ("summary", "none")))
     q, k, v = (jax.random.normal(jax.random.key(i), (1, 18, 1, 4)) for i in range(3))
     got = sparse.attend(q, k, v, cfg, None)[0, :, 0]
@@ -143,9 +147,8 @@ def test_per_query_routing_matches_a_slow_reference():
 
 
 def test_query_group_must_divide_the_block():
-    cfg = AttentionConfig(d_model=4, num_heads=1, options=(("block", 4), ("query_group", 3)))
     with pytest.raises(ValueError, match="query_group must be a positive divisor of block=4"):
-        sparse.attend(*(jnp.zeros((1, 8, 1, 4)),) * 3, cfg, None)
+        AttentionConfig(variant="sparse", d_model=4, num_heads=1, options=(("block", 4), ("query_group", 3)))
 
 
 INDEXED = (("block", 3), ("top_k", 1), ("window", 1), ("router", "indexer"), ("index_dim", 3))
@@ -160,7 +163,7 @@ def slow_index_scores(iq, ik, block: int):
 
 
 def test_indexer_routing_matches_a_slow_reference():
-    cfg = AttentionConfig(d_model=4, num_heads=1, options=INDEXED + (("query_group", 1), ("summary", "none")))
+    cfg = AttentionConfig(variant="sparse", d_model=4, num_heads=1, options=INDEXED + (("query_group", 1), ("summary", "none")))
     params = sparse.init(jax.random.key(0), cfg)
     x = jax.random.normal(jax.random.key(1), (1, 18, 4))
     q, k, v = projections.project_qkv(params, x)
@@ -169,7 +172,7 @@ def test_indexer_routing_matches_a_slow_reference():
     scores = slow_index_scores(iq[0, :, 0], ik[0, :, 0], 3)
     np.testing.assert_allclose(got, per_query_reference(q[0, :, 0], k[0, :, 0], v[0, :, 0], 3, 1, scores),
                                rtol=1e-4, atol=1e-5)
-    mean_routed = dataclasses.replace(cfg, options=cfg.options[:3] + cfg.options[5:])
+    mean_routed = dataclasses.replace(cfg, options=dataclasses.replace(cfg.options, router="mean", index_dim=None))
     assert not np.allclose(sparse.attend(q, k, v, mean_routed, None)[0, :, 0], got, atol=1e-4)
 
 
@@ -202,7 +205,7 @@ def slow_indexer_loss(q, k, iq, ik, block: int, group: int, window: int) -> floa
 
 @pytest.mark.parametrize("group", [1, 3])
 def test_indexer_loss_matches_a_slow_reference(group):
-    cfg = AttentionConfig(d_model=4, num_heads=1, options=INDEXED + (("query_group", group),))
+    cfg = AttentionConfig(variant="sparse", d_model=4, num_heads=1, options=INDEXED + (("query_group", group),))
     params = sparse.init(jax.random.key(0), cfg)
     x = jax.random.normal(jax.random.key(1), (1, 17, 4))
     q, k, _ = projections.project_qkv(params, x)
@@ -212,7 +215,7 @@ def test_indexer_loss_matches_a_slow_reference(group):
 
 
 def test_indexer_loss_ignores_padding():
-    cfg = AttentionConfig(d_model=8, num_heads=2, options=INDEXED)
+    cfg = AttentionConfig(variant="sparse", d_model=8, num_heads=2, options=INDEXED)
     params = sparse.init(jax.random.key(0), cfg)
     x = jax.random.normal(jax.random.key(1), (1, 16, 8))
     mask = jnp.arange(16)[None] < 11
@@ -226,7 +229,7 @@ def test_indexer_loss_trains_only_the_indexer_and_goes_down():
     model = TransformerLM(cfg)
     params = model.init(jax.random.key(0))
     batch = {"tokens": jax.random.randint(jax.random.key(1), (2, 25), 0, 11)}
-    loss_and_grad = jax.jit(jax.value_and_grad(model.indexer_loss))
+    loss_and_grad = jax.jit(jax.value_and_grad(model.aux_loss))
     first, grads = loss_and_grad(params, batch)
     for path, g in jax.tree_util.tree_leaves_with_path(grads):
         name = jax.tree_util.keystr(path)
@@ -242,8 +245,8 @@ def test_indexer_loss_trains_only_the_indexer_and_goes_down():
 
 
 def test_indexer_errors_are_named():
-    indexed = AttentionConfig(d_model=8, num_heads=2, options=INDEXED)
-    plain = AttentionConfig(d_model=8, num_heads=2, options=(("block", 3),))
+    indexed = AttentionConfig(variant="sparse", d_model=8, num_heads=2, options=INDEXED)
+    plain = AttentionConfig(variant="sparse", d_model=8, num_heads=2, options=(("block", 3),))
     x = jnp.zeros((1, 6, 8))
     with pytest.raises(ValueError, match="router"):
         sparse.indexer_loss(sparse.init(jax.random.key(0), plain), x, plain)
@@ -251,4 +254,4 @@ def test_indexer_errors_are_named():
         sparse.apply(sparse.init(jax.random.key(0), plain), x, indexed)
     lm = TransformerLM(TransformerConfig(vocab_size=11, d_model=8, num_heads=2, num_layers=1, max_len=8))
     with pytest.raises(ValueError, match="router='indexer'"):
-        lm.indexer_loss(lm.init(jax.random.key(0)), {"tokens": jnp.zeros((1, 8), jnp.int32)})
+        lm.aux_loss(lm.init(jax.random.key(0)), {"tokens": jnp.zeros((1, 8), jnp.int32)})

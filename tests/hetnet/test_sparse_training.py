@@ -44,7 +44,7 @@ def test_the_warm_up_trains_the_model_densely_and_the_indexer_on_dense_attention
     def by_hand(params, batch):
         x = model.embed(params, batch["tokens"][:, :-1])
         states = dense.body.residual_states(params, x)
-        return dense.loss(params, batch) + model.body.indexer_loss(params, x, states=states)
+        return dense.loss(params, batch) + model.body.aux_loss(params, x, states=states)
 
     np.testing.assert_allclose(jax.jit(warm)(params, batch), by_hand(params, batch), rtol=1e-6)
 
@@ -52,7 +52,7 @@ def test_the_warm_up_trains_the_model_densely_and_the_indexer_on_dense_attention
 def test_the_sparse_phase_fits_the_indexer_on_the_sparse_models_own_stream(setup):
     model, params, batch = setup
     loss = jax.jit(sparse_training.phase_loss(model, dense=False))
-    want = jax.jit(lambda p, b: model.loss(p, b) + model.indexer_loss(p, b))(params, batch)
+    want = jax.jit(lambda p, b: model.loss(p, b) + model.aux_loss(p, b))(params, batch)
     np.testing.assert_allclose(loss(params, batch), want, rtol=1e-6)
     plain = jax.jit(sparse_training.phase_loss(model, dense=False, indexer_weight=0.0))
     np.testing.assert_allclose(plain(params, batch), jax.jit(model.loss)(params, batch), rtol=1e-6)
@@ -70,6 +70,7 @@ TINY = ["--max-bytes", "100000", "--batch", "2", "--seq-len", "16", "--d-model",
 INDEXER = [a for name, value in OPTIONS for a in ("--attention-option", f"{name}={value}")]
 
 
+@pytest.mark.slow  # about 20 s: the CLI around the warm-up whose phases the library tests check by default
 def test_hetnet_train_warms_up_dense_then_trains_sparse(tmp_path):
     result = cli.run(cli.build_parser().parse_args(
         TINY + INDEXER + ["--steps", "3", "--dense-warmup", "2", "--eval-every", "3", "--out", str(tmp_path)]))

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from hetnet.compiled import run_once
 from hetnet.train import inner_step
 from unf.tasks.base import Task
 
@@ -80,6 +81,23 @@ class ESConfig:
         return max(self.horizons)
 
 
+class ESMetrics(NamedTuple):
+    """One meta-step's scalars: ``meta_loss`` (mean over finite pairs of the pair's mean loss over the truncation,
+    on the objective's data), ``train_loss`` (the same on the training batches), ``dropped`` (pairs dropped for
+    NaN/inf), ``resets`` (pairs that started a fresh inner run) and, once the meta-optimizer has seen the estimate,
+    ``grad_norm`` (its global norm; None from :func:`es_step` alone)."""
+
+    meta_loss: jax.Array
+    train_loss: jax.Array
+    dropped: jax.Array
+    resets: jax.Array
+    grad_norm: jax.Array | None = None
+
+    def record(self) -> dict[str, float]:
+        """Returns the set fields as floats, for a metrics log."""
+        return {k: float(v) for k, v in self._asdict().items() if v is not None}
+
+
 class ESState(NamedTuple):
     """Per pair: inner params and optimizer state ``[pairs, 2, ...]``; ``noise`` like the meta-params
     ``[pairs, ...]`` (NRES: this run's perturbation; PES: the accumulated ``xi``); inner ``step``, the run's
@@ -132,7 +150,14 @@ def _draw_noise(key: jax.Array, meta_params, cfg: ESConfig) -> Any:
 
 
 def init_state(key: jax.Array, task: Task, lopt, meta_params, cfg: ESConfig) -> ESState:
-    """Returns the initial population: fresh runs at step 0 whose first ends are staggered over their lengths."""
+    """Returns the initial population: fresh runs at step 0 whose first ends are staggered over their lengths.
+
+    Computed as one program (:func:`hetnet.compiled.run_once`): eagerly, every batched draw would compile on its own.
+    """
+    return run_once(lambda k, m: _initial_population(k, task, lopt, m, cfg), key, meta_params)
+
+
+def _initial_population(key: jax.Array, task: Task, lopt, meta_params, cfg: ESConfig) -> ESState:
     k_runs, k_noise = jax.random.split(key)
     keys = jax.random.key_data(jax.random.split(k_runs, cfg.num_pairs))
     params, opt_state, scales, total = jax.vmap(lambda k: _fresh_run(task, lopt, meta_params, k, cfg))(keys)
@@ -177,11 +202,7 @@ def _where(mask_per_pair: jax.Array, new: Any, old: Any) -> Any:
 
 
 def es_step(key: jax.Array, meta_params, state: ESState, task: Task, lopt, cfg: ESConfig):
-    """Returns ``(meta_gradient, state, metrics)`` for one truncation of every pair.
-
-    metrics: ``meta_loss`` (mean over finite pairs of the pair's mean training loss over the truncation),
-    ``dropped`` (pairs dropped for NaN/inf), ``resets`` (pairs that started a fresh inner run).
-    """
+    """Returns ``(meta_gradient, state, metrics)`` for one truncation of every pair; metrics: :class:`ESMetrics`."""
     k_reset, k_noise, k_fresh_noise = jax.random.split(key, 3)
     reset = state.step >= state.ends
     fresh_keys = jax.random.key_data(jax.random.split(k_reset, cfg.num_pairs))
@@ -224,7 +245,7 @@ def es_step(key: jax.Array, meta_params, state: ESState, task: Task, lopt, cfg: 
     new_step = jnp.where(finite, step + cfg.truncation, ends)
     new_state = ESState(new_params, new_opt, noise, new_step, total, ends, task_key, scales)
     train_loss = jnp.sum(jnp.where(finite, jnp.mean(train_losses, axis=1), 0.0)) / valid
-    metrics = {"meta_loss": meta_loss, "train_loss": train_loss, "dropped": jnp.sum(~finite), "resets": jnp.sum(reset)}
+    metrics = ESMetrics(meta_loss, train_loss, jnp.sum(~finite), jnp.sum(reset))
     return grad, new_state, metrics
 
 

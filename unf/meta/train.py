@@ -65,13 +65,13 @@ def population_sharding(num_pairs: int) -> NamedSharding | None:
 
 def make_step(task: Task, lopt, cfg: MetaTrainConfig, sharding: NamedSharding | None = None) -> Callable:
     """Returns a jitted ``step(key, meta_params, meta_opt_state, pes_state) -> (meta_params, meta_opt_state,
-    pes_state, metrics)``; with ``sharding`` the population's pair axis is split across devices."""
+    pes_state, metrics)``, metrics an :class:`~unf.meta.estimators.ESMetrics`; with ``sharding`` the population's pair axis is split across devices."""
     opt = meta_optimizer(cfg)
 
     def step(key, meta_params, meta_opt_state, state):
         grad, state, metrics = estimators.es_step(key, meta_params, state, task, lopt, cfg.es)
         updates, meta_opt_state = opt.update(grad, meta_opt_state, meta_params)
-        metrics["grad_norm"] = optax.tree.norm(grad)
+        metrics = metrics._replace(grad_norm=optax.tree.norm(grad))
         return optax.apply_updates(meta_params, updates), meta_opt_state, state, metrics
 
     if sharding is None:
@@ -182,7 +182,7 @@ def meta_train(
             meta_params, meta_opt_state, population, metrics = steps[t](
                 key, state["meta_params"], state["meta_opt_state"], state["populations"][t]
             )
-            metrics = jax.device_get(metrics)
+            metrics = jax.device_get(metrics).record()
             metrics["seconds"] = time.perf_counter() - tick
             state["meta_params"], state["meta_opt_state"] = meta_params, meta_opt_state
             state["populations"][t] = population
