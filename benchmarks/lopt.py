@@ -26,7 +26,7 @@ import optax
 from benchmarks import report, timing
 from unf import compare, lopt, recipes, tasks
 from unf.lopt import learned_adam, shipped
-from unf.meta import estimators
+from unf.meta import estimators, export
 
 RECIPE = "transformer-lm"
 
@@ -124,7 +124,7 @@ def main(argv=None) -> int:
     shipped_learned, shipped_meta = lopt.load_pretrained(RECIPE)
     base_info = json.loads((args.baseline / "info.json").read_text())
     base_learned = recipe.learned(base_info["kind"])
-    base_meta = shipped.load_npz(args.baseline / "meta_params.npz",
+    base_meta = export.load_npz(args.baseline / "meta_params.npz",
                                  jax.eval_shape(base_learned.init_meta_params, jax.random.key(0)))
     entries = {
         "unf-adam (shipped)": compare.LearnedEntry("unf-adam (shipped)", shipped_learned, shipped_meta),

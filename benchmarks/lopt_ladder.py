@@ -26,6 +26,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,7 +34,7 @@ import numpy as np
 import optax
 
 from benchmarks import report, timing
-from unf import baselines, compare, evaluate, lopt, recipes
+from unf import baselines, compare, evaluate, recipes
 from unf.lopt import shipped
 from unf.tasks import transformer_lm
 from unf.tasks.base import Task
@@ -121,10 +122,14 @@ def tuned_baselines(rung: Rung, seeds: list[int], tuning_seeds: list[int], cache
     return rows
 
 
-def refusal(rung: Rung) -> str | None:
-    """Returns the shipped optimizer's message refusing the rung's model, or None when it serves it."""
-    made = shipped.info("transformer-lm")
-    learned = recipes.recipe(made["recipe"]).learned(made["kind"])
+def load_learned(folder: Path | None) -> tuple[Any, Any, dict]:
+    """Returns ``(learned optimizer, meta_params, info)``: the shipped optimizer's, or an export folder's (the
+    shipped format, as ``unf-meta-train --recipe`` writes)."""
+    return recipes.load_export(folder if folder is not None else shipped.WEIGHTS / "transformer-lm")
+
+
+def refusal(rung: Rung, learned) -> str | None:
+    """Returns the learned optimizer's message refusing the rung's model, or None when it serves it."""
     try:
         learned.check_params(jax.eval_shape(rung.task.init, jax.random.key(0)))
     except ValueError as err:
@@ -132,9 +137,8 @@ def refusal(rung: Rung) -> str | None:
     return None
 
 
-def learned_row(rung: Rung, seeds: list[int]) -> dict:
-    """Returns the shipped optimizer's row on ``rung`` (which it serves)."""
-    learned, meta_params = lopt.load_pretrained("transformer-lm")
+def learned_row(rung: Rung, seeds: list[int], learned, meta_params) -> dict:
+    """Returns the learned optimizer's row on ``rung`` (which it serves)."""
     make = lambda meta: learned.opt_fn(meta, total_steps=rung.steps)  # noqa: E731
     train, valid = evaluate.train_valid_losses(rung.task, make, meta_params, rung.steps, seeds, points=POINTS)
     opt = learned.opt_fn(meta_params, total_steps=rung.steps)
@@ -142,18 +146,20 @@ def learned_row(rung: Rung, seeds: list[int]) -> dict:
     return {**_stats(valid, train), "step_time_over_adam": times["learned"]["median"] / times["adam"]["median"]}
 
 
-def step_costs(repeats: int = 20) -> list[dict]:
-    """Returns the shipped optimizer's training-step time over Adam's at 128 and 2,048 tokens a batch (d_model 64,
-    two layers, sequence 64), each pair timed interleaved in one run."""
-    learned, meta_params = lopt.load_pretrained("transformer-lm")
+def step_costs(learned, meta_params, repeats: int = 20) -> list[dict]:
+    """Returns the learned optimizer's training-step time over Adam's and over Muon's (the baseline's setup) at 128
+    and 2,048 tokens a batch (d_model 64, two layers, sequence 64), the three timed interleaved in one run."""
     rows = []
     for batch in (2, 32):
         task = transformer_lm(d_model=64, layers=2, heads=4, seq=64, batch=batch)
         opt = learned.opt_fn(meta_params, total_steps=1000)
-        times = timing.optimizer_step_times(task, {"adam": optax.adam(1e-3), "learned": opt}, repeats=repeats)
-        rows.append({"tokens": batch * 64, "adam_seconds": times["adam"]["median"],
-                     "learned_seconds": times["learned"]["median"],
-                     "over_adam": times["learned"]["median"] / times["adam"]["median"]})
+        muon = baselines.muon(task.spec, 1000)([1e-3, 0.1])
+        times = timing.optimizer_step_times(task, {"adam": optax.adam(1e-3), "muon": muon, "learned": opt},
+                                            repeats=repeats)
+        median = {name: t["median"] for name, t in times.items()}
+        rows.append({"tokens": batch * 64, "adam_seconds": median["adam"], "muon_seconds": median["muon"],
+                     "learned_seconds": median["learned"], "over_adam": median["learned"] / median["adam"],
+                     "over_muon": median["learned"] / median["muon"]})
     return rows
 
 
@@ -247,6 +253,9 @@ def main(argv=None) -> int:
     parser.add_argument("--retune", action="store_true", help="ignore the cached tuned baselines")
     parser.add_argument("--ship-baselines", action="store_true",
                         help="write the tuned settings of the recipe's held-out tasks beside the shipped optimizer")
+    parser.add_argument("--meta-params", type=Path, default=None, metavar="EXPORT",
+                        help="evaluate the meta-params in this export folder (unf-meta-train --recipe writes "
+                        "RUN/export) instead of the shipped optimizer")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.tuning_seeds < 1:
         parser.error("--seeds and --tuning-seeds must be positive")
@@ -258,31 +267,36 @@ def main(argv=None) -> int:
     chosen = [r for r in rungs(args.large) if args.only is None or r.label in args.only]
     if args.only and len(chosen) != len(args.only):
         parser.error(f"--only names rungs {args.only}; the ladder has {[r.label for r in rungs(args.large)]}")
+    try:
+        learned, meta_params, made = load_learned(args.meta_params)
+    except (FileNotFoundError, ValueError) as err:
+        parser.error(f"--meta-params: {err}")
     rows = []
     for rung in chosen:
         print(f"[{rung.label}] {rung.task.label}, {rung.steps} steps", flush=True)
-        refused = refusal(rung)
+        refused = refusal(rung, learned)
         if refused is not None:
-            print(f"  the shipped optimizer refuses it: {refused}", flush=True)
+            print(f"  the learned optimizer refuses it: {refused}", flush=True)
             rows.append(summarise(rung, {}, {"refused": refused}))
             continue
         base = tuned_baselines(rung, seeds, tuning, cache)
         out.mkdir(parents=True, exist_ok=True)
         cache_path.write_text(json.dumps(cache, indent=1, default=float) + "\n")
         if not args.baselines_only:
-            rows.append(summarise(rung, base, learned_row(rung, seeds)))
+            rows.append(summarise(rung, base, learned_row(rung, seeds, learned, meta_params)))
     if args.ship_baselines:
         ship_baselines(cache, cache_path)
     if args.baselines_only:
         print(f"tuned baselines cached in {cache_path}")
         return 0
-    costs = step_costs()
+    costs = step_costs(learned, meta_params)
     payload = {"device": timing.device_description(), "command": "python -m benchmarks.lopt_ladder "
-               + " ".join(sys.argv[1:] if argv is None else argv), "shipped": shipped.info("transformer-lm"),
+               + " ".join(sys.argv[1:] if argv is None else argv), "shipped": made,
                "seeds": seeds, "tuning_seeds": tuning, "rows": rows, "step_cost": costs}
-    cost_table = report.markdown_table(["tokens a batch", "Adam step (s)", "learned step (s)", "learned / Adam"],
-                                       [[c["tokens"], c["adam_seconds"], c["learned_seconds"], c["over_adam"]]
-                                        for c in costs])
+    cost_table = report.markdown_table(
+        ["tokens a batch", "Adam step (s)", "Muon step (s)", "learned step (s)", "learned / Adam", "learned / Muon"],
+        [[c["tokens"], c["adam_seconds"], c["muon_seconds"], c["learned_seconds"], c["over_adam"], c["over_muon"]]
+         for c in costs])
     report.publish(name, payload, table(rows) + "\nStep time, d_model 64, two layers:\n\n" + cost_table,
                    figure(rows), out)
     return 0

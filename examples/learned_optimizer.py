@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
     # Checkpoints go to out/checkpoints; run this again with the same --out and it resumes.
     state = meta_train(learned, [task], cfg, out)
 
-    optimizer = learned.opt_fn(state["meta_params"], total_steps=horizon)
+    optimizer = learned.opt_fn(state.meta_params, total_steps=horizon)
     learned_losses = train_with(optimizer, task, horizon)
     adam_losses = train_with(optax.adam(1e-3), task, horizon)
     print(f"sine regression, final loss after {horizon} steps: learned {learned_losses[-1]:.4f}, "

@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -142,12 +143,21 @@ def resume(args: argparse.Namespace, state: dict) -> tuple[dict, int, Checkpoint
     return state, start, checkpoints
 
 
-def run(args: argparse.Namespace) -> dict:
-    """Trains as ``args`` say (resuming ``args.out``) and returns ``{"final_valid_loss", "final_train_loss", "steps",
-    "seconds", "params"}``."""
-    corpus = data.text_file_corpus(args.text) if args.text else data.stdlib_corpus(args.max_bytes)
-    cfg = TransformerConfig(
-        vocab_size=corpus.vocab_size,
+class TrainResult(NamedTuple):
+    """What :func:`run` returns: the losses after the last step, the steps trained in all, this call's wall time and
+    the final params."""
+
+    final_valid_loss: float
+    final_train_loss: float
+    steps: int
+    seconds: float
+    params: Any
+
+
+def model_config(args: argparse.Namespace, vocab_size: int) -> TransformerConfig:
+    """Returns the model ``args`` describe, over a byte vocabulary of ``vocab_size``."""
+    return TransformerConfig(
+        vocab_size=vocab_size,
         d_model=args.d_model,
         num_heads=args.heads,
         num_kv_heads=args.kv_heads,
@@ -161,41 +171,71 @@ def run(args: argparse.Namespace) -> dict:
         block=args.block,
         dtype=args.dtype,
     )
-    key = jax.random.key(args.seed)
-    k_init, k_data, k_eval = jax.random.split(key, 3)
-    model = TransformerLM(cfg)
-    optimizer = optax.adam(args.lr)
+
+
+class Steps(NamedTuple):
+    """The compiled steps of a run: the training step and its evaluation, and those of the dense warm-up (the same
+    two when there is none)."""
+
+    train: Callable
+    evaluate: Callable
+    warm_train: Callable
+    warm_evaluate: Callable
+
+
+def initial_state(model: TransformerLM, optimizer, key: jax.Array, mesh_shape) -> tuple[dict, Any]:
+    """Returns ``({"params", "opt_state"}, shardings)``: fresh state, laid out over a ``mesh_shape`` mesh by the
+    params' labels (shardings None without one)."""
+    if mesh_shape is None:
+        params = model.init(key)
+        return {"params": params, "opt_state": optimizer.init(params)}, None
+    mesh = sharding.make_mesh(tuple(mesh_shape))
+    shardings = step_shardings(optimizer, jax.eval_shape(model.init, key), model.axes, mesh)
+    params = jax.jit(model.init, out_shardings=shardings.params)(key)
+    return {"params": params, "opt_state": jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)}, \
+        shardings
+
+
+def make_steps(model: TransformerLM, optimizer, args: argparse.Namespace, shardings) -> Steps:
+    """Returns the run's steps; with ``--dense-warmup`` the warm-up pair trains and scores the dense twin."""
     sparse = args.attention == "sparse"
     if args.dense_warmup < 0 or (args.dense_warmup and not sparse):
         raise ValueError(f"--dense-warmup must be a number of steps >= 0 and needs --attention sparse, got "
                          f"--dense-warmup {args.dense_warmup} with --attention {args.attention}.")
     # A learned indexer is fitted alongside the model in both phases; without one the loss is the model's own.
     loss_fn = sparse_training.phase_loss(model, dense=False) if sparse else model.loss
-    shardings = None
-    if args.mesh is not None:
-        mesh = sharding.make_mesh(tuple(args.mesh))
-        shardings = step_shardings(optimizer, jax.eval_shape(model.init, k_init), model.axes, mesh)
-        params = jax.jit(model.init, out_shardings=shardings.params)(k_init)
-        opt_state = jax.jit(optimizer.init, out_shardings=shardings.opt_state)(params)
-    else:
-        params = model.init(k_init)
-        opt_state = optimizer.init(params)
     # Sharded params and batches carry their shardings into the eval step.
-    step, eval_step = make_train_step(loss_fn, optimizer, shardings), make_eval_step(model.loss)
-    if args.dense_warmup:
-        warm_loss = sparse_training.phase_loss(model, dense=True)
-        warm_step = make_train_step(warm_loss, optimizer, shardings)
-        warm_eval = make_eval_step(sparse_training.dense_twin(model).loss)
-    length = args.seq_len + 1
+    train, evaluate_ = make_train_step(loss_fn, optimizer, shardings), make_eval_step(model.loss)
+    if not args.dense_warmup:
+        return Steps(train, evaluate_, train, evaluate_)
+    return Steps(train, evaluate_,
+                 make_train_step(sparse_training.phase_loss(model, dense=True), optimizer, shardings),
+                 make_eval_step(sparse_training.dense_twin(model).loss))
+
+
+def check_splits(corpus: data.TextCorpus, seq_len: int) -> None:
+    """Raises ValueError naming the split and ``--seq-len`` when a split holds less than one window."""
+    length = seq_len + 1
     for split, tokens in (("training", corpus.train), ("validation", corpus.valid)):
         if tokens.size < length:
             raise ValueError(f"the {split} split of {corpus.source} holds {tokens.size} bytes, fewer "
-                             f"than one window of --seq-len {args.seq_len} + 1 = {length}; use a longer --text file "
+                             f"than one window of --seq-len {seq_len} + 1 = {length}; use a longer --text file "
                              "(its last tenth is the validation split) or a smaller --seq-len.")
-    train_batch = batch_maker(corpus.train, args.batch, length, shardings)
-    valid_batch = batch_maker(corpus.valid, args.batch, length, shardings)
+
+
+def run(args: argparse.Namespace) -> TrainResult:
+    """Trains as ``args`` say (resuming ``args.out``) and returns the result."""
+    corpus = data.text_file_corpus(args.text) if args.text else data.stdlib_corpus(args.max_bytes)
+    model = TransformerLM(model_config(args, corpus.vocab_size))
+    k_init, k_data, k_eval = jax.random.split(jax.random.key(args.seed), 3)
+    optimizer = optax.adam(args.lr)
+    state, shardings = initial_state(model, optimizer, k_init, args.mesh)
+    steps = make_steps(model, optimizer, args, shardings)
+    check_splits(corpus, args.seq_len)
+    train_batch = batch_maker(corpus.train, args.batch, args.seq_len + 1, shardings)
+    valid_batch = batch_maker(corpus.valid, args.batch, args.seq_len + 1, shardings)
     main = distributed.is_main()
-    state, done, checkpoints = resume(args, {"params": params, "opt_state": opt_state})
+    state, done, checkpoints = resume(args, state)
     params, opt_state = state["params"], state["opt_state"]
     n_params = sum(x.size for x in jax.tree.leaves(params))
     distributed.main_print(f"corpus {corpus.source}: {corpus.train.size:,} train / {corpus.valid.size:,} valid "
@@ -205,19 +245,16 @@ def run(args: argparse.Namespace) -> dict:
                desc="train", unit="step")
     with (args.out / "metrics.jsonl").open("a") if args.out is not None and main else open(os.devnull, "w") as log:
         for i in bar:
-            batch = train_batch(jax.random.fold_in(k_data, i))
             warm = sparse_training.in_warmup(i, args.dense_warmup)
-            params, opt_state, metrics = (warm_step if warm else step)(params, opt_state, batch)
+            params, opt_state, metrics = (steps.warm_train if warm else steps.train)(
+                params, opt_state, train_batch(jax.random.fold_in(k_data, i)))
             train_loss = float(metrics["loss"])
             if not math.isfinite(train_loss):
                 raise FloatingPointError(f"training loss became {train_loss} at step {i}; lower --lr.")
-            record = {"step": i, "train_loss": train_loss}
-            if warm:
-                record["phase"] = "dense"
+            record = {"step": i, "train_loss": train_loss, **({"phase": "dense"} if warm else {})}
             if i % args.eval_every == 0 or i == args.steps:
-                valid_loss = evaluate(warm_eval if warm else eval_step, params, valid_batch, k_eval,
-                                      args.eval_batches)
-                record["valid_loss"] = valid_loss
+                valid_loss = record["valid_loss"] = evaluate(steps.warm_evaluate if warm else steps.evaluate,
+                                                             params, valid_batch, k_eval, args.eval_batches)
                 bar.set_postfix(train=f"{train_loss:.3f}", valid=f"{valid_loss:.3f}")
                 if args.quiet:
                     distributed.main_print(f"step {i}: train {train_loss:.4f} valid {valid_loss:.4f}", flush=True)
@@ -228,12 +265,11 @@ def run(args: argparse.Namespace) -> dict:
     if checkpoints is not None:
         checkpoints.close()
     if done == args.steps:  # nothing left to train: report the finished run
-        valid_loss = evaluate(eval_step, params, valid_batch, k_eval, args.eval_batches)
+        valid_loss = evaluate(steps.evaluate, params, valid_batch, k_eval, args.eval_batches)
     seconds = time.perf_counter() - start
     distributed.main_print(f"final validation loss {valid_loss:.4f} nats/byte ({valid_loss / math.log(2):.3f} "
                            f"bits/byte) after {args.steps} steps in {seconds:.1f}s", flush=True)
-    return {"final_valid_loss": valid_loss, "final_train_loss": train_loss, "steps": args.steps, "seconds": seconds,
-            "params": params}
+    return TrainResult(valid_loss, train_loss, args.steps, seconds, params)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,7 @@ if __name__ == "__main__":
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
 import optax  # noqa: E402
 
 from hetnet import sharding, train  # noqa: E402
@@ -27,7 +28,7 @@ from hetnet.config import TransformerConfig  # noqa: E402
 from hetnet.models import TransformerLM  # noqa: E402
 from unf import lopt, tasks  # noqa: E402
 from unf.meta import estimators as es  # noqa: E402
-from unf.meta.train import MetaTrainConfig, make_step, meta_optimizer, meta_train, place_state, \
+from unf.meta.train import MetaTrainConfig, MetaTrainState, make_step, meta_optimizer, meta_train, place_state, \
     population_sharding  # noqa: E402
 
 CFG = TransformerConfig(vocab_size=16, d_model=8, num_heads=4, num_kv_heads=2, d_ff=16, num_layers=2, max_len=8)
@@ -68,12 +69,12 @@ def meta_step() -> dict:
     task, learned, cfg = meta_setup()
     sharding = population_sharding(cfg.es.num_pairs)
     meta = learned.init_meta_params(jax.random.key(0))
-    state = {"meta_params": meta, "meta_opt_state": meta_optimizer(cfg).init(meta),
-             "populations": [es.init_state(jax.random.key(1), task, learned, meta, cfg.es)]}
+    state = MetaTrainState(meta, meta_optimizer(cfg).init(meta),
+                           [es.init_state(jax.random.key(1), task, learned, meta, cfg.es)], jnp.zeros((), jnp.int32))
     state = place_state(state, sharding)
     key = distributed.replicated(jax.random.key(5), sharding.mesh)
     new_meta, _, _, metrics = make_step(task, learned, cfg, sharding)(
-        key, state["meta_params"], state["meta_opt_state"], state["populations"][0])
+        key, state.meta_params, state.meta_opt_state, state.populations[0])
     return {"meta_params": distributed.to_host(new_meta), "meta_loss": np.asarray(metrics.meta_loss)}
 
 
@@ -98,7 +99,7 @@ def main(argv: list[str]) -> int:
             meta_train(learned, [task], cfg, out, progress=False, stop_after=die_after)
             os.kill(os.getpid(), signal.SIGKILL)
         state = meta_train(learned, [task], cfg, out, progress=False)
-        params = distributed.to_host(state["meta_params"])
+        params = distributed.to_host(state.meta_params)
         if distributed.is_main():
             np.savez(out / "final.npz", **flat(params, "meta"))
         return 0

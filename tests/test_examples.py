@@ -36,7 +36,6 @@ def test_weight_space_spec():
     assert out["flax_spec"].num_leaves == 6 and out["plain_spec"].labels == ("hidden",)
 
 
-@pytest.mark.slow  # about a minute; the same API runs in docs/guide/learned_optimizers.md, tested by test_docs
 def test_learned_optimizer(tmp_path):
     out = load("learned_optimizer").main(["--tiny", "--out", str(tmp_path)])
     assert np.all(np.isfinite(out["learned"])) and out["learned"][-1] < out["learned"][0]

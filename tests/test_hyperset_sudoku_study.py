@@ -5,7 +5,6 @@ import json
 
 import jax
 import numpy as np
-import pytest
 
 from benchmarks import hyperset_sudoku as hs
 
@@ -17,7 +16,6 @@ def final_params(args, model):
     return hs.restore_params(args.runs / model, hs.configs(args)[model], args)[0]
 
 
-@pytest.mark.slow  # about a minute; the study's resumable runs share hetnet.checkpoints, tested by the hetnet-train resume test
 def test_warm_restart_starts_from_the_finished_run_and_counts_on(tmp_path):
     first = ["--runs", str(tmp_path / "first"), "--steps", "4"] + TINY
     assert hs.main(["--model", "recurrent"] + first) == 0

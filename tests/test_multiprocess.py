@@ -34,7 +34,6 @@ def four_devices():
 
 # About a minute; the default suite keeps a real two-process launch (test_launched_processes_see_one_run) and the
 # sharded single-process steps these must equal (tests/hetnet/test_sharding.py, tests/unf/test_meta.py).
-@pytest.mark.slow
 def test_two_processes_give_the_single_process_train_step_and_meta_gradient(tmp_path):
     assert run_two_processes(tmp_path, "steps", str(tmp_path / "steps.npz")) == 0, logs(tmp_path)
     got = np.load(tmp_path / "steps.npz")
@@ -51,7 +50,6 @@ def test_two_processes_give_the_single_process_train_step_and_meta_gradient(tmp_
     assert any(not np.allclose(first[k], got[k]) for k in first)
 
 
-@pytest.mark.slow  # about 2 minutes; single-process exact resume is in the default suite (tests/unf/test_meta.py)
 def test_meta_training_killed_on_one_process_resumes_exactly(tmp_path):
     run = tmp_path / "run"
     # Process 1 dies (SIGKILL) after meta-step 3; the last checkpoint is step 2; the launcher stops process 0.
@@ -61,7 +59,7 @@ def test_meta_training_killed_on_one_process_resumes_exactly(tmp_path):
     task, learned, cfg = worker.meta_setup()
     straight = worker.meta_train(learned, [task], cfg, tmp_path / "straight", progress=False)
     got = np.load(run / "final.npz")
-    for name, value in worker.flat(jax.device_get(straight["meta_params"]), "meta").items():
+    for name, value in worker.flat(jax.device_get(straight.meta_params), "meta").items():
         np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-7, err_msg=name)
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]

@@ -1,22 +1,20 @@
-"""Console scripts: ``unf-meta-train``, ``unf-eval`` and ``unf-main`` (the project's main job)."""
+"""Console scripts: ``unf-meta-train``, ``unf-eval``, ``unf-main`` (the project's main job) and ``unf`` (the three as
+subcommands)."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
 
 from hetnet import distributed
-from unf import compare, family_runs, lopt, recipes, tasks
+from unf import compare, family_runs, lopt, recipe_runs, recipes, tasks
 from unf.lopt import shipped
-from unf.meta import ESConfig, MetaTrainConfig, meta_train
+from unf.meta import ESConfig, MetaTrainConfig, export
 
 def _add_distributed_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distributed", action="store_true",
@@ -36,50 +34,6 @@ def _task_config(args) -> MetaTrainConfig:
         es=ESConfig(estimator="pes", num_particles=given("particles", 16), truncation=given("truncation", 50),
                     horizons=(given("horizon", 2000),), sigma=given("sigma", 0.01)),
     )
-
-
-def _commit() -> str:
-    """Returns the checkout's commit, with ``+uncommitted`` when its tracked files differ from it."""
-    where = Path(__file__).parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=where)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=10, cwd=where)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = head.stdout.strip() or "unknown"
-    return commit + ("+uncommitted" if dirty.stdout.strip() else "")
-
-
-def run_recipe(name: str, kind: str, cfg: MetaTrainConfig, out: Path, command: str, progress: bool = True,
-               num_tasks: int | None = None) -> Path:
-    """Meta-trains the recipe's optimizer of ``kind`` with ``cfg`` on its tasks (the first ``num_tasks`` of them,
-    when given); writes ``out/export`` (``meta_params.npz`` and ``info.json``, the shipped format) and returns that
-    folder."""
-    recipe = recipes.recipe(name)
-    learned = recipe.learned(kind)
-    train_tasks = recipe.train_tasks()[:num_tasks]
-    commit = _commit()  # the code this run starts from, before anything can change under it
-    start = time.perf_counter()
-    state = meta_train(learned, train_tasks, cfg, out, progress=progress, start=recipe.start(kind))
-    seconds = time.perf_counter() - start
-    export = out / "export"
-    if not distributed.is_main():
-        return export
-    export.mkdir(parents=True, exist_ok=True)
-    shipped.save_npz(export / "meta_params.npz", state["meta_params"])
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
-    timed = [r["seconds"] for r in records[len(records) // 10:]] or [float("nan")]
-    info = {
-        "recipe": name, "kind": kind, "command": command, "tasks": [t.label for t in train_tasks],
-        "meta_steps": cfg.steps, "meta_lr": cfg.meta_lr, "clip": cfg.clip, "seed": cfg.seed,
-        "es": dataclasses.asdict(cfg.es), "device": distributed.device_description(),
-        "date": datetime.date.today().isoformat(), "commit": commit,
-        "seconds_this_session": round(seconds, 1), "meta_steps_per_second": round(len(timed) / sum(timed), 2),
-        "final_meta_loss_mean_last_500": sum(r["meta_loss"] for r in records[-500:]) / max(1, len(records[-500:])),
-    }
-    (export / "info.json").write_text(json.dumps(info, indent=1) + "\n")
-    return export
 
 
 def _recipe_config(args, recipe: recipes.Recipe) -> MetaTrainConfig:
@@ -124,6 +78,9 @@ def meta_train_main(argv=None) -> int:
                        ("meta-lr", float), ("checkpoint-every", int), ("seed", int)):
         p.add_argument(f"--{name}", type=kind, default=None, help="override the default")
     p.add_argument("--rescale", type=float, default=None, help="with --recipe")
+    p.add_argument("--no-correction", dest="correction", action="store_false",
+                   help="with --recipe: meta-train the equivariant kinds without their learned correction (the "
+                   "base direction with the learned schedule, decay and width factors)")
     p.add_argument("--horizons", type=int, nargs="+", default=None, help="with --recipe: the inner run lengths")
     p.add_argument("--horizon", type=int, default=None, help="with --task: inner steps before a run restarts")
     args = p.parse_args(argv)
@@ -136,6 +93,8 @@ def meta_train_main(argv=None) -> int:
         _refuse_other_mode(p, args, ("horizon",), "recipe")
     else:
         _refuse_other_mode(p, args, ("estimator", "rescale", "horizons"), "task")
+        if not args.correction:
+            p.error("--no-correction applies with --recipe; with --task leave it out")
     try:
         distributed.initialize(auto=args.distributed)
         for name in ("steps", "particles", "truncation", "checkpoint_every"):
@@ -149,23 +108,19 @@ def meta_train_main(argv=None) -> int:
             return 0
         cfg = _recipe_config(args, recipes.recipe(args.recipe))
         command = "unf-meta-train " + " ".join(argv)
-        export = run_recipe(args.recipe, args.optimizer, cfg, args.out, command, progress=not args.quiet)
+        folder = recipe_runs.run_recipe(args.recipe, args.optimizer, cfg, args.out, command, progress=not args.quiet,
+                            correction=args.correction)
     except (ValueError, FloatingPointError) as err:
         print(f"unf-meta-train: error: {err}", file=sys.stderr)
         return 2
-    distributed.main_print(f"meta-params written to {export} (meta_params.npz, info.json: the shipped format)")
+    distributed.main_print(f"meta-params written to {folder} (meta_params.npz, info.json: the shipped format)")
     return 0
 
 
 def load_export(path: Path) -> compare.LearnedEntry:
     """Returns the evaluation entry for a folder in the shipped format (``meta_params.npz`` + ``info.json``, as
     ``unf-meta-train --recipe`` writes under ``export/``)."""
-    if not (path / "info.json").exists() or not (path / "meta_params.npz").exists():
-        raise FileNotFoundError(f"no exported meta-params at {str(path)!r}: expected meta_params.npz and info.json, "
-                                "as unf-meta-train --recipe writes under RUN/export.")
-    info = json.loads((path / "info.json").read_text())
-    learned = recipes.recipe(info["recipe"]).learned(info["kind"])
-    meta = shipped.load_npz(path / "meta_params.npz", jax.eval_shape(learned.init_meta_params, jax.random.key(0)))
+    learned, meta, info = recipes.load_export(path)
     return compare.LearnedEntry(f"{info['kind']} ({info['meta_steps']} meta-steps)", learned, meta)
 
 
@@ -269,9 +224,9 @@ def main(argv=None) -> int:
     cfg = dataclasses.replace(recipe.config, steps=args.meta_steps, checkpoint_every=max(1, args.meta_steps // 4))
     command = f"unf-main --meta-steps {args.meta_steps}"
     # One task config: each config compiles its own meta-step, which dominates a demonstration this short.
-    export = run_recipe("transformer-lm", kind, cfg, args.out / "meta-train", command, progress=not args.quiet,
-                        num_tasks=1)
-    own = shipped.load_npz(export / "meta_params.npz", jax.eval_shape(learned.init_meta_params, jax.random.key(0)))
+    folder = recipe_runs.run_recipe("transformer-lm", kind, cfg, args.out / "meta-train", command, progress=not args.quiet,
+                        num_tasks=1, correction=made.get("correction", True))
+    own, _ = export.load_meta_params(folder, jax.eval_shape(learned.init_meta_params, jax.random.key(0)))
     rows = compare.compare(heldout[:1], [compare.LearnedEntry(f"{kind} ({args.meta_steps} meta-steps)", learned, own),
                                          compare.LearnedEntry(f"{kind} (shipped)", learned, meta_params)],
                            seeds, tuning, log=log, tuned=tuned)
@@ -284,3 +239,20 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+#: ``unf COMMAND ...``: each subcommand is the console script of the same name without the ``unf-`` prefix.
+COMMANDS = {"main": (main, "the main job (unf-main)"),
+            "meta-train": (meta_train_main, "meta-train a learned optimizer (unf-meta-train)"),
+            "eval": (eval_main, "evaluate learned optimizers against tuned baselines (unf-eval)")}
+
+
+def unf_main(argv=None) -> int:
+    """``unf {main,meta-train,eval} ...``: one entry point over the three commands; ``unf COMMAND --help`` shows the
+    command's own options."""
+    p = argparse.ArgumentParser(prog="unf", description="Universal neural functionals and learned optimizers.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (_, help_text) in COMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)  # --help goes on to the command's own parser
+    args, rest = p.parse_known_args(sys.argv[1:] if argv is None else list(argv))
+    return COMMANDS[args.command][0](rest)

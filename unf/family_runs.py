@@ -1,5 +1,5 @@
 """The paper's learned optimizers on a task family (``unf-meta-train --task``, ``unf-eval --task``): meta-train
-one rule with PES on the family's training configs, save it with orbax, and evaluate it against Adam tuned on the
+one rule with PES on the family's training configs, save it (:mod:`unf.meta.export`), and evaluate it against Adam tuned on the
 training config. The shipped optimizers come from recipes instead (:mod:`unf.recipes`)."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from pathlib import Path
 import jax
 
 from unf import evaluate, lopt, tasks
-from unf.meta import MetaTrainConfig, load_meta_params, meta_train, save_meta_params
-from unf.meta.train import read_meta_info
+from hetnet import distributed
+from unf.meta import MetaTrainConfig, meta_train
+from unf.meta.export import load_meta_params, read_meta_info, save_meta_params
 
 OPTIMIZERS = ("unf", "per-parameter", "sgdm")
 
@@ -35,23 +36,22 @@ def run_meta_train(task_name: str, optimizer: str, cfg: MetaTrainConfig, out: Pa
     learned = build_lopt(optimizer, train_tasks[0])
     start = time.perf_counter()
     state = meta_train(learned, train_tasks, cfg, out, progress=progress)
-    # Every process takes part in the orbax save; process 0 writes the description.
+    meta_params = distributed.to_host(state.meta_params)  # every process takes part in the gather
     info = {
         "optimizer": optimizer, "task": task_name, "train_configs": list(family.train_configs),
         "meta_steps": cfg.steps, "particles": cfg.es.num_particles, "truncation": cfg.es.truncation,
         "horizon": cfg.es.horizon, "sigma": cfg.es.sigma, "meta_lr": cfg.meta_lr, "seed": cfg.seed,
         "seconds": time.perf_counter() - start,
     }
-    save_meta_params(out / "meta_params", state["meta_params"], info)
-    return out / "meta_params"
+    return save_meta_params(out / "meta_params", meta_params, info)
 
 
 def load_contender(path: Path) -> evaluate.Contender:
     """Returns the evaluation contender for meta-params saved by ``unf-meta-train``."""
     info = read_meta_info(path)
     family = tasks.family(info["task"])
-    like = build_lopt(info["optimizer"], family.train_tasks()[0]).init_meta_params(jax.random.key(0))
-    meta_params, _ = load_meta_params(path, like)
+    learned = build_lopt(info["optimizer"], family.train_tasks()[0])
+    meta_params, _ = load_meta_params(path, jax.eval_shape(learned.init_meta_params, jax.random.key(0)))
     name = f"{info['optimizer']} (meta-trained {info['meta_steps']} steps)"
     return evaluate.learned_contender(name, lambda task: build_lopt(info["optimizer"], task), meta_params)
 

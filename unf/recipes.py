@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
 
 from unf.lopt.adam_rules import EquivariantAdam, PerParameterAdam, mup_start, orthogonal_start
 from unf.compare import HeldOut
+from unf.meta import export
 from unf.meta.estimators import ESConfig
 from unf.meta.train import MetaTrainConfig
 from unf.tasks import Task, transformer_lm
@@ -36,15 +40,21 @@ class Recipe:
         """Returns the map from the ``kind`` optimizer's initial meta-params to meta-training's starting point."""
         return self.starts.get(kind)
 
-    def learned(self, kind: str = "unf-adam"):
+    def learned(self, kind: str = "unf-adam", correction: bool = True):
+        """Returns the learned optimizer of ``kind``; ``correction=False`` leaves the equivariant correction out of
+        the two equivariant kinds (the base direction with the learned schedule, decay and width factors)."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
+        if not isinstance(correction, bool) or (kind == "mlp-adam" and not correction):
+            raise ValueError(f"correction must be True, or False for the kinds {KINDS[:2]}; got {correction!r} "
+                             f"for {kind!r}.")
         reference = self.train_tasks()[0]
-        if kind == "unf-adam":
-            return EquivariantAdam(reference.spec, layer_key="blocks")
-        if kind == "unf-muon":
-            return EquivariantAdam(reference.spec, layer_key="blocks", name="unf-muon", base="orthogonal")
         if kind == "mlp-adam":
             return PerParameterAdam(reference.spec, layer_key="blocks")
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}.")
+        # The name goes into a run's settings, so a resume with the other setting is refused.
+        name = kind if correction else f"{kind}-nocorrection"
+        return EquivariantAdam(reference.spec, layer_key="blocks", name=name,
+                               base="orthogonal" if kind == "unf-muon" else "adam", correction=correction)
 
 
 def _transformer_tasks() -> list[Task]:
@@ -99,3 +109,16 @@ def recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise ValueError(f"recipe must be one of {tuple(RECIPES)}, got {name!r}.")
     return RECIPES[name]
+
+
+def load_export(folder: str | Path) -> tuple[Any, Any, dict]:
+    """Returns ``(learned optimizer, meta_params, info)`` from a folder in the shipped format written by a recipe's
+    meta-training (``unf-meta-train --recipe`` writes ``RUN/export``); the optimizer is rebuilt from ``info``'s
+    recipe, kind and correction setting."""
+    info = export.read_meta_info(folder)
+    if "recipe" not in info:
+        raise ValueError(f"{folder} holds meta-params of a task family's run (unf-meta-train --task), not of a "
+                         "recipe; evaluate them with unf-eval --task.")
+    learned = recipe(info["recipe"]).learned(info["kind"], info.get("correction", True))
+    meta_params, _ = export.load_meta_params(folder, jax.eval_shape(learned.init_meta_params, jax.random.key(0)))
+    return learned, meta_params, info

@@ -112,20 +112,8 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
     bs = opts.block
     scale = 1.0 / math.sqrt(d)
 
-    route = routing.route_scores(lay, index)
-    route = jnp.where(lay.routable[:, None, None, :, None], route, -jnp.inf)
-    lead = (b, kv_heads, groups, m, r)
-    forced, forced_valid = lay.forced, lay.forced_valid
-    top_k = min(opts.top_k, m)
-    if top_k:
-        top_score, top_index = jax.lax.top_k(jax.lax.stop_gradient(route), top_k)
-        forced_r = jnp.broadcast_to(forced[:, None], (m, r, forced.shape[-1]))
-        valid_r = jnp.broadcast_to(forced_valid[:, None], forced_r.shape)
-        index = jnp.concatenate([jnp.broadcast_to(forced_r, lead + forced.shape[-1:]), top_index], -1)
-        valid = jnp.concatenate([jnp.broadcast_to(valid_r, lead + forced.shape[-1:]), jnp.isfinite(top_score)], -1)
-    else:
-        index = jnp.broadcast_to(forced[:, None], lead + forced.shape[-1:])
-        valid = jnp.broadcast_to(forced_valid[:, None], index.shape)
+    index, valid = _select_blocks(lay, routing.route_scores(lay, index), min(opts.top_k, m),
+                                  (b, kv_heads, groups, m, r))
 
     if opts.summary != "none":
         k_mean, v_mean = routing.block_means(kb, lay), routing.block_means(vb, lay)
@@ -167,18 +155,47 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, cfg: AttentionConfig, paddi
             out = out + jnp.einsum("bkgmrqj,bkje->bkgmrqe", p[..., slots * bs :], v_mean)
         return out
 
-    # Query blocks in chunks, each recomputed in the backward pass: the gathered keys and values and the logits
-    # of only one chunk are ever alive, so peak memory falls with the chunk count instead of growing with the
-    # number of routing groups times the keys each reads.
-    c = _query_chunk(m)
-    per_chunk = lambda x, axis: jnp.moveaxis(  # noqa: E731
-        x.reshape(*x.shape[:axis], m // c, c, *x.shape[axis + 1:]), axis, 0)
-    chunks = (per_chunk(qb, 3), per_chunk(index, 3), per_chunk(valid, 3), per_chunk(lay.eligible, 1),
-              jnp.arange(0, m, c))
-    out = jax.lax.map(jax.checkpoint(query_blocks), chunks)  # [m // c, b, K, G, c, r, gs, dv]
-    out = jnp.moveaxis(out, 0, 3).reshape(b, kv_heads, groups, m, r, gs, -1)
+    out = _over_query_chunks(query_blocks, qb, index, valid, lay.eligible)  # [b, K, G, m, r, gs, dv]
     out = out.transpose(0, 3, 4, 5, 1, 2, 6).reshape(b, m * bs, kv_heads * groups, -1)
     return out[:, :n].astype(q.dtype)
+
+
+def _select_blocks(lay: routing.Layout, route: jax.Array, top_k: int,
+                   lead: tuple[int, ...]) -> tuple[jax.Array, jax.Array]:
+    """Returns ``(index, valid)``, each [*lead, slots] with ``lead`` = (b, K, G, m, r): per routing group, the forced
+    blocks (local window, sinks) then the ``top_k`` routable blocks of highest ``route`` score (broadcastable to
+    [*lead, m]); ``valid`` is False for padding slots."""
+    route = jnp.where(lay.routable[:, None, None, :, None], route, -jnp.inf)
+    m, r = lead[3:]
+    forced, forced_valid = lay.forced, lay.forced_valid
+    if not top_k:
+        index = jnp.broadcast_to(forced[:, None], lead + forced.shape[-1:])
+        return index, jnp.broadcast_to(forced_valid[:, None], index.shape)
+    top_score, top_index = jax.lax.top_k(jax.lax.stop_gradient(route), top_k)
+    forced_r = jnp.broadcast_to(forced[:, None], (m, r, forced.shape[-1]))
+    valid_r = jnp.broadcast_to(forced_valid[:, None], forced_r.shape)
+    index = jnp.concatenate([jnp.broadcast_to(forced_r, lead + forced.shape[-1:]), top_index], -1)
+    valid = jnp.concatenate([jnp.broadcast_to(valid_r, lead + forced.shape[-1:]), jnp.isfinite(top_score)], -1)
+    return index, valid
+
+
+def _over_query_chunks(query_blocks, qb: jax.Array, index: jax.Array, valid: jax.Array,
+                       eligible: jax.Array) -> jax.Array:
+    """Returns ``query_blocks`` run over chunks of the m query blocks (axis 3 of ``qb``, ``index``, ``valid``; axis 1
+    of ``eligible`` [b, m, m]), each chunk recomputed in the backward pass, joined back -> [b, K, G, m, r, gs, dv].
+
+    Only one chunk's gathered keys, values and logits are ever alive, so peak memory falls with the chunk count
+    instead of growing with the number of routing groups times the keys each reads."""
+    m = qb.shape[3]
+    c = _query_chunk(m)
+
+    def per_chunk(x, axis):
+        return jnp.moveaxis(x.reshape(*x.shape[:axis], m // c, c, *x.shape[axis + 1:]), axis, 0)
+
+    chunks = (per_chunk(qb, 3), per_chunk(index, 3), per_chunk(valid, 3), per_chunk(eligible, 1),
+              jnp.arange(0, m, c))
+    out = jax.lax.map(jax.checkpoint(query_blocks), chunks)  # [m // c, b, K, G, c, r, gs, dv]
+    return jnp.moveaxis(out, 0, 3).reshape(*qb.shape[:6], -1)
 
 
 def _query_chunk(num_blocks: int, chunks: int = 8) -> int:

@@ -17,7 +17,6 @@ from hetnet.train import make_train_step
 CFG = TransformerConfig(vocab_size=32, d_model=32, num_heads=4, d_ff=64, num_layers=2, max_len=16)
 
 
-@pytest.mark.slow  # about 12 s: 2 x 60 training steps; that a bfloat16 model computes in bfloat16 runs by default
 def test_bfloat16_compute_tracks_float32_training():
     tokens = jax.random.randint(jax.random.key(1), (8, CFG.max_len + 1), 0, CFG.vocab_size)
     losses = {}

@@ -13,13 +13,12 @@ TINY = ["--max-bytes", "100000", "--steps", "3", "--batch", "2", "--seq-len", "1
         "2", "--heads", "2", "--eval-every", "3", "--eval-batches", "1", "--quiet"]
 
 
-@pytest.mark.slow  # about 17 s: the recurrent body and sparse attention each run by default elsewhere
 def test_runs_sparse_attention_in_a_recurrent_body(capsys):
     args = cli.build_parser().parse_args(
         TINY + ["--attention", "sparse", "--attention-option", "block=4", "--attention-option", "top_k=1",
                 "--block", "recurrent"])
     result = cli.run(args)
-    assert math.isfinite(result["final_valid_loss"]) and result["steps"] == 3
+    assert math.isfinite(result.final_valid_loss) and result.steps == 3
     assert "final validation loss" in capsys.readouterr().out
 
 
@@ -50,13 +49,12 @@ def test_a_misspelt_attention_option_is_refused(capsys):
     assert "has no option 'topk'" in capsys.readouterr().err
 
 
-@pytest.mark.slow  # ~20 s; the sharded step's equality with one device is tests/hetnet/test_sharding.py's
 def test_sharded_run_over_a_mesh_gives_the_single_device_losses():
     base = TINY + ["--batch", "4", "--heads", "4"]
     single = cli.run(cli.build_parser().parse_args(base))
     sharded = cli.run(cli.build_parser().parse_args(base + ["--mesh", "2", "2"]))
-    assert math.isclose(sharded["final_valid_loss"], single["final_valid_loss"], rel_tol=1e-5)
-    assert math.isclose(sharded["final_train_loss"], single["final_train_loss"], rel_tol=1e-5)
+    assert math.isclose(sharded.final_valid_loss, single.final_valid_loss, rel_tol=1e-5)
+    assert math.isclose(sharded.final_train_loss, single.final_train_loss, rel_tol=1e-5)
 
 
 def test_a_mesh_larger_than_the_devices_is_refused(capsys):
@@ -76,13 +74,13 @@ def test_a_stopped_run_resumes_to_the_unbroken_result(tmp_path, capsys):
         log.write('{"step": 3, "train_loss": 9.0}\n')
     resumed = run(tmp_path / "b", 4)
     assert "resuming" in capsys.readouterr().out
-    assert resumed["final_valid_loss"] == unbroken["final_valid_loss"]
-    for a, b in zip(jax.tree.leaves(unbroken["params"]), jax.tree.leaves(resumed["params"])):
+    assert resumed.final_valid_loss == unbroken.final_valid_loss
+    for a, b in zip(jax.tree.leaves(unbroken.params), jax.tree.leaves(resumed.params)):
         np.testing.assert_array_equal(a, b)
     logged = [json.loads(line)["step"] for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3, 4]
     finished = run(tmp_path / "b", 4)  # nothing left: reports the finished run's loss
-    assert finished["final_valid_loss"] == unbroken["final_valid_loss"]
+    assert finished.final_valid_loss == unbroken.final_valid_loss
     with pytest.raises(ValueError, match="lr: checkpointed 0.003, now 0.01"):
         run(tmp_path / "b", 6, "--lr", "0.01")
     with pytest.raises(ValueError, match="past --steps 2"):

@@ -48,8 +48,8 @@ def test_rule_naming_a_missing_mesh_axis():
         sharding.partition_spec(("heads",), (4,), mesh, sharding.TENSOR_PARALLEL_RULES)
 
 
-# Pure data parallelism (~30 s) runs with -m slow; the mixed mesh shards the batch over "data" too.
-@pytest.mark.parametrize("mesh_shape", [pytest.param((4, 1), marks=pytest.mark.slow), (2, 2), (1, 4)],
+# Pure data parallelism, pure tensor parallelism, and the mixed mesh that shards the batch over "data" too.
+@pytest.mark.parametrize("mesh_shape", [(4, 1), (2, 2), (1, 4)],
                          ids=["data", "data+model", "model"])
 def test_sharded_step_matches_single_device(setup, mesh_shape):
     params, axes, batch = setup

@@ -70,7 +70,6 @@ TINY = ["--max-bytes", "100000", "--batch", "2", "--seq-len", "16", "--d-model",
 INDEXER = [a for name, value in OPTIONS for a in ("--attention-option", f"{name}={value}")]
 
 
-@pytest.mark.slow  # about 20 s: the CLI around the warm-up whose phases the library tests check by default
 def test_hetnet_train_warms_up_dense_then_trains_sparse(tmp_path):
     result = cli.run(cli.build_parser().parse_args(
         TINY + INDEXER + ["--steps", "3", "--dense-warmup", "2", "--eval-every", "3", "--out", str(tmp_path)]))
@@ -78,8 +77,8 @@ def test_hetnet_train_warms_up_dense_then_trains_sparse(tmp_path):
     assert [r.get("phase") for r in logged] == ["dense", "dense", None]
     assert json.loads((tmp_path / "run_config.json").read_text())["dense_warmup"] == 2  # a resume must repeat it
     fresh = TransformerLM(CFG).init(jax.random.key(0))["blocks"]["attn"]["index_key"]
-    trained = result["params"]["blocks"]["attn"]["index_key"]
-    assert np.isfinite(result["final_valid_loss"]) and not np.allclose(trained, fresh)
+    trained = result.params["blocks"]["attn"]["index_key"]
+    assert np.isfinite(result.final_valid_loss) and not np.allclose(trained, fresh)
 
 
 def test_hetnet_train_refuses_a_dense_warm_up_without_sparse_attention(capsys):

@@ -9,7 +9,6 @@ from unf import cli, compare, tasks
 from unf.lopt import shipped
 
 
-@pytest.mark.slow  # about 90 s: it compiles a meta-step and tunes three baselines; the shipped format is tested in test_pretrained
 def test_recipe_meta_training_exports_the_shipped_format_and_evaluates(tmp_path, capsys, monkeypatch):
     from unf import recipes
 
@@ -32,7 +31,6 @@ def test_recipe_meta_training_exports_the_shipped_format_and_evaluates(tmp_path,
     assert (tmp_path / "eval" / "loss_curves.png").stat().st_size > 0
 
 
-@pytest.mark.slow  # about 2 minutes: it compiles the equivariant rule's meta-step
 def test_main_job_evaluates_the_shipped_optimizer_then_meta_trains_one(tmp_path, capsys, monkeypatch):
     from unf import recipes
 
@@ -47,7 +45,10 @@ def test_main_job_evaluates_the_shipped_optimizer_then_meta_trains_one(tmp_path,
     assert f"| 2x width | {kind} (shipped) |" in out and f"| 2x width | {kind} (2 meta-steps) |" in out
     for part in ("shipped", "self-trained"):
         assert (tmp_path / part / "loss_curves.png").stat().st_size > 0
-    assert json.loads((tmp_path / "meta-train" / "export" / "info.json").read_text())["meta_steps"] == 2
+    made = json.loads((tmp_path / "meta-train" / "export" / "info.json").read_text())
+    # The demonstration meta-trains the rule the way it ships (with or without the correction).
+    assert made["meta_steps"] == 2
+    assert made["correction"] == shipped.info("transformer-lm").get("correction", True)
 
 
 def test_recipe_flags_are_checked(tmp_path, capsys):
@@ -58,9 +59,11 @@ def test_recipe_flags_are_checked(tmp_path, capsys):
     assert "multiple of truncation" in capsys.readouterr().err
     assert cli.eval_main(["--recipe", "transformer-lm", "--out", str(tmp_path)]) == 2
     assert "give --meta-params" in capsys.readouterr().err
+    assert cli.meta_train_main(["--recipe", "transformer-lm", "--optimizer", "mlp-adam", "--no-correction",
+                                "--out", str(tmp_path)]) == 2
+    assert "correction must be True, or False for the kinds" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_meta_train_and_eval_scripts(tmp_path, capsys):
     run = tmp_path / "sgdm"
     assert cli.meta_train_main(["--task", "mlp", "--optimizer", "sgdm", "--out", str(run), "--quiet", "--steps", "2",
@@ -83,6 +86,7 @@ def test_eval_names_missing_meta_params(tmp_path, capsys):
     (["--recipe", "transformer-lm", "--horizon", "10", "--out", "x"], "--horizon applies without --recipe"),
     (["--task", "mlp", "--horizons", "10", "--out", "x"], "--horizons applies without --task"),
     (["--task", "mlp", "--optimizer", "unf-muon", "--out", "x"], "--optimizer must be one of"),
+    (["--task", "mlp", "--no-correction", "--out", "x"], "--no-correction applies with --recipe"),
 ])
 def test_meta_train_modes_refuse_the_other_modes_options(argv, message, capsys):
     with pytest.raises(SystemExit):
@@ -97,3 +101,15 @@ def test_eval_modes_refuse_the_other_modes_options(capsys):
     with pytest.raises(SystemExit):
         cli.eval_main(["--recipe", "transformer-lm", "--steps", "5", "--out", "x"])
     assert "--steps applies without --recipe" in capsys.readouterr().err
+
+
+def test_the_unf_command_runs_each_console_script_as_a_subcommand(capsys):
+    with pytest.raises(SystemExit):
+        cli.unf_main(["meta-train", "--task", "mlp", "--no-correction", "--out", "x"])
+    assert "--no-correction applies with --recipe" in capsys.readouterr().err  # meta-train's own parser answered
+    with pytest.raises(SystemExit):
+        cli.unf_main(["eval", "--help"])
+    assert capsys.readouterr().out.startswith("usage: unf-eval")
+    with pytest.raises(SystemExit):
+        cli.unf_main(["train"])
+    assert "invalid choice: 'train'" in capsys.readouterr().err

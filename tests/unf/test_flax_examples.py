@@ -142,7 +142,6 @@ def test_learned_optimizers_cost_nothing_per_unpermuted_position():
     assert meta_param_count(lopt.EquivariantAdam(spec_lib.from_labels(wider, labels))) == meta_param_count(small)
 
 
-@pytest.mark.slow  # ~30 s; Adam-at-init equality in nnx.Optimizer stays in tests/unf/test_flax_optimizers.py
 def test_fresh_equivariant_adam_is_adam_on_the_scan_stacked_gpt_in_nnx_optimizer():
     model = ex.ScanGPT(nnx.Rngs(0))
     reference = ex.ScanGPT(nnx.Rngs(0))
@@ -177,7 +176,6 @@ def docs_lm_params_from_hetnet(h: dict) -> dict:
             "lm_head": {"kernel": h["unembed"]}}
 
 
-@pytest.mark.slow  # ~25 s; the same serving path trains the docs transformer in nnx.Optimizer in the default suite
 def test_the_shipped_optimizer_serves_a_flax_docs_transformer_as_it_serves_hetnet():
     from hetnet import TransformerConfig, TransformerLM
 

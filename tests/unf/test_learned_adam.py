@@ -120,7 +120,6 @@ def test_the_correction_reads_other_tensors(mlp_task):
     assert not np.allclose(u1[1]["w"], u2[1]["w"])
 
 
-@pytest.mark.slow  # about 13 s: four model shapes compiled; other widths and depths run by default in
 # test_width_invariance and test_pretrained
 def test_one_object_and_one_set_of_meta_params_serve_any_width_and_depth(lm):
     learned = variants(lm)["equivariant"]

@@ -141,13 +141,12 @@ def test_killed_run_resumes_onto_the_uninterrupted_trajectory(tmp_path):
     straight = meta_train(learned, [task], cfg, tmp_path / "straight", progress=False)
     meta_train(learned, [task], cfg, tmp_path / "killed", progress=False, stop_after=3)  # checkpoint at 2, dies at 3
     resumed = meta_train(learned, [task], cfg, tmp_path / "killed", progress=False)
-    jax.tree.map(np.testing.assert_array_equal, resumed["meta_params"], straight["meta_params"])
-    jax.tree.map(np.testing.assert_array_equal, resumed["populations"], straight["populations"])
+    jax.tree.map(np.testing.assert_array_equal, resumed.meta_params, straight.meta_params)
+    jax.tree.map(np.testing.assert_array_equal, resumed.populations, straight.populations)
     steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
 
 
-@pytest.mark.slow  # about 35 s: a sharded meta-step compiled beside the single-device one; hetnet's sharded step is tested by default
 def test_sharded_population_gives_the_same_meta_gradient():
     task, learned = tasks.mlp_digits(width=8, batch=16), lopt.PerParameterMLP(hidden=8)
     cfg = small_run(es=es.ESConfig(num_particles=8, truncation=2, horizons=(10,)))

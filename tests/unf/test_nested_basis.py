@@ -116,12 +116,10 @@ def _tied_layer_fits(depths):
         assert _equivariance_error(layer, lp, spec, params, jax.random.key(depth)) < 1e-4
 
 
-@pytest.mark.slow  # ~25 s; one set of meta-params serving any depth stays in tests/unf/test_learned_adam.py
 def test_one_tied_layer_fits_1_and_3_layer_models():
     _tied_layer_fits((1, 3))
 
 
-@pytest.mark.slow
 def test_one_tied_layer_fits_1_2_4_and_8_layer_models_and_is_equivariant_on_each():
     _tied_layer_fits((1, 2, 4, 8))
 

@@ -7,6 +7,7 @@ import pytest
 
 from unf import lopt, tasks
 from unf.lopt import shipped
+from unf.meta import export
 
 from tests.unf import optax_loop
 
@@ -37,10 +38,29 @@ def test_unknown_names_and_foreign_files_are_refused(tmp_path):
         lopt.pretrained("transformer-lm", total_steps=0)
     learned, meta = lopt.load_pretrained("transformer-lm")
     other = lopt.PerParameterAdam().init_meta_params(jax.random.key(0))
-    shipped.save_npz(tmp_path / "other.npz", other)
+    export.save_npz(tmp_path / "other.npz", other)
     with pytest.raises(ValueError, match="does not hold meta-params of this optimizer"):
-        shipped.load_npz(tmp_path / "other.npz", meta)
-    shipped.save_npz(tmp_path / "same.npz", meta)
-    again = shipped.load_npz(tmp_path / "same.npz", jax.eval_shape(learned.init_meta_params, jax.random.key(0)))
+        export.load_npz(tmp_path / "other.npz", meta)
+    export.save_npz(tmp_path / "same.npz", meta)
+    again = export.load_npz(tmp_path / "same.npz", jax.eval_shape(learned.init_meta_params, jax.random.key(0)))
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), again, meta)
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(again))
+
+
+def test_an_export_folder_rebuilds_the_rule_it_was_trained_as(tmp_path):
+    from unf import recipes
+
+    learned = recipes.recipe("transformer-lm").learned("unf-muon", correction=False)
+    meta = learned.init_meta_params(jax.random.key(0))
+    info = {"recipe": "transformer-lm", "kind": "unf-muon", "correction": False, "meta_steps": 0}
+    export.save_meta_params(tmp_path / "run", meta, info)
+    again, params, read = recipes.load_export(tmp_path / "run")
+    assert again == learned and not again.correction and read == info
+    jax.tree.map(np.testing.assert_array_equal, params, meta)
+    with pytest.raises(FileNotFoundError, match="meta_params.npz and info.json missing"):
+        recipes.load_export(tmp_path / "nothing")
+    export.save_meta_params(tmp_path / "family", meta, {"task": "mlp"})
+    with pytest.raises(ValueError, match="unf-eval --task"):
+        recipes.load_export(tmp_path / "family")
+    with pytest.raises(ValueError, match="correction must be True, or False for the kinds"):
+        recipes.recipe("transformer-lm").learned("mlp-adam", correction=False)

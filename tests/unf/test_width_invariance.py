@@ -84,7 +84,6 @@ def test_the_update_relates_to_adam_alike_from_d16_to_d256(learned):
     assert_close(small, large, "d16 -> d256")
 
 
-@pytest.mark.slow  # about 25 s: eight depths compiled; the width test runs by default
 def test_the_update_relates_to_adam_alike_from_1_to_8_layers(learned):
     meta = random_meta(learned, jax.random.key(1))
     shallow = relation_to_adam(learned, meta, *model_and_spec(32, 1))

@@ -4,21 +4,19 @@
     opt_state = opt.init(params)
     updates, opt_state = opt.update(grads, opt_state, params)
 
-Meta-params are stored as ``.npz`` beside an ``info.json`` naming the recipe, the exact command, the budget, the
-device, the date and the commit that produced them (:func:`info`).
+Meta-params are stored in the format of :mod:`unf.meta.export`: an ``.npz`` beside an ``info.json`` naming the
+recipe, the exact command, the budget, the device, the date and the commit that produced them (:func:`info`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 import optax
+
 
 WEIGHTS = Path(__file__).parent / "pretrained_weights"
 
@@ -32,30 +30,6 @@ def _folder(name: str) -> Path:
     if name not in available():
         raise ValueError(f"name must be one of the shipped optimizers {available()}, got {name!r}.")
     return WEIGHTS / name
-
-
-def save_npz(path: Path, meta_params: Any) -> None:
-    """Writes ``meta_params`` as an ``.npz`` keyed by each leaf's tree path."""
-    flat = jax.tree_util.tree_flatten_with_path(meta_params)[0]
-    np.savez(path, **{jax.tree_util.keystr(k): np.asarray(v) for k, v in flat})
-
-
-def load_npz(path: Path, like: Any) -> Any:
-    """Returns the meta-params in ``path`` with the structure of ``like``; raises ValueError on any mismatch."""
-    with np.load(path) as stored:
-        arrays = dict(stored)
-    flat, treedef = jax.tree_util.tree_flatten_with_path(like)
-    leaves = []
-    for key, ref in flat:
-        name = jax.tree_util.keystr(key)
-        if name not in arrays or arrays[name].shape != jnp.shape(ref):
-            got = arrays[name].shape if name in arrays else "missing"
-            raise ValueError(f"{path}: leaf {name} is {got}, expected shape {jnp.shape(ref)}; the file does not hold "
-                             "meta-params of this optimizer.")
-        leaves.append(jnp.asarray(arrays.pop(name)))
-    if arrays:
-        raise ValueError(f"{path}: unexpected leaves {sorted(arrays)}; the file does not hold meta-params of this optimizer.")
-    return treedef.unflatten(leaves)
 
 
 def info(name: str) -> dict:
@@ -74,13 +48,8 @@ def load_pretrained(name: str) -> tuple[Any, Any]:
     """Returns ``(learned optimizer, meta_params)`` of the shipped optimizer ``name``."""
     from unf import recipes
 
-    folder = _folder(name)
-    meta = info(name)
-    learned = recipes.recipe(meta["recipe"]).learned(meta["kind"])
-    if meta.get("correction") is False:
-        learned = dataclasses.replace(learned, correction=False)
-    like = jax.eval_shape(learned.init_meta_params, jax.random.key(0))
-    return learned, load_npz(folder / "meta_params.npz", like)
+    learned, meta_params, _ = recipes.load_export(_folder(name))
+    return learned, meta_params
 
 
 def pretrained(name: str, *, total_steps: int, learning_rate=None,

@@ -15,13 +15,12 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
@@ -84,19 +83,30 @@ def make_step(task: Task, lopt, cfg: MetaTrainConfig, sharding: NamedSharding | 
     )
 
 
-def place_state(state: dict, sharding: NamedSharding | None) -> dict:
+class MetaTrainState(NamedTuple):
+    """Everything a meta-training run depends on, checkpointed as one tree: the meta-params, the meta-optimizer's
+    state, one PES population per task and the meta-steps done (a scalar int32)."""
+
+    meta_params: Any
+    meta_opt_state: Any
+    populations: list
+    step: jax.Array
+
+
+def place_state(state: MetaTrainState, sharding: NamedSharding | None) -> MetaTrainState:
     """Returns the run state with each population split by ``sharding`` (over every process's devices) and the rest
     replicated; unchanged without a sharding. Every process must hold the same ``state``."""
     if sharding is None:
         return state
     replicated = NamedSharding(sharding.mesh, PartitionSpec())
-    shardings = {k: jax.tree.map(lambda _, k=k: sharding if k == "populations" else replicated, v)
-                 for k, v in state.items()}
+    shardings = MetaTrainState(*(jax.tree.map(lambda _, split=name == "populations": sharding if split else replicated,
+                                              value)
+                                 for name, value in zip(MetaTrainState._fields, state)))
     return distributed.from_host(state, shardings)
 
 
 def initial_state(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig,
-                  start: Callable[[Any], Any] | None = None) -> dict:
+                  start: Callable[[Any], Any] | None = None) -> MetaTrainState:
     """Returns the run's full state: meta-params (``start`` applied to the optimizer's initial ones, when given),
     meta-optimizer state, one PES population per task, step 0."""
     key = jax.random.key(cfg.seed)
@@ -108,12 +118,7 @@ def initial_state(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig,
         estimators.init_state(jax.random.fold_in(k_pop, i), task, lopt, meta_params, cfg.es)
         for i, task in enumerate(tasks)
     ]
-    return {
-        "meta_params": meta_params,
-        "meta_opt_state": meta_optimizer(cfg).init(meta_params),
-        "populations": populations,
-        "step": jnp.zeros((), jnp.int32),
-    }
+    return MetaTrainState(meta_params, meta_optimizer(cfg).init(meta_params), populations, jnp.zeros((), jnp.int32))
 
 
 def run_description(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig) -> dict:
@@ -131,6 +136,32 @@ def task_order(seed: int, step: int, num_tasks: int) -> int:
     return int(np.random.default_rng([seed, step]).integers(num_tasks))
 
 
+def check_population_split(cfg: MetaTrainConfig) -> NamedSharding | None:
+    """Returns the population's sharding (:func:`population_sharding`); raises ValueError when a multi-process run
+    cannot split it."""
+    sharding = population_sharding(cfg.es.num_pairs)
+    if jax.process_count() > 1 and sharding is None:
+        raise ValueError(f"a run over {jax.process_count()} processes splits the population over all "
+                         f"{jax.device_count()} devices: es.num_pairs ({cfg.es.num_pairs}) must be a multiple of "
+                         f"{jax.device_count()}.")
+    return sharding
+
+
+def log_meta_step(log, step: int, task: Task, metrics: estimators.ESMetrics, seconds: float) -> dict:
+    """Writes meta-step ``step``'s record (``metrics`` on the host) to ``log`` and returns it; warns of dropped pairs and raises
+    FloatingPointError when every pair diverged."""
+    record = {"step": step, "task": task.label,
+              **metrics.record(), "seconds": seconds}
+    log.write(json.dumps(record) + "\n")
+    log.flush()
+    if record["dropped"] and distributed.is_main():
+        tqdm.write(f"meta-step {step}: {int(record['dropped'])} pair(s) hit NaN/inf and were dropped "
+                   "from the estimate; their inner runs restart.")
+    if not math.isfinite(record["meta_loss"]):
+        raise FloatingPointError(f"every pair diverged at meta-step {step}; lower --sigma or --meta-lr.")
+    return record
+
+
 def meta_train(
     lopt,
     tasks: Sequence[Task],
@@ -140,7 +171,7 @@ def meta_train(
     progress: bool = True,
     stop_after: int | None = None,
     start: Callable[[Any], Any] | None = None,
-) -> dict:
+) -> MetaTrainState:
     """Meta-trains ``lopt`` on ``tasks`` (one task drawn per meta-step) and returns the final run state.
 
     Resumes from the newest checkpoint in ``out_dir/checkpoints`` when there is one, after checking the run's
@@ -151,12 +182,7 @@ def meta_train(
     """
     if not tasks:
         raise ValueError("tasks must hold at least one task.")
-    sharding = population_sharding(cfg.es.num_pairs)
-    multi = jax.process_count() > 1
-    if multi and sharding is None:
-        raise ValueError(f"a run over {jax.process_count()} processes splits the population over all "
-                         f"{jax.device_count()} devices: es.num_pairs ({cfg.es.num_pairs}) must be a multiple of "
-                         f"{jax.device_count()}.")
+    sharding = check_population_split(cfg)
     main = distributed.is_main()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -164,70 +190,29 @@ def meta_train(
     if start is not None:
         description["start"] = getattr(start, "__name__", repr(start))
     state = place_state(initial_state(lopt, tasks, cfg, start), sharding)
-    state, start, checkpoints = open_run(out, description, state, free=("steps_planned",), main=main)
-    metrics_path = out / "metrics.jsonl"
+    state, done, checkpoints = open_run(out, description, state, free=("steps_planned",), main=main)
     steps = [make_step(task, lopt, cfg, sharding) for task in tasks]
-    base_key = jax.random.key(cfg.seed)
+    # In a multi-process run the key and step are replicated over the population's mesh.
+    shared = (lambda x: x) if jax.process_count() == 1 else (lambda x: distributed.replicated(x, sharding.mesh))
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    bar = tqdm(range(start, end), initial=start, total=cfg.steps, disable=not (progress and main),
+    bar = tqdm(range(done, end), initial=done, total=cfg.steps, disable=not (progress and main),
                desc="meta-train", unit="step")
     # Only process 0 writes the metrics; the others log to nowhere.
-    with (metrics_path.open("a") if main else open(os.devnull, "w")) as log:
+    with ((out / "metrics.jsonl").open("a") if main else open(os.devnull, "w")) as log:
         for i in bar:
             t = task_order(cfg.seed, i, len(tasks))
-            key = jax.random.fold_in(base_key, i)
-            if multi:
-                key = distributed.replicated(key, sharding.mesh)
             tick = time.perf_counter()
             meta_params, meta_opt_state, population, metrics = steps[t](
-                key, state["meta_params"], state["meta_opt_state"], state["populations"][t]
-            )
-            metrics = jax.device_get(metrics).record()
-            metrics["seconds"] = time.perf_counter() - tick
-            state["meta_params"], state["meta_opt_state"] = meta_params, meta_opt_state
-            state["populations"][t] = population
-            state["step"] = jnp.asarray(i + 1, jnp.int32)
-            if multi:
-                state["step"] = distributed.replicated(state["step"], sharding.mesh)
-            record = {"step": i + 1, "task": tasks[t].label, **{k: float(v) for k, v in metrics.items()}}
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            if record["dropped"] and main:
-                tqdm.write(f"meta-step {i + 1}: {int(record['dropped'])} pair(s) hit NaN/inf and were dropped "
-                           "from the estimate; their inner runs restart.")
-            if not math.isfinite(record["meta_loss"]):
-                raise FloatingPointError(f"every pair diverged at meta-step {i + 1}; lower --sigma or --meta-lr.")
+                shared(jax.random.fold_in(jax.random.key(cfg.seed), i)), state.meta_params, state.meta_opt_state,
+                state.populations[t])
+            metrics = jax.device_get(metrics)  # waits for the step, so its wall time is complete
+            populations = list(state.populations)
+            populations[t] = population
+            state = MetaTrainState(meta_params, meta_opt_state, populations,
+                                   shared(jnp.asarray(i + 1, jnp.int32)))
+            record = log_meta_step(log, i + 1, tasks[t], metrics, time.perf_counter() - tick)
             bar.set_postfix(meta_loss=f"{record['meta_loss']:.4f}", task=t)
             if (i + 1) % cfg.checkpoint_every == 0 or i + 1 == cfg.steps:
                 checkpoints.save(i + 1, state)
     checkpoints.close()
     return state
-
-
-def save_meta_params(path: str | Path, meta_params: Any, info: dict) -> None:
-    """Writes meta-params (orbax) and a JSON description of the optimizer and task they were trained for.
-
-    In a multi-process run every process calls it (the orbax save is collective); process 0 writes the JSON."""
-    path = Path(path).absolute()
-    path.mkdir(parents=True, exist_ok=True)
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(path / "params", meta_params, force=True)
-    if distributed.is_main():
-        (path / "info.json").write_text(json.dumps(info, indent=2) + "\n")
-
-
-def read_meta_info(path: str | Path) -> dict:
-    """Returns the description saved beside meta-params by :func:`save_meta_params`."""
-    path = Path(path).absolute()
-    if not (path / "params").exists() or not (path / "info.json").exists():
-        raise FileNotFoundError(f"no meta-params at {str(path)!r}: expected params/ and info.json from unf-meta-train.")
-    return json.loads((path / "info.json").read_text())
-
-
-def load_meta_params(path: str | Path, like: Any) -> tuple[Any, dict]:
-    """Returns ``(meta_params, info)`` saved by :func:`save_meta_params`; ``like`` gives the tree's structure."""
-    info = read_meta_info(path)
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    with ocp.StandardCheckpointer() as ckpt:
-        params = ckpt.restore(Path(path).absolute() / "params", abstract)
-    return params, info
