@@ -58,12 +58,16 @@ class Rung:
         return f"{self.axis}={self.value}"
 
 
-def rungs(large: bool) -> list[Rung]:
-    """Returns the ladder: CPU sizes, or with ``large`` the full one (sequence 128, batch 16, longer runs)."""
-    seq, batch, steps, horizon_width = (128, 16, 2000, 64) if large else (64, 8, 500, 32)
+def rungs(large: bool, steps: int | None = None, horizons: tuple[int, ...] | None = None,
+          horizon_width: int | None = None) -> list[Rung]:
+    """Returns the ladder: CPU sizes, or with ``large`` the full one (sequence 128, batch 16, longer runs); ``steps``
+    (the run length of every rung but the horizon ones), ``horizons`` and ``horizon_width`` override the sizing's."""
+    seq, batch, default_steps, default_width = (128, 16, 2000, 64) if large else (64, 8, 500, 32)
+    steps = steps or default_steps
+    horizon_width = horizon_width or default_width
     base = dict(layers=2, heads=4, seq=seq, batch=batch)
     out = [Rung("width", d, transformer_lm(d_model=d, **base), steps) for d in (32, 64, 128, 256)]
-    horizons = (5000,) if large else (1000, 2000)
+    horizons = horizons or ((5000,) if large else (1000, 2000))
     out += [Rung("horizon", h, transformer_lm(d_model=horizon_width, **base), h) for h in horizons]
     out.append(Rung("depth", 8, transformer_lm(d_model=64 if large else 32, **{**base, "layers": 8}), steps // 2 * 2))
     width = 64
@@ -248,7 +252,13 @@ def main(argv=None) -> int:
     parser = report.argument_parser(__doc__, "the full ladder: sequence 128, batch 16, 2,000-5,000 steps")
     parser.add_argument("--seeds", type=int, default=2, help="evaluation seeds per rung")
     parser.add_argument("--tuning-seeds", type=int, default=1, help="seeds for tuning the baselines (never evaluated)")
-    parser.add_argument("--only", nargs="+", default=None, help="rungs to run, by label (e.g. width=64)")
+    parser.add_argument("--only", nargs="+", default=None, help="rungs to run, by label (e.g. width=64), in the order given")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="run length of the width, depth and variant rungs (default 500, 2,000 with --large)")
+    parser.add_argument("--horizons", type=int, nargs="+", default=None,
+                        help="run lengths of the horizon rungs (default 1,000 and 2,000; 5,000 with --large)")
+    parser.add_argument("--horizon-width", type=int, default=None,
+                        help="d_model of the horizon rungs (default 32; 64 with --large)")
     parser.add_argument("--baselines-only", action="store_true", help="tune and cache the baselines, then stop")
     parser.add_argument("--retune", action="store_true", help="ignore the cached tuned baselines")
     parser.add_argument("--ship-baselines", action="store_true",
@@ -259,14 +269,21 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.tuning_seeds < 1:
         parser.error("--seeds and --tuning-seeds must be positive")
+    sizes = [("--steps", args.steps), ("--horizon-width", args.horizon_width)]
+    sizes += [("--horizons", h) for h in args.horizons or ()]
+    for flag, value in sizes:
+        if value is not None and value < 1:
+            parser.error(f"{flag} must be positive, got {value}")
+    ladder = rungs(args.large, args.steps, tuple(args.horizons or ()), args.horizon_width)
     out = Path(args.out) if args.out else report.RESULTS
     name = "lopt_ladder_large" if args.large else "lopt_ladder"
     cache_path = out / f"{name}_baselines.json"
     cache = {} if args.retune or not cache_path.exists() else json.loads(cache_path.read_text())
     seeds, tuning = list(range(args.seeds)), list(range(100, 100 + args.tuning_seeds))
-    chosen = [r for r in rungs(args.large) if args.only is None or r.label in args.only]
-    if args.only and len(chosen) != len(args.only):
-        parser.error(f"--only names rungs {args.only}; the ladder has {[r.label for r in rungs(args.large)]}")
+    by_label = {r.label: r for r in ladder}
+    if args.only and not set(args.only) <= set(by_label):
+        parser.error(f"--only names rungs {args.only}; the ladder has {list(by_label)}")
+    chosen = ladder if args.only is None else [by_label[label] for label in args.only]  # in the order given
     try:
         learned, meta_params, made = load_learned(args.meta_params)
     except (FileNotFoundError, ValueError) as err:

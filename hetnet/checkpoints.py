@@ -3,7 +3,14 @@ resume rewinds to its checkpoint; :func:`open_run` puts them together for a run 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
+import os
+import sys
+import tempfile
+import time
+import types
 from pathlib import Path
 
 import jax
@@ -33,19 +40,66 @@ class Checkpoints:
         """Returns the state saved at ``step``, shaped (and sharded) like ``like``; a damaged checkpoint raises a
         ValueError naming it."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        try:
-            return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        except Exception as err:  # noqa: BLE001 - orbax raises many kinds for a damaged checkpoint
-            # The run ends here: close the manager so its background threads do not outlive it, and keep only the
-            # first line of orbax's message (the rest is kilobytes of storage specs).
-            self.close()
-            first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
-            raise ValueError(f"checkpoint {step} in {self.directory} could not be restored ({type(err).__name__}: "
-                             f"{first}); it is damaged, incomplete or of another run. Delete that step's folder to "
-                             "resume from an earlier one.") from None
+        with _held_stderr() as drop:
+            try:
+                return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            except Exception as err:  # noqa: BLE001 - orbax raises many kinds for a damaged checkpoint
+                failure = err
+                # The abandoned reads' callbacks find orbax's event loop closed and print a traceback each, from
+                # storage threads, just after the failure: they are held and dropped with the rest of its noise.
+                drop()
+                time.sleep(ABANDONED_READS_SECONDS)
+        # The run ends here: close the manager so its background threads do not outlive it, and keep only the first
+        # line of orbax's message (the rest is kilobytes of storage specs).
+        self.close()
+        _silence_abandoned_reads()
+        text = str(failure).strip()
+        first = text.splitlines()[0].split(" See full")[0][:200] if text else ""
+        raise ValueError(f"checkpoint {step} in {self.directory} could not be restored ({type(failure).__name__}: "
+                         f"{first}); it is damaged, incomplete or of another run. Delete that step's folder to "
+                         "resume from an earlier one.") from None
 
     def close(self) -> None:
         self.manager.close()
+
+
+ABANDONED_READS_SECONDS = 0.5
+
+
+@contextlib.contextmanager
+def _held_stderr():
+    """Holds what the process writes to its stderr (file descriptor 2, threads outside Python included) in a
+    temporary file and writes it out at the end, unless the ``drop()`` it yields was called."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    keep = [True]
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield lambda: keep.__setitem__(0, False)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if keep[0]:
+                held.seek(0)
+                os.write(2, held.read())
+
+
+def _silence_abandoned_reads() -> None:
+    """A failed orbax restore leaves its other array reads suspended; each one, when collected, prints the same
+    storage error again as an ignored exception (kilobytes at exit). Those are dropped; every other ignored exception
+    still reaches the hook that was in place."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        target = unraisable.object
+        if isinstance(target, types.CoroutineType) and "orbax" in target.cr_code.co_filename:
+            return
+        previous(unraisable)
+
+    sys.unraisablehook = hook
+    gc.collect()
 
 
 def truncate_metrics(path: Path, last_step: int) -> None:

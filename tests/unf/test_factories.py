@@ -55,6 +55,8 @@ def test_bad_arguments_are_named(task):
         lopt.equivariant_adam(task.spec, hidden=0)
     with pytest.raises(ValueError, match="total_steps must be a positive int"):
         lopt.equivariant_adam(task.spec, learning_rate=1e-3, total_steps=0)
+    with pytest.raises(TypeError, match=r"got a WeightSpaceSpec.*per_parameter_adam\(spec=spec\)"):
+        lopt.per_parameter_adam(task.spec)
 
 
 def test_import_unf_reaches_lopt():

@@ -20,7 +20,7 @@ from unf.lopt import width
 from unf.lopt.learned_adam import (DEFAULT_LR, HIDDEN, ScalarOrSchedule, hidden_features, leaf_name, mlp_init,
                                    transformation)
 from unf.lopt.meta_params import check_like, check_settings
-from unf.spec import WeightSpaceSpec
+from unf.spec import WeightSpaceSpec, analogy
 
 
 def _base_meta_params(key: jax.Array, hidden: int) -> dict:
@@ -150,8 +150,13 @@ class EquivariantAdam:
         return (feats.NUM_FEATURES, self.hidden, self.hidden)
 
     def check_params(self, params: Any) -> None:
-        """Raises ValueError unless ``params`` hold exactly the leaves of this optimizer's spec (at any width and
-        depth), naming the leaves that are missing or extra."""
+        """Raises ValueError unless ``params`` fit this optimizer's spec (at any width and depth), naming the leaves
+        that are missing or extra. With the correction, the leaves must be exactly the spec's; without it the rule
+        reads labels only, so leaves may be missing (a rotary model has no position table) and a SwiGLU gate or a
+        LayerNorm offset takes the labels of its sibling (:data:`unf.spec.analogy.HETNET_ANALOGUES`)."""
+        if not self.correction:
+            analogy.extend_by_analogy(self.spec, params, analogy.HETNET_ANALOGUES)
+            return
         names = [leaf_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
         missing = [n for n in self.spec.leaf_names if n not in names]
         extra = [n for n in names if n not in self.spec.leaf_names]
@@ -161,9 +166,9 @@ class EquivariantAdam:
                 f"{self.name}: params do not fit this optimizer's weight space (missing {missing}, extra {extra}). "
                 "Its equivariant layer holds coefficients for every pair of the leaves it was built for, so a model "
                 "with other leaves (a SwiGLU gate, LayerNorm biases, another architecture) needs an optimizer built "
-                "from its own spec (equivariant_adam(spec)) or the per-parameter rule (per_parameter_adam()); under "
-                "optax.masked / optax.partition build EquivariantAdam from the spec of the sub-tree it updates."
-                + hint)
+                "from its own spec (equivariant_adam(spec)), the per-parameter rule (per_parameter_adam()) or this "
+                "rule without its correction (correction=False); under optax.masked / optax.partition build "
+                "EquivariantAdam from the spec of the sub-tree it updates." + hint)
         spec_lib.relabel(self.spec, params)
 
     def _layer(self, spec: WeightSpaceSpec) -> layers.EquivariantLinear:
@@ -200,4 +205,5 @@ class EquivariantAdam:
             return {k: (o if k == key else jax.tree.map(lambda y: jnp.mean(y, axis=0), o)) for k, o in outs.items()}
 
         return transformation(meta_params, correction if self.correction else None, total_steps, learning_rate,
-                              self.layer_key, self.spec, self.check_params, orthogonal=self.base == "orthogonal")
+                              self.layer_key, self.spec, self.check_params, orthogonal=self.base == "orthogonal",
+                              analogues=None if self.correction else analogy.HETNET_ANALOGUES)

@@ -25,6 +25,9 @@ _ANY_LENGTH = 1
 
 
 def _build(learned, meta_params: Any, learning_rate: ScalarOrSchedule | None, total_steps: int | None):
+    if isinstance(meta_params, WeightSpaceSpec):
+        raise TypeError("meta_params must be trained meta-params (a dict of arrays) or None, got a WeightSpaceSpec; "
+                        "per_parameter_adam takes its spec by keyword: per_parameter_adam(spec=spec).")
     fresh = meta_params is None
     if fresh:
         meta_params = learned.init_meta_params(jax.random.key(0))

@@ -36,7 +36,7 @@ from unf.lopt import adam_features as feats
 from unf.lopt import orthogonal as orthogonal_lib
 from unf.lopt import schedule
 from unf.lopt import width
-from unf.spec import WeightSpaceSpec
+from unf.spec import WeightSpaceSpec, analogy
 
 HIDDEN = 8
 DEFAULT_LR = 1e-3
@@ -98,6 +98,7 @@ def transformation(
     spec: WeightSpaceSpec | None = None,
     check: Callable[[Any], None] | None = None,
     orthogonal: bool = False,
+    analogues: Mapping[str, str] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Returns the learned-Adam optax transformation.
 
@@ -111,7 +112,9 @@ def transformation(
     schedule that replaces it; spec: the labels the muP width factors are read from (None: every factor is 1);
     check(params): raises ValueError at ``init`` for params the rule cannot serve; orthogonal: the base direction of
     every hidden matrix (two or more width axes, read from ``spec``'s labels) is its orthogonalised Nesterov momentum
-    (Muon's) scaled to the RMS of Adam's direction, instead of Adam's direction itself.
+    (Muon's) scaled to the RMS of Adam's direction, instead of Adam's direction itself; analogues: for a rule that
+    reads labels only (no correction), leaves ``spec`` lacks take the labels of a sibling
+    (:func:`unf.spec.analogy.extend_by_analogy`), so the same rule serves a SwiGLU gate or LayerNorm offsets.
     """
     if orthogonal and spec is None:
         raise ValueError("orthogonal=True needs a spec: the labels say which tensors are matrices, and how.")
@@ -119,9 +122,13 @@ def transformation(
     # The features read a momentum at every rate; the base direction alone reads Adam's only, so without a
     # correction the state holds what Adam's does.
     rates = feats.BETA1S if correction is not None else (feats.ADAM_BETA1,)
+    if analogues and correction is not None:
+        raise ValueError("analogues serve rules without a correction only: a correction holds coefficients per "
+                         "pair of the spec's own leaves.")
+    served_spec = _label_source(spec, analogues)
 
     def init_fn(params):
-        params, _ = canonical(params, spec)
+        params, _ = canonical(params, served_spec(params))
         if check is not None:
             check(params)
         _stacked_leaves(params, layer_key)
@@ -132,8 +139,9 @@ def transformation(
         del extra_args
         if params is None:
             raise ValueError("this learned optimizer reads the weights: call update(grads, state, params).")
-        params, _ = canonical(params, spec)
-        grads, restore = canonical(grads, spec)
+        own = served_spec(params)
+        params, _ = canonical(params, own)
+        grads, restore = canonical(grads, own)
         updates, state = compiled_update(grads, state, params)
         return restore(updates), state
 
@@ -149,17 +157,19 @@ def transformation(
             out = jax.tree.leaves(correction(params, feats.features(params, g32, momenta, v, count, total_steps,
                                                                      stacked)))
         adam_m = momenta[rates.index(feats.ADAM_BETA1)]
+        labelled = served_spec(params)
         # Decay only ever shrinks weights: a negative one grows them without bound over a long run.
         decay = jnp.maximum(meta_params["weight_decay"], 0.0)
-        factors = _width_factors(meta_params["width_exponent"], params, stacked, spec)
-        matrices = _matrix_axes(params, stacked, spec) if orthogonal else [None] * treedef.num_leaves
+        factors = _width_factors(meta_params["width_exponent"], params, stacked, labelled)
+        matrices = _matrix_axes(params, stacked, labelled) if orthogonal else [None] * treedef.num_leaves
         leaves = [jax.tree.leaves(t) for t in (stacked, factors, grads, params, adam_m, v)] + [out]
-        lr, updated = _step_size(meta_params, learning_rate, count, total_steps), []
+        fn = functools.partial(_leaf_update, lr=_step_size(meta_params, learning_rate, count, total_steps),
+                               decay=decay, count=count)
+        updated = []
         for per_layer, factor, axes, g, p, m, vv, o in zip(leaves[0], leaves[1], matrices, *leaves[2:]):
             # A stacked leaf is orthogonalised in one call with the layers as a batch axis: vmapping the
             # iteration per layer instead lowers to slower batched products (0.9 vs 1.3 ms a step, d_model 64).
             ortho = None if axes is None else _orthogonal_direction(g, m, axes, per_layer)
-            fn = functools.partial(_leaf_update, lr=lr, decay=decay, count=count)
             updated.append((jax.vmap(fn, in_axes=(0,) * 6 + (None,)) if per_layer else fn)(g, p, m, vv, o, ortho,
                                                                                              factor))
         return treedef.unflatten(updated), LearnedAdamState(momenta, v, count)
@@ -168,6 +178,23 @@ def transformation(
     # first step; inside a user's jit (or meta-training's vmap) it is inlined.
     compiled_update = jax.jit(update)
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _label_source(spec: WeightSpaceSpec | None,
+                  analogues: Mapping[str, str] | None) -> Callable[[Any], WeightSpaceSpec | None]:
+    """Returns ``tree -> the spec the rule reads the tree's labels from``: ``spec`` itself, or with ``analogues``
+    the tree's own spec, its new leaves labelled by their siblings (built once per layout of names and shapes)."""
+    if spec is None or not analogues:
+        return lambda tree: spec
+    served: dict = {}
+
+    def source(tree):
+        key = tuple((leaf_name(p), np.shape(x)) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0])
+        if key not in served:
+            served[key] = analogy.extend_by_analogy(spec, tree, analogues)
+        return served[key]
+
+    return source
 
 
 def _step_size(meta_params: dict, learning_rate: ScalarOrSchedule | None, count: jax.Array,

@@ -57,31 +57,53 @@ def pretrained(name: str, *, total_steps: int, learning_rate=None,
     """Returns the shipped learned optimizer ``name`` as an optax transformation for a run of ``total_steps`` steps.
 
     learning_rate: None for the learned schedule; a float or an optax schedule replaces it. ``update`` needs
-    ``params``. ``"transformer-lm"`` serves a hetnet TransformerLM with a standard body, GELU feed-forward and
-    RMS norm, at any width, number of heads, depth and sequence length, with softmax, NeuTRENO, linear or sparse
-    attention (not the learned indexer, whose kernels it was not meta-trained on); and a Flax decoder of the
+    ``params``. ``"transformer-lm"`` serves a hetnet TransformerLM with a standard body (GELU or SwiGLU
+    feed-forward, RMS norm or LayerNorm, learned or rotary positions), at any width, number of heads, depth and
+    sequence length, with softmax, NeuTRENO, linear or sparse attention (not the learned indexer, whose kernels have
+    no labels it knows); its rule reads each tensor's labels, and a leaf it was not meta-trained on (a SwiGLU gate, a
+    LayerNorm offset) takes the labels of its sibling (``w_in``, ``scale``); and a Flax decoder of the
     same make whose axes carry MaxText-style logical names (see :mod:`unf.lopt.flax_transformer`). In
     ``nnx.Optimizer`` the names come with the params; for a linen ``TrainState`` pass ``model``: the boxed
     ``variables["params"]`` from ``init`` (or an nnx model). Params it cannot serve are refused at ``init``.
     """
     learned, meta_params = load_pretrained(name)
     inner = learned.opt_fn(meta_params, total_steps=total_steps, learning_rate=learning_rate)
-    if learned.layer_key is None:
-        return inner
+    return inner if learned.layer_key is None else _in_any_layout(learned, inner, model)
+
+
+def _in_any_layout(learned, inner: optax.GradientTransformationExtraArgs,
+                   model: Any) -> optax.GradientTransformationExtraArgs:
+    """Returns ``inner`` (the rule of ``learned`` over hetnet TransformerLM params) serving both the trees it serves
+    itself and Flax decoders' trees, mapped onto the hetnet layout and back (:mod:`unf.lopt.flax_transformer`)."""
     from unf.lopt import flax_transformer
+    from unf.lopt.adam_rules import EquivariantAdam
     from unf.lopt.learned_adam import leaf_name
 
     own = frozenset(learned.spec.leaf_names)
     fixed = None if model is None else flax_transformer.layout(model)
 
     layouts: dict = {}
+    direct: dict = {}
+
+    def serves_directly(tree, names):
+        """Whether the rule serves ``tree`` in its own layout: a hetnet model its correction-free rule labels by
+        analogy (a SwiGLU gate, LayerNorm offsets, no position table)."""
+        if not isinstance(learned, EquivariantAdam) or learned.correction:
+            return False
+        if names not in direct:
+            try:
+                learned.check_params(tree)
+                direct[names] = True
+            except ValueError:
+                direct[names] = False
+        return direct[names]
 
     def aligned(tree, lay=None):
         """Returns ``(layout, or None for hetnet params; the tree's leaves in the layout's order; (treedef, where
         each of those leaves sits in the tree))``."""
         flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
         names = [leaf_name(p) for p, _ in flat]
-        if set(names) == own:
+        if set(names) == own or (lay is None and serves_directly(tree, tuple(names))):
             return None, None, None
         if lay is None:
             # Keyed by leaf names: nnx.Optimizer hands init its Variables (with the names) and update bare arrays.
