@@ -194,19 +194,29 @@ def nnx_apply(model):
     return fn
 
 
-class DocsBlock(nnx.Module):
-    """A bias-free pre-norm decoder block with grouped-query attention, every axis named MaxText's way."""
+def norm(d, layer_norm, rngs):
+    """An RMS norm, or a LayerNorm with its offset, its vectors named ``embed``."""
+    named = lambda init: nnx.with_partitioning(init, ("embed",), eager_sharding=False)  # noqa: E731
+    if layer_norm:
+        return nnx.LayerNorm(d, scale_init=named(nnx.initializers.ones), bias_init=named(nnx.initializers.zeros),
+                             rngs=rngs)
+    return nnx.RMSNorm(d, scale_init=named(nnx.initializers.ones), rngs=rngs)
 
-    def __init__(self, d, heads, kv_heads, head_dim, ff, rngs):
+
+class DocsBlock(nnx.Module):
+    """A bias-free pre-norm decoder block with grouped-query attention, every axis named MaxText's way; ``gated``
+    makes its MLP SwiGLU, ``layer_norm`` its norms LayerNorms with offsets."""
+
+    def __init__(self, d, heads, kv_heads, head_dim, ff, rngs, gated=False, layer_norm=False):
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
-        ones = nnx.with_partitioning(nnx.initializers.ones, ("embed",), eager_sharding=False)
-        self.attn_norm = nnx.RMSNorm(d, scale_init=ones, rngs=rngs)
+        self.attn_norm, self.mlp_norm = (norm(d, layer_norm, rngs) for _ in range(2))
         self.query = nnx.Param(logical_kernel("embed", "q_heads", "kv")(rngs.params(), (d, heads, head_dim)))
         self.key = nnx.Param(logical_kernel("embed", "kv_heads", "kv")(rngs.params(), (d, kv_heads, head_dim)))
         self.value = nnx.Param(logical_kernel("embed", "kv_heads", "kv")(rngs.params(), (d, kv_heads, head_dim)))
         self.out = nnx.Param(logical_kernel("q_heads", "kv", "embed")(rngs.params(), (heads, head_dim, d)))
-        self.mlp_norm = nnx.RMSNorm(d, scale_init=ones, rngs=rngs)
         self.up = nnx.Linear(d, ff, use_bias=False, kernel_init=logical_kernel("embed", "mlp"), rngs=rngs)
+        self.gate = (nnx.Linear(d, ff, use_bias=False, kernel_init=logical_kernel("embed", "mlp"), rngs=rngs)
+                     if gated else None)
         self.down = nnx.Linear(ff, d, use_bias=False, kernel_init=logical_kernel("mlp", "embed"), rngs=rngs)
 
     def __call__(self, x):
@@ -217,17 +227,19 @@ class DocsBlock(nnx.Module):
         causal = jnp.tril(jnp.ones((x.shape[1], x.shape[1]), bool))
         logits = jnp.where(causal, jnp.einsum("bshk,bthk->bhst", q, k) / np.sqrt(self.head_dim), -1e9)
         x = x + jnp.einsum("bhst,bthk,hkd->bsd", jax.nn.softmax(logits, axis=-1), v, self.out[...])
-        return x + self.down(jax.nn.gelu(self.up(self.mlp_norm(x))))
+        h = self.mlp_norm(x)
+        return x + self.down(jax.nn.gelu(self.up(h)) if self.gate is None else jax.nn.silu(self.gate(h)) * self.up(h))
 
 
 class DocsLM(nnx.Module):
     """A decoder LM written as the Flax docs write nnx models, with MaxText's logical axis names."""
 
-    def __init__(self, rngs, vocab=19, d=16, heads=4, kv_heads=2, head_dim=4, ff=32, layers=2):
+    def __init__(self, rngs, vocab=19, d=16, heads=4, kv_heads=2, head_dim=4, ff=32, layers=2, gated=False,
+                 layer_norm=False):
         self.embed = nnx.Embed(vocab, d, embedding_init=logical_kernel("vocab", "embed"), rngs=rngs)
-        self.layers = nnx.List([DocsBlock(d, heads, kv_heads, head_dim, ff, rngs) for _ in range(layers)])
-        self.final_norm = nnx.RMSNorm(d, scale_init=nnx.with_partitioning(nnx.initializers.ones, ("embed",),
-                                                                          eager_sharding=False), rngs=rngs)
+        self.layers = nnx.List([DocsBlock(d, heads, kv_heads, head_dim, ff, rngs, gated, layer_norm)
+                                for _ in range(layers)])
+        self.final_norm = norm(d, layer_norm, rngs)
         self.lm_head = nnx.Linear(d, vocab, use_bias=False, kernel_init=logical_kernel("embed", "vocab"), rngs=rngs)
 
     def __call__(self, tokens):

@@ -163,26 +163,32 @@ def test_fresh_equivariant_adam_is_adam_on_the_scan_stacked_gpt_in_nnx_optimizer
 
 
 def docs_lm_params_from_hetnet(h: dict) -> dict:
-    """The DocsLM's pure params holding a hetnet TransformerLM's tensors (positions left out)."""
+    """The DocsLM's pure params holding a hetnet TransformerLM's tensors (positions left out; a SwiGLU gate and
+    LayerNorm offsets where the hetnet model has them)."""
     b = h["blocks"]
+    norm = lambda n, i=None: {k: (v if i is None else v[i]) for k, v in n.items()}  # noqa: E731
     layers = {}
     for i in range(b["attn"]["query"].shape[0]):
         d, kv, g, hd = b["attn"]["query"].shape[1:]
         layers[i] = {"query": b["attn"]["query"][i].reshape(d, kv * g, hd), "key": b["attn"]["key"][i],
                      "value": b["attn"]["value"][i], "out": b["attn"]["out"][i].reshape(kv * g, hd, d),
-                     "attn_norm": {"scale": b["attn_norm"]["scale"][i]}, "mlp_norm": {"scale": b["ffn_norm"]["scale"][i]},
+                     "attn_norm": norm(b["attn_norm"], i), "mlp_norm": norm(b["ffn_norm"], i),
                      "up": {"kernel": b["ffn"]["w_in"][i]}, "down": {"kernel": b["ffn"]["w_out"][i]}}
-    return {"embed": {"embedding": h["tokens"]}, "layers": layers, "final_norm": {"scale": h["final_norm"]["scale"]},
+        if "w_gate" in b["ffn"]:
+            layers[i]["gate"] = {"kernel": b["ffn"]["w_gate"][i]}
+    return {"embed": {"embedding": h["tokens"]}, "layers": layers, "final_norm": norm(h["final_norm"]),
             "lm_head": {"kernel": h["unembed"]}}
 
 
-def test_the_shipped_optimizer_serves_a_flax_docs_transformer_as_it_serves_hetnet():
+@pytest.mark.parametrize("variant", [{}, {"gated": True, "layer_norm": True}], ids=["gelu-rms", "swiglu-layernorm"])
+def test_the_shipped_optimizer_serves_a_flax_docs_transformer_as_it_serves_hetnet(variant):
     from hetnet import TransformerConfig, TransformerLM
 
+    kinds = dict(ffn="swiglu", norm="layer") if variant else {}
     model = TransformerLM(TransformerConfig(vocab_size=19, d_model=16, num_heads=4, num_kv_heads=2, d_ff=32,
-                                            num_layers=2, max_len=8))
+                                            num_layers=2, max_len=8, **kinds))
     hetnet_params = {**model.init(jax.random.key(0)), "positions": jnp.zeros((1, 16))}
-    flax_model = ex.DocsLM(nnx.Rngs(0))
+    flax_model = ex.DocsLM(nnx.Rngs(0), **variant)
     state = nnx.state(flax_model, nnx.Param)
     nnx.replace_by_pure_dict(state, docs_lm_params_from_hetnet(hetnet_params))
     served, reference = (lopt.pretrained("transformer-lm", total_steps=100) for _ in range(2))

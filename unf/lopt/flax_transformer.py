@@ -8,12 +8,14 @@ projections and the two norms of a layer, from its path: ``query``/``key``/``val
 optimizer runs on the hetnet layout and maps the updates back.
 
 Served: token embedding ``[vocab, embed]``; per layer query, key, value ``[embed, heads, kv]`` (grouped-query:
-query ``[embed, q_heads, kv]``, key and value ``[embed, kv_heads, kv]``), output ``[heads, kv, embed]``, a GELU-style
-MLP ``[embed, mlp]`` / ``[mlp, embed]``, two RMS-norm scales ``[embed]``; a final norm scale ``[embed]``; an
-unembedding ``[embed, vocab]``; layers stacked along ``layers`` or as numbered modules. A learned position table
-(``pos`` in its path, ``[*, embed]``) is optional; without it, or with logits tied to the embedding, the rule sees
-a zero stand-in for the missing tensor (no gradient, no update). Anything else (biases, a gated MLP's third
-matrix, LayerNorm offsets) has no counterpart in what the rule was meta-trained on, and is refused by name.
+query ``[embed, q_heads, kv]``, key and value ``[embed, kv_heads, kv]``), output ``[heads, kv, embed]``, an MLP
+``[embed, mlp]`` / ``[mlp, embed]`` with an optional gate ``[embed, mlp]`` (``gate`` or ``wi_0`` in its path: the
+hetnet SwiGLU's ``w_gate``), two norm scales ``[embed]`` and their optional offsets (``bias``: LayerNorm's); a final
+norm scale and offset ``[embed]``; an unembedding ``[embed, vocab]``; layers stacked along ``layers`` or as
+numbered modules. A learned position table (``pos`` in its path, ``[*, embed]``) is optional; without it, or with
+logits tied to the embedding, the rule sees a zero stand-in for the missing tensor (no gradient, no update). The
+gate and the offsets are served by a rule that reads labels only (the shipped one, its correction off); anything
+else (projection biases) has no hetnet counterpart and is refused by name.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ _HEAD_DIM = ("kv", "head_dim")
 _KEYWORDS = {"query": re.compile(r"(^|[_/])(q|query|wq|q_proj)($|[_/])"),
              "key": re.compile(r"(^|[_/])(k|key|wk|k_proj)($|[_/])"),
              "value": re.compile(r"(^|[_/])(v|value|wv|v_proj)($|[_/])"),
+             "gate": re.compile(r"(^|[_/])(gate|gate_proj|w_gate|wi_0)($|[_/])"),
              "attn_norm": re.compile(r"attn|attention|norm_?1|ln_?1|pre_att"),
              "ffn_norm": re.compile(r"mlp|ffn|feed|norm_?2|ln_?2|post_att|pre_ffw|pre_mlp")}
 
@@ -99,22 +102,25 @@ def layout(model_or_variables: Any) -> Layout:
         slots.append(Slot(target, None if stacked or not in_layer else layer_ids.index(scopes[path]), stacked))
     if refused:
         raise ValueError(
-            "the shipped transformer-lm optimizer was meta-trained on bias-free decoders (embedding, per layer "
-            "query/key/value/output projections, a two-matrix MLP and two RMS-norm scales, a final norm, an "
-            f"unembedding); these leaves have no counterpart: {refused}. Build an optimizer from the model's own "
+            "the shipped transformer-lm optimizer serves decoders without projection biases (embedding, per layer "
+            "query/key/value/output projections, an MLP of two matrices or three with a gate named gate/wi_0, two "
+            "norms with or without offsets, a final norm, an unembedding); these leaves have no counterpart: "
+            f"{refused}. Build an optimizer from the model's own "
             "spec (unf.lopt.equivariant_adam(unf.spec.from_flax(model))) or use unf.lopt.per_parameter_adam().")
     lay = _finish(slots, flat, paths, layer_ids, depth)
     return dataclasses.replace(lay, names=tuple(jax.tree_util.keystr(p) for p, _ in flat))
 
 
 def _target(core: tuple[str, ...], path: str, in_layer: bool) -> tuple[str, ...] | None:
+    # A norm's offset sits beside its scale: both are [embed], told apart by the leaf's own name.
+    vector = "bias" if path.rsplit("/", 1)[-1] == "bias" else "scale"
     if not in_layer:
         if core == ("vocab", "embed"):
             return ("tokens",)
         if core == ("embed", "vocab"):
             return ("unembed",)
         if core == ("embed",):
-            return ("final_norm", "scale")
+            return ("final_norm", vector)
         if len(core) == 2 and core[1] == "embed" and "pos" in path:
             return ("positions",)
         return None
@@ -124,12 +130,12 @@ def _target(core: tuple[str, ...], path: str, in_layer: bool) -> tuple[str, ...]
     if len(core) == 3 and core[0] in _HEADS and core[1] in _HEAD_DIM and core[2] == "embed":
         return ("blocks", "attn", "out")
     if core == ("embed", "mlp"):
-        return ("blocks", "ffn", "w_in")
+        return ("blocks", "ffn", "w_gate" if _KEYWORDS["gate"].search(path) else "w_in")
     if core == ("mlp", "embed"):
         return ("blocks", "ffn", "w_out")
     if core == ("embed",):
         hits = [k for k in ("attn_norm", "ffn_norm") if _KEYWORDS[k].search(path.rsplit("/", 1)[0])]
-        return ("blocks", hits[0], "scale") if len(hits) == 1 else None
+        return ("blocks", hits[0], vector) if len(hits) == 1 else None
     return None
 
 
@@ -141,7 +147,7 @@ def _finish(slots, flat, paths, layer_ids, depth) -> Layout:
         if key in per_layer:
             raise ValueError(f"the shipped transformer-lm optimizer found two leaves for the hetnet tensor "
                              f"{'/'.join(s.target)}: {per_layer[key]} and {'/'.join(path)}; name them apart "
-                             "(query/key/value, attention/mlp norms).")
+                             "(query/key/value, attention/mlp norms, a gated MLP's gate as gate or wi_0).")
         per_layer[key] = "/".join(path)
     if len(depth) > 1 or (depth and layer_ids):
         raise ValueError("the shipped transformer-lm optimizer needs the layers either stacked along one 'layers' "
