@@ -21,3 +21,12 @@ def train(task, opt, steps: int, seed: int = 1):
         params, state, loss = step(params, state, jax.random.key(i))
         losses.append(float(loss))
     return params, state, losses
+
+
+def apply_updates_of(opt, params, grads: list):
+    """Returns ``params`` after one update of ``opt`` (from a fresh state) per gradient tree in ``grads``."""
+    state = opt.init(params)
+    for g in grads:
+        u, state = opt.update(g, state, params)
+        params = optax.apply_updates(params, u)
+    return params

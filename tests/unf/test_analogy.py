@@ -2,10 +2,11 @@
 an input matrix would, a LayerNorm offset as a norm scale would, the labels are the model's own, the update keeps the
 model's symmetry, and a leaf with no labels and no sibling is refused by name."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from hetnet import TransformerConfig, TransformerLM
@@ -88,14 +89,7 @@ def test_the_update_commutes_with_the_models_permutations(shipped, variant):
     opt = lopt.pretrained("transformer-lm", total_steps=20)
     grads = [jax.tree.map(lambda p, i=i: jax.random.normal(jax.random.key(30 + i), p.shape), params) for i in range(2)]
 
-    @jax.jit
-    def run(p, gs):
-        state = opt.init(p)
-        for g in gs:
-            u, state = opt.update(g, state, p)
-            p = optax.apply_updates(p, u)
-        return p
-
+    run = jax.jit(functools.partial(optax_loop.apply_updates_of, opt))
     perms = spec.sample(jax.random.key(7))
     got = run(spec.apply(perms, params), [spec.apply(perms, g) for g in grads])
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=5e-4, atol=1e-6), got,

@@ -2,6 +2,7 @@
 steps hidden matrices along it at Adam's per-tensor RMS, leaves every other tensor to Adam, and stays equivariant."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +14,8 @@ from hetnet import TransformerConfig, TransformerLM
 from unf import lopt, spec as spec_lib
 from unf.lopt import adam_features as feats
 from unf.lopt import orthogonal, schedule, width
+
+from tests.unf import optax_loop
 
 
 @pytest.mark.parametrize("shape", [(6, 6), (4, 12), (12, 4), (1, 7)])
@@ -74,14 +77,7 @@ def test_orthogonal_rule_commutes_with_random_permutations_of_the_model(lm):
     opt = learned.opt_fn(meta, total_steps=20)
     grads = [jax.tree.map(lambda p, i=i: jax.random.normal(jax.random.key(20 + i), p.shape), params) for i in range(2)]
 
-    def run(p, gs):
-        state = opt.init(p)
-        for g in gs:
-            u, state = opt.update(g, state, p)
-            p = optax.apply_updates(p, u)
-        return p
-
-    step = jax.jit(run)
+    step = jax.jit(functools.partial(optax_loop.apply_updates_of, opt))
     moved = step(params, grads)
     perms = spec.sample(jax.random.key(100))
     got = step(spec.apply(perms, params), [spec.apply(perms, g) for g in grads])
