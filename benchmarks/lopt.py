@@ -144,15 +144,15 @@ def main(argv=None) -> int:
     print("variance", variance, flush=True)
     speed = throughput(args.run, times["unf-adam (shipped)"]["seconds"], recipe.config.es) if args.run else None
 
-    heldout = sorted({r["task"] for r in rows})
-    wins = sum(1 for r in rows if r["optimizer"] == "unf-adam (shipped)" and r["ratio_to_adamw"] <= 0.97)
-    beats_mlp = sum(1 for t in heldout if next(r["final"] for r in rows if r["task"] == t and r["optimizer"].startswith(
-        "unf")) < next(r["final"] for r in rows if r["task"] == t and r["optimizer"].startswith("mlp")))
+    heldout = sorted({r.task for r in rows})
+    wins = sum(1 for r in rows if r.optimizer == "unf-adam (shipped)" and r.ratio_to_adamw <= 0.97)
+    beats_mlp = sum(1 for t in heldout if next(r.final for r in rows if r.task == t and r.optimizer.startswith(
+        "unf")) < next(r.final for r in rows if r.task == t and r.optimizer.startswith("mlp")))
     summary = [
         f"Shipped optimizer at <= 0.97x tuned AdamW's final loss on {wins} of {len(heldout)} held-out tasks "
         f"(target: 4 of 5); lower final loss than the per-parameter baseline on {beats_mlp} of {len(heldout)}.",
         f"Divergences of the shipped optimizer: "
-        f"{sum(r['diverged'] for r in rows if r['optimizer'].startswith('unf'))} runs.",
+        f"{sum(r.diverged for r in rows if r.optimizer.startswith('unf'))} runs.",
         "Step time relative to Adam, same run: on the meta-training task (128 tokens a batch) "
         + ", ".join(f"{k} {v['over_adam']:.2f}x" for k, v in times.items() if k != "adam")
         + f"; on {large.label} (2048 tokens a batch) "
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     payload = {
         "device": timing.device_description(), "command": "python -m benchmarks.lopt " + " ".join(argv or sys.argv[1:]),
         "shipped": shipped.info(RECIPE), "baseline": base_info, "seeds": len(seeds), "tuning_seeds": len(tuning),
-        "rows": rows, "step_times": times, "step_times_large": {"task": large.label, **times_large}, "cost_breakdown": breakdown, "variance": variance, "throughput": speed,
+        "rows": [r.as_dict() for r in rows], "step_times": times, "step_times_large": {"task": large.label, **times_large}, "cost_breakdown": breakdown, "variance": variance, "throughput": speed,
     }
     report.publish("lopt", payload, table, compare.plot(rows), args.out)
     return 0

@@ -175,7 +175,8 @@ def _write_comparison(rows: list, out: Path, header: str) -> str:
     out.mkdir(parents=True, exist_ok=True)
     table = header + "\n\n" + compare.markdown(rows)
     (out / "results.md").write_text(table)
-    (out / "results.json").write_text(json.dumps({"header": header, "rows": rows}, indent=1) + "\n")
+    (out / "results.json").write_text(json.dumps({"header": header, "rows": [r.as_dict() for r in rows]},
+                                                 indent=1) + "\n")
     compare.plot(rows, out / "loss_curves.png")
     return table
 

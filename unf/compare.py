@@ -63,21 +63,48 @@ def steps_to_reach(curve: np.ndarray, target: float, steps: int) -> float | None
     return float(xs[i - 1] + frac * (xs[i] - xs[i - 1]))
 
 
-def _row(label: str, name: str, train: np.ndarray, valid: np.ndarray, reference_final: float, steps: int) -> dict:
+@dataclasses.dataclass(frozen=True)
+class ComparisonRow:
+    """One optimizer on one held-out task: its seed-mean final held-out loss (``final``, standard error
+    ``final_se``), the ratio to tuned AdamW's, the step at which its seed-mean held-out curve reaches AdamW's final
+    loss (None: never) and the speed-up that makes, divergences out of ``seeds``, the seed-mean training
+    (``curve``) and held-out (``valid_curve``) curves; for a tuned baseline its settings (``hyper``), the grid size
+    (None: settings tuned earlier) and whether the best learning rate was interior."""
+
+    task: str
+    optimizer: str
+    final: float
+    final_se: float
+    diverged: int
+    seeds: int
+    steps: int
+    curve: list
+    valid_curve: list
+    ratio_to_adamw: float
+    steps_to_adamw_final: float | None
+    speedup: float | None
+    hyper: list | None = None
+    grid: int | None = None
+    edge_free: bool | None = None
+
+    def as_dict(self) -> dict:
+        """Returns the row as plain JSON-ready values."""
+        return dataclasses.asdict(self)
+
+
+def _row(label: str, name: str, train: np.ndarray, valid: np.ndarray, reference_final: float,
+         steps: int) -> ComparisonRow:
     finals = valid[:, -1]
     finite = np.isfinite(finals)
     diverged = int(np.sum(~finite | (finals > train[:, 0])))
     mean_final = float(np.mean(finals)) if finite.all() else float("inf")
     se = float(np.std(finals, ddof=1) / np.sqrt(len(finals))) if len(finals) > 1 and finite.all() else 0.0
     curve = np.mean(valid, axis=0)
-    row = {"task": label, "optimizer": name, "final": mean_final, "final_se": se, "diverged": diverged,
-           "seeds": int(valid.shape[0]), "steps": steps, "curve": np.mean(train, axis=0).tolist(),
-           "valid_curve": curve.tolist()}
     reached = steps_to_reach(curve, reference_final, steps) if np.all(np.isfinite(curve)) else None
-    row["ratio_to_adamw"] = mean_final / reference_final
-    row["steps_to_adamw_final"] = reached
-    row["speedup"] = steps / reached if reached else None
-    return row
+    return ComparisonRow(task=label, optimizer=name, final=mean_final, final_se=se, diverged=diverged,
+                         seeds=int(valid.shape[0]), steps=steps, curve=np.mean(train, axis=0).tolist(),
+                         valid_curve=curve.tolist(), ratio_to_adamw=mean_final / reference_final,
+                         steps_to_adamw_final=reached, speedup=steps / reached if reached else None)
 
 
 BASELINES = (("adamw+cosine", "adamw+cosine (tuned)"), ("adam", "adam (tuned, constant lr)"))
@@ -95,7 +122,8 @@ def _baselines(h: HeldOut, tuning_seeds: Sequence[int], tuned: dict | None, log)
 
 
 def compare(heldout: Sequence[HeldOut], learned: Sequence[LearnedEntry], seeds: Sequence[int],
-            tuning_seeds: Sequence[int], log: Callable[[str], None] = print, tuned: dict | None = None) -> list[dict]:
+            tuning_seeds: Sequence[int], log: Callable[[str], None] = print,
+            tuned: dict | None = None) -> list[ComparisonRow]:
     """Returns one row per (held-out task, optimizer), tuned AdamW first; see the module docstring. ``tuned`` maps
     :attr:`HeldOut.key` to ``{"adamw+cosine": [lr, warm-up], "adam": [lr]}``; tasks it lacks are tuned here."""
     rows = []
@@ -108,8 +136,8 @@ def compare(heldout: Sequence[HeldOut], learned: Sequence[LearnedEntry], seeds: 
         target = float(np.mean(runs["adamw+cosine"][0][1][:, -1]))
         for name, shown in BASELINES:
             (train, valid), hyper, grid, edge_free = runs[name]
-            rows.append({**_row(h.label, shown, train, valid, target, h.steps), "hyper": list(hyper),
-                         "grid": grid, "edge_free": bool(edge_free)})
+            rows.append(dataclasses.replace(_row(h.label, shown, train, valid, target, h.steps), hyper=list(hyper),
+                                            grid=grid, edge_free=bool(edge_free)))
         for entry in learned:
             log(f"[{h.label}] training with {entry.name}")
             make = lambda meta, e=entry, s=h.steps: e.learned.opt_fn(meta, total_steps=s)  # noqa: E731
@@ -118,44 +146,44 @@ def compare(heldout: Sequence[HeldOut], learned: Sequence[LearnedEntry], seeds: 
     return rows
 
 
-def markdown(rows: Sequence[dict]) -> str:
+def markdown(rows: Sequence[ComparisonRow]) -> str:
     """Returns the comparison as a markdown table (best final loss per task in bold)."""
     best: dict = {}
     for r in rows:
-        best[r["task"]] = min(best.get(r["task"], np.inf), r["final"])
+        best[r.task] = min(best.get(r.task, np.inf), r.final)
     lines = ["| held-out task | optimizer | final held-out loss | / tuned AdamW | speed-up vs AdamW | diverged | "
              "tuned (lr, warm-up) |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        final = f"{r['final']:.4f} ± {r['final_se']:.4f}"
-        if r["final"] == best[r["task"]]:
+        final = f"{r.final:.4f} ± {r.final_se:.4f}"
+        if r.final == best[r.task]:
             final = f"**{final}**"
-        if r["optimizer"].startswith("adamw+cosine"):
+        if r.optimizer.startswith("adamw+cosine"):
             speed = "reference"
         else:
-            speed = f"{r['speedup']:.2f}x" if r.get("speedup") else "not reached"
-        hyper = ", ".join(f"{v:.3g}" for v in r["hyper"]) + ("" if r["edge_free"] else " (edge)") if "hyper" in r else ""
-        lines.append(f"| {r['task']} | {r['optimizer']} | {final} | {r['ratio_to_adamw']:.3f} | {speed} | "
-                     f"{r['diverged']}/{r['seeds']} | {hyper} |")
+            speed = f"{r.speedup:.2f}x" if r.speedup else "not reached"
+        hyper = ", ".join(f"{v:.3g}" for v in r.hyper) + ("" if r.edge_free else " (edge)") if r.hyper else ""
+        lines.append(f"| {r.task} | {r.optimizer} | {final} | {r.ratio_to_adamw:.3f} | {speed} | "
+                     f"{r.diverged}/{r.seeds} | {hyper} |")
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: Sequence[dict], path: str | Path | None = None):
+def plot(rows: Sequence[ComparisonRow], path: str | Path | None = None):
     """Returns (and with ``path`` writes) a figure of seed-mean loss curves, one panel per held-out task."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    tasks = list(dict.fromkeys(r.task for r in rows))
     cols = min(3, len(tasks))
     nrows = (len(tasks) + cols - 1) // cols
     fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.6 * nrows), squeeze=False)
     for ax, task in zip(axes.ravel(), tasks):
         for r in rows:
-            if r["task"] == task:
-                curve = np.asarray(r["curve"], np.float64)
-                ax.plot(np.arange(1, len(curve) + 1), _smooth(curve), label=r["optimizer"])
+            if r.task == task:
+                curve = np.asarray(r.curve, np.float64)
+                ax.plot(np.arange(1, len(curve) + 1), _smooth(curve), label=r.optimizer)
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel("training loss (smoothed)")
