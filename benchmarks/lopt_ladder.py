@@ -15,6 +15,8 @@ read off validation curves), divergences, and the step time relative to Adam's.
 
     python -m benchmarks.lopt_ladder                   # CPU sizes (the rungs below, 500-2,000 steps)
     python -m benchmarks.lopt_ladder --large           # the full ladder: sequence 128, 2,000-5,000 steps
+    python -m benchmarks.lopt_ladder --steps 1000 --horizons 5000 --horizon-width 64 --seeds 3 \
+        --out benchmarks/results/lopt_ladder_1000      # longer runs at CPU widths; --only picks rungs, in order
 
 Tuned baselines are cached in ``lopt_ladder_baselines[_large].json`` beside the results (keyed by rung and
 settings), so re-evaluating a new learned optimizer costs only its own runs; ``--retune`` ignores the cache.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -288,6 +291,7 @@ def main(argv=None) -> int:
         learned, meta_params, made = load_learned(args.meta_params)
     except (FileNotFoundError, ValueError) as err:
         parser.error(f"--meta-params: {err}")
+    command = "python -m benchmarks.lopt_ladder " + shlex.join(sys.argv[1:] if argv is None else argv)
     rows = []
     for rung in chosen:
         print(f"[{rung.label}] {rung.task.label}, {rung.steps} steps", flush=True)
@@ -301,23 +305,33 @@ def main(argv=None) -> int:
         cache_path.write_text(json.dumps(cache, indent=1, default=float) + "\n")
         if not args.baselines_only:
             rows.append(summarise(rung, base, learned_row(rung, seeds, learned, meta_params)))
+            # Published after every rung, so a run cut short keeps the rungs it finished.
+            publish(name, command, made, seeds, tuning, rows, None, out)
     if args.ship_baselines:
         ship_baselines(cache, cache_path)
     if args.baselines_only:
         print(f"tuned baselines cached in {cache_path}")
         return 0
-    costs = step_costs(learned, meta_params)
-    payload = {"device": timing.device_description(), "command": "python -m benchmarks.lopt_ladder "
-               + " ".join(sys.argv[1:] if argv is None else argv), "shipped": made,
-               "seeds": seeds, "tuning_seeds": tuning, "rows": rows, "step_cost": costs}
-    cost_table = report.markdown_table(
-        ["tokens a batch", "Adam step (s)", "Muon step (s)", "learned step (s)", "learned / Adam", "learned / Muon"],
-        [[c["tokens"], c["adam_seconds"], c["muon_seconds"], c["learned_seconds"], c["over_adam"], c["over_muon"]]
-         for c in costs])
-    report.publish(name, payload, table(rows) + "\nStep time, d_model 64, two layers:\n\n" + cost_table,
-                   figure(rows), out)
+    publish(name, command, made, seeds, tuning, rows, step_costs(learned, meta_params), out)
     return 0
 
+
+def publish(name: str, command: str, made: dict, seeds: list, tuning: list, rows: list, costs: list | None,
+            out: Path) -> None:
+    """Writes the ladder's JSON, table and figure for the rungs in ``rows``; ``costs`` None: the step costs are
+    measured when the run ends."""
+    payload = {"device": timing.device_description(), "command": command, "shipped": made, "seeds": seeds,
+               "tuning_seeds": tuning, "rows": rows, "step_cost": costs}
+    if costs is None:
+        cost_table = "(measured when the run ends)\n"
+    else:
+        cost_table = report.markdown_table(
+            ["tokens a batch", "Adam step (s)", "Muon step (s)", "learned step (s)", "learned / Adam",
+             "learned / Muon"],
+            [[c["tokens"], c["adam_seconds"], c["muon_seconds"], c["learned_seconds"], c["over_adam"],
+              c["over_muon"]] for c in costs])
+    report.publish(name, payload, table(rows) + "\nStep time, d_model 64, two layers:\n\n" + cost_table,
+                   figure(rows), out)
 
 if __name__ == "__main__":
     sys.exit(main())
