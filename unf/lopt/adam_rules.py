@@ -17,9 +17,10 @@ from unf import spec as spec_lib
 from unf.lopt import adam_features as feats
 from unf.lopt import schedule
 from unf.lopt import width
-from unf.lopt.learned_adam import (DEFAULT_LR, HIDDEN, ScalarOrSchedule, hidden_features, leaf_name, mlp_init,
+from unf.lopt.learned_adam import (DEFAULT_LR, HIDDEN, ScalarOrSchedule, hidden_features, mlp_init,
                                    transformation)
 from unf.lopt.meta_params import check_like, check_settings
+from unf.lopt.tree_layout import leaf_name
 from unf.spec import WeightSpaceSpec, analogy
 
 

@@ -35,6 +35,7 @@ from unf import spec as spec_lib
 from unf.lopt import adam_features as feats
 from unf.lopt import orthogonal as orthogonal_lib
 from unf.lopt import schedule
+from unf.lopt import tree_layout
 from unf.lopt import width
 from unf.spec import WeightSpaceSpec, analogy
 
@@ -128,10 +129,10 @@ def transformation(
     served_spec = _label_source(spec, analogues)
 
     def init_fn(params):
-        params, _ = canonical(params, served_spec(params))
+        params, _ = tree_layout.canonical(params, served_spec(params))
         if check is not None:
             check(params)
-        _stacked_leaves(params, layer_key)
+        tree_layout.stacked_leaves(params, layer_key)
         zeros = _zeros_f32(params)
         return LearnedAdamState(tuple(zeros for _ in rates), zeros, jnp.zeros((), jnp.int32))
 
@@ -140,8 +141,8 @@ def transformation(
         if params is None:
             raise ValueError("this learned optimizer reads the weights: call update(grads, state, params).")
         own = served_spec(params)
-        params, _ = canonical(params, own)
-        grads, restore = canonical(grads, own)
+        params, _ = tree_layout.canonical(params, own)
+        grads, restore = tree_layout.canonical(grads, own)
         updates, state = compiled_update(grads, state, params)
         return restore(updates), state
 
@@ -149,7 +150,7 @@ def transformation(
         count = state.count + 1
         g32 = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), grads)
         momenta, v = _moments(g32, state, rates)
-        stacked = _stacked_leaves(params, layer_key)
+        stacked = tree_layout.stacked_leaves(params, layer_key)
         treedef = jax.tree.structure(params)
         if correction is None:  # the base direction alone: no features to compute
             out = [None] * treedef.num_leaves
@@ -189,7 +190,8 @@ def _label_source(spec: WeightSpaceSpec | None,
     served: dict = {}
 
     def source(tree):
-        key = tuple((leaf_name(p), np.shape(x)) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0])
+        flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+        key = tuple((tree_layout.leaf_name(p), np.shape(x)) for p, x in flat)
         if key not in served:
             served[key] = analogy.extend_by_analogy(spec, tree, analogues)
         return served[key]
@@ -263,36 +265,3 @@ def _matrix_axes(params: Any, stacked: Any, spec: WeightSpaceSpec) -> list:
     for labels, per_layer in zip(current.leaf_axes, jax.tree.leaves(stacked)):
         out.append(width.matrix_axes(labels[1:] if per_layer else labels, current.fixed))
     return out
-
-
-def leaf_name(path: tuple) -> str:
-    """Returns a leaf's readable path with Flax's variable boxes left out (``['l1']['kernel']`` whether the tree holds
-    arrays or ``nnx.Param``s), the names specs use."""
-    kept = tuple(k for k in path if not (isinstance(k, jax.tree_util.GetAttrKey) and k.name == "value"))
-    return jax.tree_util.keystr(kept) or "<root>"
-
-
-def canonical(tree: Any, spec: WeightSpaceSpec | None) -> tuple[Any, Callable[[Any], Any]]:
-    """Returns ``tree`` laid out as ``spec``'s plain nested dicts, and the map from a tree of that layout back to
-    ``tree``'s own type (``nnx.State``, ``FrozenDict``, variable boxes), where the leaves' names match the spec's;
-    else ``tree`` unchanged and the identity (the rule's checks then name what does not fit)."""
-    flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
-    if spec is None or treedef == spec.treedef or tuple(leaf_name(p) for p, _ in flat) != spec.leaf_names:
-        return tree, lambda t: t
-    return spec.unflatten([x for _, x in flat]), lambda t: treedef.unflatten(jax.tree.leaves(t))
-
-
-def _stacked_leaves(params: Any, layer_key: str | None) -> Any:
-    """Returns a tree of bools like ``params``: True for the leaves under ``params[layer_key]``."""
-    if layer_key is None:
-        return jax.tree.map(lambda _: False, params)
-    if not isinstance(params, Mapping) or layer_key not in params:
-        raise ValueError(f"layer_key={layer_key!r}: params must be a mapping with a {layer_key!r} entry of stacked "
-                         f"layers; got {type(params).__name__}"
-                         + (f" with keys {sorted(params)}." if isinstance(params, Mapping) else "."))
-    depths = {np.shape(leaf)[0] if np.ndim(leaf) else 0 for leaf in jax.tree.leaves(params[layer_key])}
-    if len(depths) != 1 or 0 in depths:
-        raise ValueError(f"layer_key={layer_key!r}: every leaf of params[{layer_key!r}] must lead with one layers "
-                         f"axis; their leading sizes are {sorted(depths)}.")
-    first = lambda path: getattr(path[0], "key", getattr(path[0], "name", None))  # noqa: E731
-    return jax.tree_util.tree_map_with_path(lambda path, _: first(path) == layer_key, params)

@@ -77,7 +77,7 @@ def _in_any_layout(learned, inner: optax.GradientTransformationExtraArgs,
     itself and Flax decoders' trees, mapped onto the hetnet layout and back (:mod:`unf.lopt.flax_transformer`)."""
     from unf.lopt import flax_transformer
     from unf.lopt.adam_rules import EquivariantAdam
-    from unf.lopt.learned_adam import leaf_name
+    from unf.lopt.tree_layout import leaf_name
 
     own = frozenset(learned.spec.leaf_names)
     fixed = None if model is None else flax_transformer.layout(model)
