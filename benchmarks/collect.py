@@ -1,4 +1,5 @@
-"""Copies every benchmark's latest table into docs/results.md, between ``<!-- results:NAME -->`` markers.
+"""Copies every benchmark's latest table into docs/results.md, between ``<!-- results:NAME -->`` markers (NAME may
+name a results subfolder's table: ``lopt_ladder_1000/lopt_ladder``).
 
     python -m benchmarks.collect           # rewrite the tables in docs/results.md
     python -m benchmarks.collect --check   # exit 1 when docs/results.md is out of date
@@ -16,7 +17,7 @@ from pathlib import Path
 from benchmarks.report import RESULTS
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "results.md"
-MARKER = re.compile(r"<!-- results:(?P<name>[\w-]+) -->\n.*?<!-- /results:(?P=name) -->", re.DOTALL)
+MARKER = re.compile(r"<!-- results:(?P<name>[\w/-]+) -->\n.*?<!-- /results:(?P=name) -->", re.DOTALL)
 
 
 def section(name: str) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -265,7 +266,8 @@ def main(argv=None) -> int:
     parser.add_argument("--baselines-only", action="store_true", help="tune and cache the baselines, then stop")
     parser.add_argument("--retune", action="store_true", help="ignore the cached tuned baselines")
     parser.add_argument("--ship-baselines", action="store_true",
-                        help="write the tuned settings of the recipe's held-out tasks beside the shipped optimizer")
+                        help="write the tuned settings of the recipe's held-out tasks, and the ladder's table and "
+                        "figure (unf-main shows them), beside the shipped optimizer")
     parser.add_argument("--meta-params", type=Path, default=None, metavar="EXPORT",
                         help="evaluate the meta-params in this export folder (unf-meta-train --recipe writes "
                         "RUN/export) instead of the shipped optimizer")
@@ -312,12 +314,16 @@ def main(argv=None) -> int:
     if args.baselines_only:
         print(f"tuned baselines cached in {cache_path}")
         return 0
-    publish(name, command, made, seeds, tuning, rows, step_costs(learned, meta_params), out)
+    paths = publish(name, command, made, seeds, tuning, rows, step_costs(learned, meta_params), out)
+    if args.ship_baselines:
+        for kind, path in (("md", paths["md"]), ("png", paths["png"])):
+            shutil.copyfile(path, shipped.WEIGHTS / "transformer-lm" / f"ladder.{kind}")
+        print(f"the ladder's table and figure shipped beside the optimizer ({shipped.WEIGHTS / 'transformer-lm'})")
     return 0
 
 
 def publish(name: str, command: str, made: dict, seeds: list, tuning: list, rows: list, costs: list | None,
-            out: Path) -> None:
+            out: Path) -> dict[str, Path]:
     """Writes the ladder's JSON, table and figure for the rungs in ``rows``; ``costs`` None: the step costs are
     measured when the run ends."""
     payload = {"device": timing.device_description(), "command": command, "shipped": made, "seeds": seeds,
@@ -330,8 +336,8 @@ def publish(name: str, command: str, made: dict, seeds: list, tuning: list, rows
              "learned / Muon"],
             [[c["tokens"], c["adam_seconds"], c["muon_seconds"], c["learned_seconds"], c["over_adam"],
               c["over_muon"]] for c in costs])
-    report.publish(name, payload, table(rows) + "\nStep time, d_model 64, two layers:\n\n" + cost_table,
-                   figure(rows), out)
+    return report.publish(name, payload, table(rows) + "\nStep time, d_model 64, two layers:\n\n" + cost_table,
+                          figure(rows), out)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -212,6 +213,13 @@ def main(argv=None) -> int:
           f"{made['device']}, {made['date']}) against tuned AdamW + cosine on held-out transformers; the full ladder "
           "(widths to 256, Muon, 8 layers, 2,000 steps) is `python -m benchmarks.lopt_ladder` (docs/results.md)",
           flush=True)
+    measured = shipped.ladder("transformer-lm")
+    if measured is not None:
+        table, figure = measured
+        args.out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(figure, args.out / "ladder.png")
+        print(f"Measured when it shipped, on the ladder of held-out transformers (figure: {args.out / 'ladder.png'}):"
+              f"\n\n{table.split(chr(10), 1)[1].strip()}\n", flush=True)
     learned, meta_params = lopt.load_pretrained("transformer-lm")
     kind = made["kind"]
     rows = compare.compare(heldout, [compare.LearnedEntry(f"{kind} (shipped)", learned, meta_params)], seeds, tuning,

@@ -45,6 +45,10 @@ def test_main_job_evaluates_the_shipped_optimizer_then_meta_trains_one(tmp_path,
     assert f"| 2x width | {kind} (shipped) |" in out and f"| 2x width | {kind} (2 meta-steps) |" in out
     for part in ("shipped", "self-trained"):
         assert (tmp_path / part / "loss_curves.png").stat().st_size > 0
+    # The ladder measured when the optimizer shipped: its table printed, its figure beside the results.
+    table, _ = shipped.ladder("transformer-lm")
+    assert "| width=256 |" in table and table.split("\n", 1)[1].strip() in out
+    assert (tmp_path / "ladder.png").stat().st_size > 0
     made = json.loads((tmp_path / "meta-train" / "export" / "info.json").read_text())
     # The demonstration meta-trains the rule the way it ships (with or without the correction).
     assert made["meta_steps"] == 2

@@ -44,6 +44,13 @@ def tuned_baselines(name: str) -> dict:
     return json.loads(path.read_text())["tuned"] if path.exists() else {}
 
 
+def ladder(name: str) -> tuple[str, Path] | None:
+    """Returns the held-out ladder measured for the shipped optimizer ``name`` (``benchmarks.lopt_ladder``): its
+    markdown table and the path of its figure; None where none was shipped."""
+    table, figure = _folder(name) / "ladder.md", _folder(name) / "ladder.png"
+    return (table.read_text(), figure) if table.exists() and figure.exists() else None
+
+
 def load_pretrained(name: str) -> tuple[Any, Any]:
     """Returns ``(learned optimizer, meta_params)`` of the shipped optimizer ``name``."""
     from unf import recipes
