@@ -39,6 +39,12 @@ def extend_by_analogy(reference: WeightSpaceSpec, params: Any, analogues: Mappin
 
     Raises ValueError naming every leaf that has neither, with the names ``reference`` has.
     """
+    if not isinstance(reference, WeightSpaceSpec):
+        raise TypeError(f"reference must be a WeightSpaceSpec, got {type(reference).__name__}.")
+    if not isinstance(analogues, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
+                                                     for k, v in analogues.items()):
+        raise TypeError(f"analogues must map leaf names to sibling names (str -> str, e.g. {dict(HETNET_ANALOGUES)}), "
+                        f"got {analogues!r}.")
     by_name = dict(zip(reference.leaf_names, reference.leaf_axes))
     shapes: dict = {}
     labels: dict = {}
