@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=Path, default=Path("runs/benchmark_lopt"))
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    cfg = MetaTrainConfig(steps=args.meta_steps, checkpoint_every=10, es=ESConfig(estimator="pes", 
+    cfg = MetaTrainConfig(steps=args.meta_steps, checkpoint_every=10, es=ESConfig(estimator="pes",
         num_particles=args.particles, truncation=args.truncation, horizons=(args.horizon,)))
     budget = (f"{args.meta_steps} meta-steps x {args.particles} particles x truncation {args.truncation} "
               f"(horizon {args.horizon}); evaluation {args.eval_steps} inner steps x {args.seeds} seeds")

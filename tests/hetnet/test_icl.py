@@ -19,8 +19,11 @@ def reference_apply(params, z, n):
     for layer in params["layers"]:
         update = np.zeros_like(z)
         for h in range(layer["P"].shape[0]):
-            pbar = np.zeros((d + 1, d + 1)); pbar[:d, :d] = layer["P"][h]; pbar[d, d] = 1.0
-            qbar = np.zeros((d + 1, d + 1)); qbar[:d, :d] = layer["Q"][h]
+            pbar = np.zeros((d + 1, d + 1))
+            pbar[:d, :d] = layer["P"][h]
+            pbar[d, d] = 1.0
+            qbar = np.zeros((d + 1, d + 1))
+            qbar[:d, :d] = layer["Q"][h]
             for b in range(z.shape[0]):
                 update[b] += (z[b] @ qbar @ z[b].T) @ m @ (z[b] @ pbar.T) / n
         z = z + update
