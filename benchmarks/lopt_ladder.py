@@ -19,12 +19,15 @@ read off validation curves), divergences, and the step time relative to Adam's.
         --out benchmarks/results/lopt_ladder_1000      # longer runs at CPU widths; --only picks rungs, in order
 
 Tuned baselines are cached in ``lopt_ladder_baselines[_large].json`` beside the results (keyed by rung and
-settings), so re-evaluating a new learned optimizer costs only its own runs; ``--retune`` ignores the cache.
+settings), so re-evaluating a new learned optimizer costs only its own runs; ``--retune`` ignores the cache. A rung
+the results in ``--out`` already hold for the same meta-params (by content), seeds and tuning seeds is read back,
+not run again, so a run cut short resumes where it stopped; ``--rerun`` runs every rung chosen.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import shlex
 import shutil
@@ -134,6 +137,26 @@ def load_learned(folder: Path | None) -> tuple[Any, Any, dict]:
     """Returns ``(learned optimizer, meta_params, info)``: the shipped optimizer's, or an export folder's (the
     shipped format, as ``unf-meta-train --recipe`` writes)."""
     return recipes.load_export(folder if folder is not None else shipped.WEIGHTS / "transformer-lm")
+
+
+def fingerprint(meta_params) -> str:
+    """Returns a digest of the meta-params' values: results of other meta-params are never read back as these."""
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(meta_params):
+        digest.update(np.asarray(leaf).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def finished_rungs(path: Path, meta_params_digest: str, seeds: list[int], tuning: list[int]) -> dict[tuple, dict]:
+    """Returns the rows an earlier run published at ``path`` for the same meta-params, seeds and tuning seeds, keyed
+    by ``(rung label, task label, steps)``; empty when there is none."""
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    if (earlier.get("meta_params_digest"), earlier.get("seeds"), earlier.get("tuning_seeds")) != (
+            meta_params_digest, seeds, tuning):
+        return {}
+    return {(r["rung"], r["task"], r["steps"]): r for r in earlier["rows"]}
 
 
 def refusal(rung: Rung, learned) -> str | None:
@@ -265,6 +288,8 @@ def main(argv=None) -> int:
                         help="d_model of the horizon rungs (default 32; 64 with --large)")
     parser.add_argument("--baselines-only", action="store_true", help="tune and cache the baselines, then stop")
     parser.add_argument("--retune", action="store_true", help="ignore the cached tuned baselines")
+    parser.add_argument("--rerun", action="store_true",
+                        help="run every rung chosen, even those the results in --out hold for these meta-params")
     parser.add_argument("--ship-baselines", action="store_true",
                         help="write the tuned settings of the recipe's held-out tasks, and the ladder's table and "
                         "figure (unf-main shows them), beside the shipped optimizer")
@@ -294,9 +319,15 @@ def main(argv=None) -> int:
     except (FileNotFoundError, ValueError) as err:
         parser.error(f"--meta-params: {err}")
     command = "python -m benchmarks.lopt_ladder " + shlex.join(sys.argv[1:] if argv is None else argv)
+    digest = fingerprint(meta_params)
+    finished = {} if args.rerun else finished_rungs(out / f"{name}.json", digest, seeds, tuning)
     rows = []
     for rung in chosen:
         print(f"[{rung.label}] {rung.task.label}, {rung.steps} steps", flush=True)
+        if (rung.label, rung.task.label, rung.steps) in finished:
+            print(f"  read back from {out / f'{name}.json'} (--rerun runs it again)", flush=True)
+            rows.append(finished[rung.label, rung.task.label, rung.steps])
+            continue
         refused = refusal(rung, learned)
         if refused is not None:
             print(f"  the learned optimizer refuses it: {refused}", flush=True)
@@ -308,13 +339,13 @@ def main(argv=None) -> int:
         if not args.baselines_only:
             rows.append(summarise(rung, base, learned_row(rung, seeds, learned, meta_params)))
             # Published after every rung, so a run cut short keeps the rungs it finished.
-            publish(name, command, made, seeds, tuning, rows, None, out)
+            publish(name, command, made, digest, seeds, tuning, rows, None, out)
     if args.ship_baselines:
         ship_baselines(cache, cache_path)
     if args.baselines_only:
         print(f"tuned baselines cached in {cache_path}")
         return 0
-    paths = publish(name, command, made, seeds, tuning, rows, step_costs(learned, meta_params), out)
+    paths = publish(name, command, made, digest, seeds, tuning, rows, step_costs(learned, meta_params), out)
     if args.ship_baselines:
         for kind, path in (("md", paths["md"]), ("png", paths["png"])):
             shutil.copyfile(path, shipped.WEIGHTS / "transformer-lm" / f"ladder.{kind}")
@@ -322,12 +353,12 @@ def main(argv=None) -> int:
     return 0
 
 
-def publish(name: str, command: str, made: dict, seeds: list, tuning: list, rows: list, costs: list | None,
+def publish(name: str, command: str, made: dict, digest: str, seeds: list, tuning: list, rows: list, costs: list | None,
             out: Path) -> dict[str, Path]:
     """Writes the ladder's JSON, table and figure for the rungs in ``rows``; ``costs`` None: the step costs are
     measured when the run ends."""
-    payload = {"device": timing.device_description(), "command": command, "shipped": made, "seeds": seeds,
-               "tuning_seeds": tuning, "rows": rows, "step_cost": costs}
+    payload = {"device": timing.device_description(), "command": command, "shipped": made,
+               "meta_params_digest": digest, "seeds": seeds, "tuning_seeds": tuning, "rows": rows, "step_cost": costs}
     if costs is None:
         cost_table = "(measured when the run ends)\n"
     else:

@@ -31,3 +31,22 @@ def test_model_flops_count_matmuls_and_attention():
     cfg = transformer_step.TransformerConfig(vocab_size=100, d_model=8, num_heads=2, d_ff=32, num_layers=3, max_len=4)
     per_token = 6 * (3 * (4 * 64 + 2 * 8 * 32) + 8 * 100) + 12 * 3 * 8 * 4
     assert transformer_step.model_flops_per_step(cfg, batch=5) == per_token * 5 * 4
+
+
+def test_the_ladder_reads_back_only_rungs_of_the_same_meta_params_and_seeds(tmp_path):
+    import json
+
+    import numpy as np
+
+    from benchmarks import lopt_ladder
+
+    meta = {"a": np.arange(3.0), "b": np.ones((2, 2))}
+    digest = lopt_ladder.fingerprint(meta)
+    assert digest != lopt_ladder.fingerprint({"a": np.arange(3.0) + 1e-6, "b": np.ones((2, 2))})
+    row = {"rung": "width=64", "task": "d64", "steps": 1000, "learned": {"valid_final": 1.7}}
+    path = tmp_path / "lopt_ladder.json"
+    assert lopt_ladder.finished_rungs(path, digest, [1, 2], [0]) == {}
+    path.write_text(json.dumps({"meta_params_digest": digest, "seeds": [1, 2], "tuning_seeds": [0], "rows": [row]}))
+    assert lopt_ladder.finished_rungs(path, digest, [1, 2], [0]) == {("width=64", "d64", 1000): row}
+    for other in ((digest[::-1], [1, 2], [0]), (digest, [1, 2, 3], [0]), (digest, [1, 2], [5])):
+        assert lopt_ladder.finished_rungs(path, *other) == {}
