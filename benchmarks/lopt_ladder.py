@@ -320,13 +320,15 @@ def main(argv=None) -> int:
         parser.error(f"--meta-params: {err}")
     command = "python -m benchmarks.lopt_ladder " + shlex.join(sys.argv[1:] if argv is None else argv)
     digest = fingerprint(meta_params)
-    finished = {} if args.rerun else finished_rungs(out / f"{name}.json", digest, seeds, tuning)
+    earlier = out / f"{name}.json"
+    finished = {} if args.rerun else finished_rungs(earlier, digest, seeds, tuning)
     rows = []
     for rung in chosen:
         print(f"[{rung.label}] {rung.task.label}, {rung.steps} steps", flush=True)
-        if (rung.label, rung.task.label, rung.steps) in finished:
-            print(f"  read back from {out / f'{name}.json'} (--rerun runs it again)", flush=True)
-            rows.append(finished[rung.label, rung.task.label, rung.steps])
+        row = finished.get((rung.label, rung.task.label, rung.steps))
+        if row is not None:
+            print(f"  read back from {earlier} (--rerun runs it again)", flush=True)
+            rows.append(row)
             continue
         refused = refusal(rung, learned)
         if refused is not None:
