@@ -45,11 +45,23 @@ def mup_start(meta_params: dict) -> dict:
 #: Muon's (tuned Muon on the ladder's d32-d64 rungs: 1e-2 to 3e-2), the rest scaled by the muP factors.
 ORTHOGONAL_LR = 2e-2
 
+#: Width exponent of the orthogonal rule's hidden matrices. Their direction is orthogonalised (every singular value
+#: equal) and rescaled to Adam's per-tensor RMS ``r``, which does not grow or shrink with the width; an ``[m, n]``
+#: matrix then steps with spectral norm ``r * sqrt(max(m, n))``. The spectral condition of muP (Yang, Simon and
+#: Bernstein 2023) keeps that norm at ``O(sqrt(fan_out / fan_in))``, so the step must shrink like ``1 / sqrt(width)``,
+#: not like Adam's ``1 / width`` (Adam's direction is close to rank one, whose spectral norm grows with the width
+#: like its RMS times the width).
+ORTHOGONAL_HIDDEN_EXPONENT = 0.5
+
 
 def orthogonal_start(meta_params: dict) -> dict:
     """Returns ``meta_params`` at the starting point of the orthogonal rule (``base="orthogonal"``): the muP exponents
-    of :func:`mup_start` and a warm-up + cosine schedule peaking at :data:`ORTHOGONAL_LR` at the reference width."""
-    return {**mup_start(meta_params), "schedule": schedule.warmup_cosine(ORTHOGONAL_LR)}
+    of :func:`mup_start` with the hidden matrices' at :data:`ORTHOGONAL_HIDDEN_EXPONENT` (the spectral muP exponent
+    of an orthogonalised step), and a warm-up + cosine schedule peaking at :data:`ORTHOGONAL_LR` at the reference
+    width."""
+    start = mup_start(meta_params)
+    exponents = start["width_exponent"].at[width.ROLES.index("hidden")].set(ORTHOGONAL_HIDDEN_EXPONENT)
+    return {**start, "width_exponent": exponents, "schedule": schedule.warmup_cosine(ORTHOGONAL_LR)}
 
 
 @dataclasses.dataclass(frozen=True)
