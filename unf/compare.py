@@ -10,6 +10,7 @@ training loss). Baselines are tuned on the held-out loss of their own seeds, or 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -107,6 +108,14 @@ def _row(label: str, name: str, train: np.ndarray, valid: np.ndarray, reference_
                          steps_to_adamw_final=reached, speedup=steps / reached if reached else None)
 
 
+@functools.lru_cache(maxsize=32)
+def learned_maker(learned: Any, steps: int) -> Callable[[Any], Any]:
+    """Returns ``make_opt(meta_params)`` for ``learned`` over runs of ``steps`` steps: one object per pair, so every
+    set of meta-params of the same learned optimizer (the shipped ones, a self-trained run's) shares one compiled
+    trainer."""
+    return lambda meta_params: learned.opt_fn(meta_params, total_steps=steps)
+
+
 BASELINES = (("adamw+cosine", "adamw+cosine (tuned)"), ("adam", "adam (tuned, constant lr)"))
 
 
@@ -140,8 +149,8 @@ def compare(heldout: Sequence[HeldOut], learned: Sequence[LearnedEntry], seeds: 
                                             grid=grid, edge_free=bool(edge_free)))
         for entry in learned:
             log(f"[{h.label}] training with {entry.name}")
-            make = lambda meta, e=entry, s=h.steps: e.learned.opt_fn(meta, total_steps=s)  # noqa: E731
-            train, valid = evaluate.train_valid_losses(h.task, make, entry.meta_params, h.steps, seeds, points=points)
+            train, valid = evaluate.train_valid_losses(h.task, learned_maker(entry.learned, h.steps),
+                                                       entry.meta_params, h.steps, seeds, points=points)
             rows.append(_row(h.label, entry.name, train, valid, target, h.steps))
     return rows
 
