@@ -32,8 +32,11 @@ def four_devices():
         pytest.fail("the single-process reference needs the 4 virtual devices from tests/conftest.py")
 
 
-# About a minute; the default suite keeps a real two-process launch (test_launched_processes_see_one_run) and the
-# sharded single-process steps these must equal (tests/hetnet/test_sharding.py, tests/unf/test_meta.py).
+# Each launches two processes that compile the whole program (30-50 s on a 2-core CPU): run with -m slow. The default
+# suite keeps a real two-process launch (test_launched_processes_see_one_run), the sharded single-process steps these
+# must equal (tests/hetnet/test_sharding.py, tests/unf/test_meta.py) and the single-process kill-and-resume
+# (tests/unf/test_meta.py::test_killed_run_resumes_onto_the_uninterrupted_trajectory).
+@pytest.mark.slow
 def test_two_processes_give_the_single_process_train_step_and_meta_gradient(tmp_path):
     assert run_two_processes(tmp_path, "steps", str(tmp_path / "steps.npz")) == 0, logs(tmp_path)
     got = np.load(tmp_path / "steps.npz")
@@ -50,6 +53,7 @@ def test_two_processes_give_the_single_process_train_step_and_meta_gradient(tmp_
     assert any(not np.allclose(first[k], got[k]) for k in first)
 
 
+@pytest.mark.slow
 def test_meta_training_killed_on_one_process_resumes_exactly(tmp_path):
     run = tmp_path / "run"
     # Process 1 dies (SIGKILL) after meta-step 3; the last checkpoint is step 2; the launcher stops process 0.
