@@ -317,7 +317,7 @@ def main(argv=None) -> int:
         learned, meta_params, made = load_learned(args.meta_params)
     except (FileNotFoundError, ValueError) as err:
         parser.error(f"--meta-params: {err}")
-    command = "python -m benchmarks.lopt_ladder " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = f"python -m benchmarks.lopt_ladder {shlex.join(sys.argv[1:] if argv is None else argv)}".rstrip()
     digest = fingerprint(meta_params)
     earlier = out / f"{name}.json"
     finished = {} if args.rerun else finished_rungs(earlier, digest, seeds, tuning)
