@@ -6,6 +6,8 @@ step. A learned rule that emits one step size per tensor learns those sizes at i
 are expressed relative to the tensor's width, a rule tuned at ``d_model = 16`` oversteps at 256. Every leaf gets a
 *role* and an *effective width* ``n`` from its labels alone, and the rule multiplies its step by
 ``(n / REFERENCE_WIDTH) ** -alpha[role]`` with ``alpha`` learned per role and zero at initialisation (exactly Adam).
+An orthogonalised step of a hidden matrix at Adam's RMS (``base="orthogonal"``) is full rank, and muP's spectral
+condition shrinks it like ``1 / sqrt(width)`` instead (:data:`unf.lopt.adam_rules.ORTHOGONAL_HIDDEN_EXPONENT`).
 
 Width axes are the permuted axes whose group grows with the model (``embed``, MLP units, heads, head dims, hidden
 units of an MLP or CNN); ``vocab``/``pos``/``classes``, the stacking axis, fixed labels and ``None`` are not.
