@@ -170,9 +170,9 @@ def refusal(rung: Rung, learned) -> str | None:
 
 def learned_row(rung: Rung, seeds: list[int], learned, meta_params) -> dict:
     """Returns the learned optimizer's row on ``rung`` (which it serves)."""
-    train, valid = evaluate.train_valid_losses(rung.task, compare.learned_maker(learned, rung.steps), meta_params,
-                                               rung.steps, seeds, points=POINTS)
-    opt = learned.opt_fn(meta_params, total_steps=rung.steps)
+    make = compare.learned_maker(learned, rung.steps)
+    train, valid = evaluate.train_valid_losses(rung.task, make, meta_params, rung.steps, seeds, points=POINTS)
+    opt = make(meta_params)
     times = timing.optimizer_step_times(rung.task, {"adam": optax.adam(1e-3), "learned": opt}, repeats=10)
     return {**_stats(valid, train), "step_time_over_adam": times["learned"]["median"] / times["adam"]["median"]}
 

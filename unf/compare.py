@@ -108,12 +108,23 @@ def _row(label: str, name: str, train: np.ndarray, valid: np.ndarray, reference_
                          steps_to_adamw_final=reached, speedup=steps / reached if reached else None)
 
 
-@functools.lru_cache(maxsize=32)
+def _maker(learned: Any, steps: int) -> Callable[[Any], Any]:
+    return lambda meta_params: learned.opt_fn(meta_params, total_steps=steps)
+
+
+_shared_maker = functools.lru_cache(maxsize=32)(_maker)
+
+
 def learned_maker(learned: Any, steps: int) -> Callable[[Any], Any]:
     """Returns ``make_opt(meta_params)`` for ``learned`` over runs of ``steps`` steps: one object per pair, so every
     set of meta-params of the same learned optimizer (the shipped ones, a self-trained run's) shares one compiled
-    trainer."""
-    return lambda meta_params: learned.opt_fn(meta_params, total_steps=steps)
+    trainer. A learned optimizer that is not hashable (the protocol does not ask it to be) gets a maker of its own
+    per call, and its runs compile their own trainers."""
+    try:
+        hash(learned)
+    except TypeError:
+        return _maker(learned, steps)
+    return _shared_maker(learned, steps)
 
 
 BASELINES = (("adamw+cosine", "adamw+cosine (tuned)"), ("adam", "adam (tuned, constant lr)"))
