@@ -40,7 +40,8 @@ def _task_config(args) -> MetaTrainConfig:
 def _recipe_config(args, recipe: recipes.Recipe) -> MetaTrainConfig:
     cfg = recipe.config
     es = cfg.es
-    es_over = {k: getattr(args, k) for k in ("estimator", "truncation", "sigma", "rescale") if getattr(args, k) is not None}
+    es_over = {k: getattr(args, k) for k in ("estimator", "truncation", "sigma", "rescale", "progress_power")
+               if getattr(args, k) is not None}
     if args.horizons is not None:
         es_over["horizons"] = tuple(args.horizons)
     if args.particles is not None:
@@ -79,6 +80,9 @@ def meta_train_main(argv=None) -> int:
                        ("meta-lr", float), ("checkpoint-every", int), ("seed", int)):
         p.add_argument(f"--{name}", type=kind, default=None, help="override the default")
     p.add_argument("--rescale", type=float, default=None, help="with --recipe")
+    p.add_argument("--progress-power", type=float, default=None,
+                   help="with --recipe: how much the objective weights the end of each inner run over its start "
+                   "(0: the mean loss over the run)")
     p.add_argument("--no-correction", dest="correction", action="store_false",
                    help="with --recipe: meta-train the equivariant kinds without their learned correction (the "
                    "base direction with the learned schedule, decay and width factors)")
@@ -93,7 +97,7 @@ def meta_train_main(argv=None) -> int:
     if args.recipe:
         _refuse_other_mode(p, args, ("horizon",), "recipe")
     else:
-        _refuse_other_mode(p, args, ("estimator", "rescale", "horizons"), "task")
+        _refuse_other_mode(p, args, ("estimator", "rescale", "horizons", "progress_power"), "task")
         if not args.correction:
             p.error("--no-correction applies with --recipe; with --task leave it out")
     try:

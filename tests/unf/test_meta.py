@@ -32,12 +32,14 @@ def quadratic_task(nan_when_positive: bool = False) -> Task:
     return Task("quadratic", (("nan", nan_when_positive),), init, loss, lambda key: jnp.float32(0.0), spec)
 
 
-@pytest.mark.parametrize("estimator", ["nres", "pes"])
-def test_es_estimates_the_true_meta_gradient_of_several_truncations(estimator):
+@pytest.mark.parametrize("estimator,power", [("nres", 0.0), ("pes", 0.0), ("nres", 6.0)])
+def test_es_estimates_the_true_meta_gradient_of_several_truncations(estimator, power):
     # Summed over the truncations of one run, either estimator is unbiased for the gradient of the summed truncation
-    # losses, each depending on theta through the whole run so far: autodiff of that unroll is the oracle.
+    # losses (weighted by (k + 1) (t / T)^k with progress_power k), each depending on theta through the whole run so
+    # far: autodiff of that unroll is the oracle.
     task, learned = quadratic_task(), lopt.SGDMomentum(alpha=0.05, g0=0.5)
-    cfg = es.ESConfig(estimator=estimator, num_particles=2048, truncation=3, horizons=(9,), sigma=0.01)
+    cfg = es.ESConfig(estimator=estimator, num_particles=2048, truncation=3, horizons=(9,), sigma=0.01,
+                      progress_power=power)
     meta = learned.init_meta_params(jax.random.key(0))
     state = es.init_state(jax.random.key(1), task, learned, meta, cfg)
     state = state._replace(ends=jnp.full_like(state.ends, cfg.horizon))
@@ -54,7 +56,7 @@ def test_es_estimates_the_true_meta_gradient_of_several_truncations(estimator):
         for i in range(3):
             params, opt_state, loss = es.unroll(task, learned, theta, params, opt_state, jnp.int32(3 * i), key_data,
                                                 cfg.truncation, jnp.int32(cfg.horizon))
-            losses.append(loss)
+            losses.append((power + 1.0) * (3.0 * (i + 1) / cfg.horizon) ** power * loss)
         return sum(losses)
 
     per_pair = jax.vmap(jax.grad(run_loss), in_axes=(None, 0, 0, 0))(
@@ -174,6 +176,9 @@ def test_config_errors_are_clear():
         es.ESConfig(estimator="ppes")
     with pytest.raises(ValueError, match="rescale must be"):
         es.ESConfig(rescale=-1.0)
+    for bad in (-1.0, float("inf"), "2", True):
+        with pytest.raises(ValueError, match="progress_power must be"):
+            es.ESConfig(progress_power=bad)
     with pytest.raises(ValueError, match="tasks must hold"):
         meta_train(lopt.SGDMomentum(), [], small_run(), "/tmp/unused")
 

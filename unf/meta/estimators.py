@@ -15,6 +15,12 @@ optimizer's ``total_steps`` for that run) and, with ``rescale > 0``, multiplies 
 ``exp(U(-rescale, rescale))`` (the optimizer sees ``w' = w / s`` and the loss ``L(s w')``), so the rule cannot rely
 on one run length or one parametrisation's scale. A pair whose losses are not finite is dropped from the estimate,
 counted, and restarted.
+
+Summed over a run, the truncations' estimates are the gradient of the run's mean loss: every truncation counts
+alike, so a rule is paid as much for a fast start as for a low final loss. ``progress_power = k > 0`` weights the
+truncation ending at step ``t`` of a run of ``T`` steps by ``(k + 1) (t / T)^k`` (a mean of ~1 over a run, so the
+meta-learning rate keeps its meaning): the objective moves toward the loss at the end of the run, the loss a user's
+run is judged by. Because the weight is a fraction of the run, runs of every length are scored alike.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ class ESConfig:
     the learned optimizer's ``total_steps``); sigma: perturbation std; rescale: log-range of the per-tensor
     parameter rescaling (0: none); objective: what the pairs' losses compare, ``"train"`` (the mean training loss
     over the truncation) or ``"valid"`` (the loss on a held-out batch after it, shared by the pair, so the rule is
-    rewarded for what generalises rather than for fitting the batches it sees)."""
+    rewarded for what generalises rather than for fitting the batches it sees); progress_power: how much the
+    objective weights the end of a run over its start (0: the mean over the run; see the module docstring)."""
 
     estimator: str = "nres"
     num_particles: int = 16
@@ -50,6 +57,7 @@ class ESConfig:
     sigma: float = 0.01
     rescale: float = 0.0
     objective: str = "train"
+    progress_power: float = 0.0
 
     def __post_init__(self):
         if self.objective not in OBJECTIVES:
@@ -70,6 +78,10 @@ class ESConfig:
             raise ValueError(f"sigma must be positive, got {self.sigma}.")
         if not self.rescale >= 0:
             raise ValueError(f"rescale must be >= 0, got {self.rescale}.")
+        if isinstance(self.progress_power, bool) or not isinstance(self.progress_power, (int, float)) or not (
+                0 <= self.progress_power < float("inf")):
+            raise ValueError(f"progress_power must be a finite number >= 0 (0: every truncation alike), got "
+                             f"{self.progress_power!r}.")
 
     @property
     def num_pairs(self) -> int:
@@ -238,7 +250,7 @@ def es_step(key: jax.Array, meta_params, state: ESState, task: Task, lopt, cfg: 
 
     finite = jnp.all(jnp.isfinite(losses), axis=1)
     valid = jnp.maximum(jnp.sum(finite), 1)
-    diff = jnp.where(finite, losses[:, 0] - losses[:, 1], 0.0)
+    diff = jnp.where(finite, losses[:, 0] - losses[:, 1], 0.0) * progress_weight(step + cfg.truncation, total, cfg)
     grad = jax.tree.map(lambda x: jnp.tensordot(diff, x, axes=1) / (2.0 * valid * cfg.sigma**2), weight)
     meta_loss = jnp.sum(jnp.where(finite, jnp.mean(losses, axis=1), 0.0)) / valid
     # A pair that diverged restarts at the next meta-step: pushing its step to its end triggers the reset.
@@ -247,6 +259,16 @@ def es_step(key: jax.Array, meta_params, state: ESState, task: Task, lopt, cfg: 
     train_loss = jnp.sum(jnp.where(finite, jnp.mean(train_losses, axis=1), 0.0)) / valid
     metrics = ESMetrics(meta_loss, train_loss, jnp.sum(~finite), jnp.sum(reset))
     return grad, new_state, metrics
+
+
+def progress_weight(end: jax.Array, total: jax.Array, cfg: ESConfig) -> jax.Array:
+    """Returns the objective's weight ``(k + 1) (end / total)^k`` of truncations ending at step ``end`` of runs of
+    ``total`` steps (``[pairs]`` each), ``k = cfg.progress_power``; ones when ``k = 0``."""
+    k = float(cfg.progress_power)
+    if k == 0.0:
+        return jnp.ones(jnp.shape(end), jnp.float32)
+    progress = jnp.asarray(end, jnp.float32) / jnp.asarray(total, jnp.float32)
+    return (k + 1.0) * progress**k
 
 
 def _valid_losses(task: Task, params: Any, scales: Any, task_key: jax.Array, step: jax.Array) -> jax.Array:
