@@ -93,10 +93,11 @@ RECIPES = {
         config=MetaTrainConfig(
             steps=500, meta_lr=1e-3, clip=1.0, checkpoint_every=100, seed=0,
             es=ESConfig(estimator="nres", num_particles=16, truncation=10, horizons=(100, 200, 500, 1000, 2000),
-                        sigma=0.01, rescale=0.3, objective="valid"),
+                        sigma=0.01, rescale=0.3, objective="valid", progress_power=8.0),
         ),
         description="byte-level TransformerLMs on the standard library's text (d_model 8-64, 1-3 layers, 2-4 heads, "
-                    "grouped-query attention, sequence 16-32), runs of 100 to 2,000 steps, scored on held-out files; "
+                    "grouped-query attention, sequence 16-32), runs of 100 to 2,000 steps, scored on held-out files "
+                    "with the end of each run weighted most (progress_power 8); "
                     "starts from muP-scaled Adam (unf-adam) or from Muon's orthogonalised direction at Adam's RMS with "
                     "a warm-up + cosine schedule (unf-muon, the one that ships)",
         starts={"unf-adam": mup_start, "mlp-adam": mup_start, "unf-muon": orthogonal_start},

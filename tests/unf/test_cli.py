@@ -89,6 +89,7 @@ def test_eval_names_missing_meta_params(tmp_path, capsys):
     (["--recipe", "transformer-lm", "--task", "mlp", "--out", "x"], "not allowed with argument"),
     (["--recipe", "transformer-lm", "--horizon", "10", "--out", "x"], "--horizon applies without --recipe"),
     (["--task", "mlp", "--horizons", "10", "--out", "x"], "--horizons applies without --task"),
+    (["--task", "mlp", "--progress-power", "4", "--out", "x"], "--progress-power applies without --task"),
     (["--task", "mlp", "--optimizer", "unf-muon", "--out", "x"], "--optimizer must be one of"),
     (["--task", "mlp", "--no-correction", "--out", "x"], "--no-correction applies with --recipe"),
 ])
