@@ -263,10 +263,8 @@ def es_step(key: jax.Array, meta_params, state: ESState, task: Task, lopt, cfg: 
 
 def progress_weight(end: jax.Array, total: jax.Array, cfg: ESConfig) -> jax.Array:
     """Returns the objective's weight ``(k + 1) (end / total)^k`` of truncations ending at step ``end`` of runs of
-    ``total`` steps (``[pairs]`` each), ``k = cfg.progress_power``; ones when ``k = 0``."""
+    ``total`` steps (``[pairs]`` each), ``k = cfg.progress_power``; exactly ones when ``k = 0``."""
     k = float(cfg.progress_power)
-    if k == 0.0:
-        return jnp.ones(jnp.shape(end), jnp.float32)
     progress = jnp.asarray(end, jnp.float32) / jnp.asarray(total, jnp.float32)
     return (k + 1.0) * progress**k
 
