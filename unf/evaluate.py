@@ -73,9 +73,11 @@ def _valid_trainer(task: Task, steps: int, make_opt: Callable, points: int) -> C
     chunk = steps // points
     valid_key = jax.random.key(VALID_SALT)
 
+    valid_keys = jax.vmap(lambda b: jax.random.fold_in(valid_key, b))(jnp.arange(VALID_BATCHES))
+
     def valid_loss(params):
-        batches = [task.sample_valid_batch(jax.random.fold_in(valid_key, b)) for b in range(VALID_BATCHES)]
-        return jnp.mean(jnp.stack([task.loss(params, b) for b in batches]))
+        # A loop, not VALID_BATCHES copies of the forward pass: the trainer compiles one.
+        return jnp.mean(jax.lax.map(lambda k: task.loss(params, task.sample_valid_batch(k)), valid_keys))
 
     def one(hyper, key_data):
         params, opt, body = _run_start(task, make_opt, hyper, key_data)

@@ -43,15 +43,20 @@ def relation_to_adam(learned, meta, params, spec, steps=3, draws=4):
     opt = learned.opt_fn(meta, total_steps=100)
     adam = optax.adam(1e-3)
 
+    leaves, treedef = jax.tree.flatten(params)
+
     def one(key):
-        state, adam_state = opt.init(params), adam.init(params)
-        for i in range(steps):
-            leaves, treedef = jax.tree.flatten(params)
+        def step(carry, i):
+            state, adam_state = carry
             keys = jax.random.split(jax.random.fold_in(key, i), len(leaves))
             grads = treedef.unflatten([jax.random.normal(k, p.shape) for k, p in zip(keys, leaves)])
             ours, state = opt.update(grads, state, params)
             theirs, adam_state = adam.update(grads, adam_state, params)
-        return ours, theirs
+            return (state, adam_state), (ours, theirs)
+
+        # Scanned, so the rule compiles once, not once per step.
+        _, last = jax.lax.scan(step, (opt.init(params), adam.init(params)), jnp.arange(steps))
+        return jax.tree.map(lambda x: x[-1], last)
 
     ours, theirs = jax.jit(jax.vmap(one))(jax.random.split(jax.random.key(10), draws))
     stacked = [name.startswith("['blocks']") for name in spec.leaf_names]
