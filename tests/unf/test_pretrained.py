@@ -64,3 +64,44 @@ def test_an_export_folder_rebuilds_the_rule_it_was_trained_as(tmp_path):
         recipes.load_export(tmp_path / "family")
     with pytest.raises(ValueError, match="correction must be True, or False for the kinds"):
         recipes.recipe("transformer-lm").learned("mlp-adam", correction=False)
+
+
+def test_given_its_models_own_spec_the_rule_is_exactly_the_shipped_one():
+    """The shipped rule reads labels only: served through a hetnet model's own spec (stacked layers read off the
+    ``layers`` label) it makes the very updates it makes in its own layout."""
+    task = tasks.transformer_lm(d_model=24, layers=2, heads=4, seq=8, batch=4, ffn="swiglu")
+    params = task.init(jax.random.key(0))
+    grads = [jax.grad(task.loss)(params, task.sample_batch(jax.random.key(i))) for i in range(2)]
+    own = optax_loop.apply_updates_of(lopt.pretrained("transformer-lm", total_steps=50), params, grads)
+    by_spec = optax_loop.apply_updates_of(lopt.pretrained("transformer-lm", total_steps=50, spec=task.spec), params,
+                                          grads)
+    jax.tree.map(np.testing.assert_array_equal, by_spec, own)
+
+
+def test_given_a_spec_it_trains_networks_that_are_not_transformers():
+    from unf import spec as spec_lib
+
+    task = tasks.mlp_digits(width=16, depth=2, batch=32)
+    spec = spec_lib.mlp(jax.eval_shape(task.init, jax.random.key(0)))
+    _, _, losses = optax_loop.train(task, lopt.pretrained("transformer-lm", total_steps=40, spec=spec), 40, seed=0)
+    assert np.all(np.isfinite(losses)) and np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+
+
+def test_a_bad_spec_is_refused_by_name():
+    from unf import spec as spec_lib
+
+    with pytest.raises(TypeError, match="spec must be a unf.spec.WeightSpaceSpec.*got dict"):
+        lopt.pretrained("transformer-lm", total_steps=10, spec={"w": ("embed",)})
+    task = tasks.mlp_digits(width=8, depth=1, batch=4)
+    params = task.init(jax.random.key(0))
+    spec = spec_lib.mlp(params)
+    with pytest.raises(ValueError, match="pass model or spec, not both"):
+        lopt.pretrained("transformer-lm", total_steps=10, spec=spec, model=params)
+    other = tasks.mlp_digits(width=8, depth=2, batch=4).init(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"\[2\]"):  # the leaf the spec lacks
+        lopt.pretrained("transformer-lm", total_steps=10, spec=spec).init(other)
+    from unf.lopt import learned_adam
+
+    _, meta = lopt.load_pretrained("transformer-lm")
+    with pytest.raises(ValueError, match="stacked_by_labels.*needs a spec and no layer_key"):
+        learned_adam.transformation(meta, None, 10, layer_key="blocks", spec=spec, stacked_by_labels=True)

@@ -15,7 +15,8 @@ norm scale and offset ``[embed]``; an unembedding ``[embed, vocab]``; layers sta
 numbered modules. A learned position table (``pos`` in its path, ``[*, embed]``) is optional; without it, or with
 logits tied to the embedding, the rule sees a zero stand-in for the missing tensor (no gradient, no update). The
 gate and the offsets are served by a rule that reads labels only (the shipped one, its correction off); anything
-else (projection biases) has no hetnet counterpart and is refused by name.
+else (projection biases) has no hetnet counterpart, and :func:`layout` refuses it by name (``pretrained`` then
+serves a model named on every axis by the spec of its names instead).
 """
 
 from __future__ import annotations
@@ -105,8 +106,7 @@ def layout(model_or_variables: Any) -> Layout:
             "the shipped transformer-lm optimizer serves decoders without projection biases (embedding, per layer "
             "query/key/value/output projections, an MLP of two matrices or three with a gate named gate/wi_0, two "
             "norms with or without offsets, a final norm, an unembedding); these leaves have no counterpart: "
-            f"{refused}. Build an optimizer from the model's own "
-            "spec (unf.lopt.equivariant_adam(unf.spec.from_flax(model))) or use unf.lopt.per_parameter_adam().")
+            f"{refused}.")
     lay = _finish(slots, flat, paths, layer_ids, depth)
     return dataclasses.replace(lay, names=tuple(jax.tree_util.keystr(p) for p, _ in flat))
 

@@ -37,6 +37,7 @@ from unf.lopt import orthogonal as orthogonal_lib
 from unf.lopt import schedule
 from unf.lopt import tree_layout
 from unf.lopt import width
+from hetnet.axes import LAYERS
 from unf.spec import WeightSpaceSpec, analogy
 
 HIDDEN = 8
@@ -100,6 +101,7 @@ def transformation(
     check: Callable[[Any], None] | None = None,
     orthogonal: bool = False,
     analogues: Mapping[str, str] | None = None,
+    stacked_by_labels: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """Returns the learned-Adam optax transformation.
 
@@ -115,7 +117,9 @@ def transformation(
     every hidden matrix (two or more width axes, read from ``spec``'s labels) is its orthogonalised Nesterov momentum
     (Muon's) scaled to the RMS of Adam's direction, instead of Adam's direction itself; analogues: for a rule that
     reads labels only (no correction), leaves ``spec`` lacks take the labels of a sibling
-    (:func:`unf.spec.analogy.extend_by_analogy`), so the same rule serves a SwiGLU gate or LayerNorm offsets.
+    (:func:`unf.spec.analogy.extend_by_analogy`), so the same rule serves a SwiGLU gate or LayerNorm offsets;
+    stacked_by_labels: instead of ``layer_key``, the leaves whose first axis ``spec`` labels ``"layers"`` are the
+    stacked layers (a scanned Flax model's, wherever they sit in the tree).
     """
     if orthogonal and spec is None:
         raise ValueError("orthogonal=True needs a spec: the labels say which tensors are matrices, and how.")
@@ -126,13 +130,22 @@ def transformation(
     if analogues and correction is not None:
         raise ValueError("analogues serve rules without a correction only: a correction holds coefficients per "
                          "pair of the spec's own leaves.")
+    if stacked_by_labels and (spec is None or layer_key is not None):
+        raise ValueError("stacked_by_labels reads the stacking axis off the spec's labels: it needs a spec and no "
+                         f"layer_key (got layer_key={layer_key!r}).")
     served_spec = _label_source(spec, analogues)
+
+    def stacked_of(params):
+        if stacked_by_labels:
+            current = spec_lib.relabel(served_spec(params), params)
+            return current.unflatten([bool(labels) and labels[0] == LAYERS for labels in current.leaf_axes])
+        return tree_layout.stacked_leaves(params, layer_key)
 
     def init_fn(params):
         params, _ = tree_layout.canonical(params, served_spec(params))
         if check is not None:
             check(params)
-        tree_layout.stacked_leaves(params, layer_key)
+        stacked_of(params)
         zeros = _zeros_f32(params)
         return LearnedAdamState(tuple(zeros for _ in rates), zeros, jnp.zeros((), jnp.int32))
 
@@ -150,7 +163,7 @@ def transformation(
         count = state.count + 1
         g32 = jax.tree.map(lambda g: jnp.asarray(g, jnp.float32), grads)
         momenta, v = _moments(g32, state, rates)
-        stacked = tree_layout.stacked_leaves(params, layer_key)
+        stacked = stacked_of(params)
         treedef = jax.tree.structure(params)
         if correction is None:  # the base direction alone: no features to compute
             out = [None] * treedef.num_leaves

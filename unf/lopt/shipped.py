@@ -59,8 +59,8 @@ def load_pretrained(name: str) -> tuple[Any, Any]:
     return learned, meta_params
 
 
-def pretrained(name: str, *, total_steps: int, learning_rate=None,
-               model: Any = None) -> optax.GradientTransformationExtraArgs:
+def pretrained(name: str, *, total_steps: int, learning_rate=None, model: Any = None,
+               spec: Any = None) -> optax.GradientTransformationExtraArgs:
     """Returns the shipped learned optimizer ``name`` as an optax transformation for a run of ``total_steps`` steps.
 
     learning_rate: None for the learned schedule; a float or an optax schedule replaces it. ``update`` needs
@@ -71,23 +71,95 @@ def pretrained(name: str, *, total_steps: int, learning_rate=None,
     LayerNorm offset) takes the labels of its sibling (``w_in``, ``scale``); and a Flax decoder of the
     same make whose axes carry MaxText-style logical names (see :mod:`unf.lopt.flax_transformer`). In
     ``nnx.Optimizer`` the names come with the params; for a linen ``TrainState`` pass ``model``: the boxed
-    ``variables["params"]`` from ``init`` (or an nnx model). Params it cannot serve are refused at ``init``.
+    ``variables["params"]`` from ``init`` (or an nnx model).
+
+    Any other network: the shipped rule reads labels only (no learned correction), so it serves any params whose
+    weight-space ``spec`` is given (``unf.spec.from_flax(model)``, ``unf.spec.mlp(params)``, ``unf.spec.cnn(params)``,
+    ``unf.spec.from_labels(params, labels)``): each tensor's muP role, width and matrix view are read off its labels
+    (:mod:`unf.lopt.width`), and leaves whose first axis is labelled ``"layers"`` are stacked layers. A Flax model
+    that is not a decoder of the hetnet make (projection biases, say) but names every axis logically is served so
+    without ``spec``, from its names. Params it cannot serve are refused at ``init``.
     """
     learned, meta_params = load_pretrained(name)
+    if spec is not None:
+        if model is not None:
+            raise ValueError("pass model or spec, not both: model is read for its logical names, spec already "
+                             "holds the labels.")
+        return _by_labels(name, learned, meta_params, spec, total_steps, learning_rate)
     inner = learned.opt_fn(meta_params, total_steps=total_steps, learning_rate=learning_rate)
-    return inner if learned.layer_key is None else _in_any_layout(learned, inner, model)
+    if learned.layer_key is None:
+        return inner
+    return _in_any_layout(learned, inner, model,
+                          lambda found: _by_labels(name, learned, meta_params, found, total_steps, learning_rate))
 
 
-def _in_any_layout(learned, inner: optax.GradientTransformationExtraArgs,
-                   model: Any) -> optax.GradientTransformationExtraArgs:
-    """Returns ``inner`` (the rule of ``learned`` over hetnet TransformerLM params) serving both the trees it serves
-    itself and Flax decoders' trees, mapped onto the hetnet layout and back (:mod:`unf.lopt.flax_transformer`)."""
+def _by_labels(name: str, learned, meta_params, spec: Any, total_steps: int,
+               learning_rate) -> optax.GradientTransformationExtraArgs:
+    """Returns the shipped rule ``learned`` (one without a learned correction) over the params ``spec`` describes,
+    every tensor's treatment read off its labels."""
+    from unf import spec as spec_lib
+    from unf.lopt import learned_adam
+    from unf.lopt.adam_rules import EquivariantAdam
+
+    if not isinstance(spec, spec_lib.WeightSpaceSpec):
+        raise TypeError("spec must be a unf.spec.WeightSpaceSpec (unf.spec.from_flax(model), unf.spec.mlp(params), "
+                        f"unf.spec.from_labels(params, labels)), got {type(spec).__name__}.")
+    if not isinstance(learned, EquivariantAdam) or learned.correction:
+        raise ValueError(f"spec: the shipped optimizer {name!r} has a learned correction whose coefficients belong to "
+                         "the leaves of its own models; it serves those models only, not a spec of another.")
+
+    def check(params):
+        spec_lib.relabel(spec, params)
+
+    return learned_adam.transformation(meta_params, None, total_steps, learning_rate, None, spec, check,
+                                       orthogonal=learned.base == "orthogonal", stacked_by_labels=True)
+
+
+def _all_named(tree: Any) -> bool:
+    """Returns whether every leaf of a Flax params tree carries one logical name per axis."""
+    import numpy as np
+
+    from unf.spec import flax_names
+
+    try:
+        params, names = flax_names.names_and_params(tree)
+    except (ValueError, TypeError):
+        return False
+    named = jax.tree.leaves(names, is_leaf=lambda x: x is None or isinstance(x, tuple))
+    return all(n is not None and len(n) == np.ndim(x) for n, x in zip(named, jax.tree.leaves(params)))
+
+
+def _in_any_layout(learned, inner: optax.GradientTransformationExtraArgs, model: Any,
+                   by_labels) -> optax.GradientTransformationExtraArgs:
+    """Returns ``inner`` (the rule of ``learned`` over hetnet TransformerLM params) serving the trees it serves
+    itself, Flax decoders' trees, mapped onto the hetnet layout and back (:mod:`unf.lopt.flax_transformer`), and
+    other Flax models whose every axis has a logical name, through ``by_labels(spec)``: the rule read off the spec
+    of those names."""
     from unf.lopt import flax_transformer
     from unf.lopt.adam_rules import EquivariantAdam
     from unf.lopt.tree_layout import leaf_name
+    from unf.spec import flax_names
 
     own = frozenset(learned.spec.leaf_names)
-    fixed = None if model is None else flax_transformer.layout(model)
+
+    def layout_or_labels(tree):
+        """Returns the tree's hetnet layout, else the rule over the spec of its logical names."""
+        try:
+            return flax_transformer.layout(tree)
+        except ValueError as not_decoder:
+            if not isinstance(learned, EquivariantAdam) or learned.correction:
+                raise
+            try:
+                found = flax_names.from_flax(tree)
+            except (ValueError, TypeError) as unreadable:
+                # Unnamed leaves are listed already; names that are there but make no spec say why.
+                said = f" Nor do its logical names make a spec: {unreadable}" if _all_named(tree) else ""
+                raise ValueError(f"{not_decoder}{said} Any other network is served by its labels: give its "
+                                 "weight-space spec, pretrained(..., spec=unf.spec.from_labels(params, labels)) (or "
+                                 "unf.spec.mlp / unf.spec.cnn / unf.spec.from_flax).") from None
+            return by_labels(found)
+
+    fixed = None if model is None else layout_or_labels(model)
 
     layouts: dict = {}
     direct: dict = {}
@@ -106,8 +178,9 @@ def _in_any_layout(learned, inner: optax.GradientTransformationExtraArgs,
         return direct[names]
 
     def aligned(tree, lay=None):
-        """Returns ``(layout, or None for hetnet params; the tree's leaves in the layout's order; (treedef, where
-        each of those leaves sits in the tree))``."""
+        """Returns ``(route, the tree's leaves in the layout's order, (treedef, where each of those leaves sits in
+        the tree))``: route None for hetnet params, a ``Layout``, or the rule over the tree's own labels (an optax
+        transformation; the other two None)."""
         flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
         names = [leaf_name(p) for p, _ in flat]
         if set(names) == own or (lay is None and serves_directly(tree, tuple(names))):
@@ -116,8 +189,10 @@ def _in_any_layout(learned, inner: optax.GradientTransformationExtraArgs,
             # Keyed by leaf names: nnx.Optimizer hands init its Variables (with the names) and update bare arrays.
             key = tuple(names)
             if key not in layouts:
-                layouts[key] = fixed if fixed is not None else flax_transformer.layout(tree)
+                layouts[key] = fixed if fixed is not None else layout_or_labels(tree)
             lay = layouts[key]
+            if not isinstance(lay, flax_transformer.Layout):  # the rule over the tree's own labels
+                return lay, None, None
         by_name = dict(zip(names, (x for _, x in flat)))
         wanted = [n[len("['params']"):] if n not in by_name and n.startswith("['params']") else n for n in lay.names]
         if set(wanted) != set(names):
@@ -127,6 +202,8 @@ def _in_any_layout(learned, inner: optax.GradientTransformationExtraArgs,
 
     def init_fn(params):
         lay, leaves, _ = aligned(params)
+        if lay is not None and leaves is None:
+            return lay.init(params)
         return inner.init(params if lay is None else flax_transformer.to_hetnet(lay, leaves))
 
     def update_fn(grads, state, params=None, **extra):
@@ -135,6 +212,8 @@ def _in_any_layout(learned, inner: optax.GradientTransformationExtraArgs,
         lay, leaves, _ = aligned(params)
         if lay is None:
             return inner.update(grads, state, params, **extra)
+        if leaves is None:
+            return lay.update(grads, state, params, **extra)
         _, grad_leaves, (treedef, positions) = aligned(grads, lay)
         updates, state = inner.update(flax_transformer.to_hetnet(lay, grad_leaves), state,
                                       flax_transformer.to_hetnet(lay, leaves), **extra)
