@@ -1,4 +1,5 @@
-"""Image tasks on the embedded 8x8 digits: an MLP and a small CNN with global pooling."""
+"""Image tasks on the embedded 8x8 digits: an MLP and a small CNN with global pooling, each with a held-out split (a
+fifth of the images, never trained on: ``sample_valid_batch``)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,15 @@ from unf.tasks.base import Task
 _dense_init = jax.nn.initializers.lecun_normal()
 
 
-@functools.lru_cache(maxsize=1)
-def _digits():
-    train, _ = data.digits()
-    return jnp.asarray(train.images), jnp.asarray(train.labels)
+@functools.lru_cache(maxsize=2)
+def _digits(split: str = "train"):
+    train, valid = data.digits()
+    chosen = train if split == "train" else valid
+    return jnp.asarray(chosen.images), jnp.asarray(chosen.labels)
 
 
-def _sampler(batch: int, flatten: bool):
-    images, labels = _digits()
+def _sampler(batch: int, flatten: bool, split: str = "train"):
+    images, labels = _digits(split)
 
     def sample(key):
         idx = jax.random.randint(key, (batch,), 0, labels.shape[0])
@@ -57,7 +59,7 @@ def mlp_digits(width: int = 32, depth: int = 2, batch: int = 64) -> Task:
     example = jax.eval_shape(init, jax.random.key(0))
     spec = spec_lib.mlp(example, input_label="input", output_label="output")
     return Task("mlp_digits", (("width", width), ("depth", depth), ("batch", batch)), init, loss,
-                _sampler(batch, True), spec)
+                _sampler(batch, True), spec, _sampler(batch, True, "valid"))
 
 
 @functools.lru_cache(maxsize=32)
@@ -81,4 +83,5 @@ def cnn_digits(channels: int = 8, batch: int = 64) -> Task:
 
     example = jax.eval_shape(init, jax.random.key(0))
     spec = spec_lib.cnn(example, input_label="input", output_label="output")
-    return Task("cnn_digits", (("channels", channels), ("batch", batch)), init, loss, _sampler(batch, False), spec)
+    return Task("cnn_digits", (("channels", channels), ("batch", batch)), init, loss, _sampler(batch, False), spec,
+                _sampler(batch, False, "valid"))
