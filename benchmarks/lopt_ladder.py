@@ -17,6 +17,7 @@ read off validation curves), divergences, and the step time relative to Adam's.
     python -m benchmarks.lopt_ladder --large           # the full ladder: sequence 128, 2,000-5,000 steps
     python -m benchmarks.lopt_ladder --steps 1000 --horizons 5000 --horizon-width 64 --seeds 3 \
         --out benchmarks/results/lopt_ladder_1000      # longer runs at CPU widths; --only picks rungs, in order
+    python -m benchmarks.lopt_ladder --widths 32 64 128 256 512 ...   # width rungs past the default four
 
 Tuned baselines are cached in ``lopt_ladder_baselines[_large].json`` beside the results (keyed by rung and
 settings), so re-evaluating a new learned optimizer costs only its own runs; ``--retune`` ignores the cache. A rung
@@ -65,15 +66,19 @@ class Rung:
         return f"{self.axis}={self.value}"
 
 
+WIDTHS = (32, 64, 128, 256)
+
+
 def rungs(large: bool, steps: int | None = None, horizons: tuple[int, ...] | None = None,
-          horizon_width: int | None = None) -> list[Rung]:
+          horizon_width: int | None = None, widths: tuple[int, ...] | None = None) -> list[Rung]:
     """Returns the ladder: CPU sizes, or with ``large`` the full one (sequence 128, batch 16, longer runs); ``steps``
-    (the run length of every rung but the horizon ones), ``horizons`` and ``horizon_width`` override the sizing's."""
+    (the run length of every rung but the horizon ones), ``horizons``, ``horizon_width`` and ``widths`` (the d_model
+    of the width rungs, default ``WIDTHS``) override the sizing's."""
     seq, batch, default_steps, default_width = (128, 16, 2000, 64) if large else (64, 8, 500, 32)
     steps = steps or default_steps
     horizon_width = horizon_width or default_width
     base = dict(layers=2, heads=4, seq=seq, batch=batch)
-    out = [Rung("width", d, transformer_lm(d_model=d, **base), steps) for d in (32, 64, 128, 256)]
+    out = [Rung("width", d, transformer_lm(d_model=d, **base), steps) for d in widths or WIDTHS]
     horizons = horizons or ((5000,) if large else (1000, 2000))
     out += [Rung("horizon", h, transformer_lm(d_model=horizon_width, **base), h) for h in horizons]
     out.append(Rung("depth", 8, transformer_lm(d_model=64 if large else 32, **{**base, "layers": 8}), steps // 2 * 2))
@@ -286,6 +291,8 @@ def main(argv=None) -> int:
                         help="run lengths of the horizon rungs (default 1,000 and 2,000; 5,000 with --large)")
     parser.add_argument("--horizon-width", type=int, default=None,
                         help="d_model of the horizon rungs (default 32; 64 with --large)")
+    parser.add_argument("--widths", type=int, nargs="+", default=None,
+                        help="d_model of the width rungs (default 32 64 128 256); each must divide by the 4 heads")
     parser.add_argument("--baselines-only", action="store_true", help="tune and cache the baselines, then stop")
     parser.add_argument("--retune", action="store_true", help="ignore the cached tuned baselines")
     parser.add_argument("--rerun", action="store_true",
@@ -301,10 +308,13 @@ def main(argv=None) -> int:
         parser.error("--seeds and --tuning-seeds must be positive")
     sizes = [("--steps", args.steps), ("--horizon-width", args.horizon_width)]
     sizes += [("--horizons", h) for h in args.horizons or ()]
+    sizes += [("--widths", w) for w in args.widths or ()]
     for flag, value in sizes:
         if value is not None and value < 1:
             parser.error(f"{flag} must be positive, got {value}")
-    ladder = rungs(args.large, args.steps, tuple(args.horizons or ()), args.horizon_width)
+    if any(w % 4 for w in args.widths or ()):
+        parser.error(f"--widths must be multiples of the 4 heads, got {args.widths}")
+    ladder = rungs(args.large, args.steps, tuple(args.horizons or ()), args.horizon_width, tuple(args.widths or ()))
     out = Path(args.out) if args.out else report.RESULTS
     name = "lopt_ladder_large" if args.large else "lopt_ladder"
     cache_path = out / f"{name}_baselines.json"

@@ -50,3 +50,16 @@ def test_the_ladder_reads_back_only_rungs_of_the_same_meta_params_and_seeds(tmp_
     assert lopt_ladder.finished_rungs(path, digest, [1, 2], [0]) == {("width=64", "d64", 1000): row}
     for other in ((digest[::-1], [1, 2], [0]), (digest, [1, 2, 3], [0]), (digest, [1, 2], [5])):
         assert lopt_ladder.finished_rungs(path, *other) == {}
+
+
+def test_the_ladder_takes_other_widths_and_refuses_ones_the_heads_do_not_divide(capsys):
+    import pytest
+
+    from benchmarks import lopt_ladder
+
+    widths = [r.value for r in lopt_ladder.rungs(False, widths=(48, 512)) if r.axis == "width"]
+    assert widths == [48, 512]
+    assert [r.value for r in lopt_ladder.rungs(False) if r.axis == "width"] == list(lopt_ladder.WIDTHS)
+    with pytest.raises(SystemExit):
+        lopt_ladder.main(["--widths", "30"])
+    assert "--widths must be multiples of the 4 heads, got [30]" in capsys.readouterr().err
