@@ -40,19 +40,20 @@ class Checkpoints:
         """Returns the state saved at ``step``, shaped (and sharded) like ``like``; a damaged checkpoint raises a
         ValueError naming it."""
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-        with _held_stderr() as drop:
+        with _held_stderr() as held:
             try:
                 return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
             except Exception as err:  # noqa: BLE001 - orbax raises many kinds for a damaged checkpoint
                 failure = err
                 # The abandoned reads' callbacks find orbax's event loop closed and print a traceback each, from
-                # storage threads, just after the failure: they are held and dropped with the rest of its noise.
-                drop()
-                time.sleep(ABANDONED_READS_SECONDS)
-        # The run ends here: close the manager so its background threads do not outlive it, and keep only the first
-        # line of orbax's message (the rest is kilobytes of storage specs).
-        self.close()
-        _silence_abandoned_reads()
+                # storage threads, after the failure, and collecting them prints more: all of it is held and
+                # dropped, the manager closed so its threads do not outlive the run, until the stream falls quiet
+                # (later on a loaded machine than on an idle one).
+                held.drop()
+                self.close()
+                _silence_abandoned_reads()
+                held.wait_until_quiet(ABANDONED_READS_SECONDS, ABANDONED_READS_MOST_SECONDS)
+        # Only the first line of orbax's message is kept (the rest is kilobytes of storage specs).
         text = str(failure).strip()
         first = text.splitlines()[0].split(" See full")[0][:200] if text else ""
         raise ValueError(f"checkpoint {step} in {self.directory} could not be restored ({type(failure).__name__}: "
@@ -64,26 +65,50 @@ class Checkpoints:
 
 
 ABANDONED_READS_SECONDS = 0.5
+ABANDONED_READS_MOST_SECONDS = 10.0
+
+
+class _Held:
+    """The stderr :func:`_held_stderr` holds: ``drop()`` discards it at the end; ``wait_until_quiet(quiet, most)``
+    returns once nothing has been written for ``quiet`` seconds (or after ``most``)."""
+
+    def __init__(self, file):
+        self._file = file
+        self.keep = True
+
+    def drop(self) -> None:
+        self.keep = False
+
+    def wait_until_quiet(self, quiet: float, most: float) -> None:
+        start = last_change = time.monotonic()
+        size = os.fstat(self._file.fileno()).st_size
+        while time.monotonic() - start < most:
+            time.sleep(min(0.1, quiet))
+            now, current = time.monotonic(), os.fstat(self._file.fileno()).st_size
+            if current != size:
+                size, last_change = current, now
+            elif now - last_change >= quiet:
+                return
 
 
 @contextlib.contextmanager
 def _held_stderr():
     """Holds what the process writes to its stderr (file descriptor 2, threads outside Python included) in a
-    temporary file and writes it out at the end, unless the ``drop()`` it yields was called."""
+    temporary file and writes it out at the end, unless the :class:`_Held` it yields was dropped."""
     sys.stderr.flush()
     saved = os.dup(2)
-    keep = [True]
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
+    with tempfile.TemporaryFile() as file:
+        held = _Held(file)
+        os.dup2(file.fileno(), 2)
         try:
-            yield lambda: keep.__setitem__(0, False)
+            yield held
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            if keep[0]:
-                held.seek(0)
-                os.write(2, held.read())
+            if held.keep:
+                file.seek(0)
+                os.write(2, file.read())
 
 
 def _silence_abandoned_reads() -> None:
