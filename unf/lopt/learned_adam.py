@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hetnet.axes import LAYERS
 from unf import layers
 from unf import spec as spec_lib
 from unf.lopt import adam_features as feats
@@ -37,7 +38,6 @@ from unf.lopt import orthogonal as orthogonal_lib
 from unf.lopt import schedule
 from unf.lopt import tree_layout
 from unf.lopt import width
-from hetnet.axes import LAYERS
 from unf.spec import WeightSpaceSpec, analogy
 
 HIDDEN = 8
