@@ -87,6 +87,30 @@ def test_given_a_spec_it_trains_networks_that_are_not_transformers():
     assert np.all(np.isfinite(losses)) and np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
 
 
+
+def test_a_chained_scale_is_the_learned_schedule_times_that_scale():
+    """The guide's way to tune the shipped rule on another network: every part of its update, decoupled decay
+    included, is proportional to the step size, so ``optax.chain(opt, optax.scale(k))`` is the learned schedule
+    times ``k``."""
+    import optax
+
+    from unf import spec as spec_lib
+    from unf.lopt import schedule
+
+    task = tasks.mlp_digits(width=16, depth=2, batch=8)
+    params = jax.tree.map(lambda x: x + 0.3, task.init(jax.random.key(0)))  # non-zero biases: decay acts on all
+    spec = spec_lib.mlp(params)
+    grads = [jax.grad(task.loss)(params, task.sample_batch(jax.random.key(i))) for i in range(3)]
+    _, meta = lopt.load_pretrained("transformer-lm")
+    assert float(meta["weight_decay"]) > 0.0  # otherwise the decay's share is not tested
+    k, steps = 7.0, 20
+    chained = optax.chain(lopt.pretrained("transformer-lm", total_steps=steps, spec=spec), optax.scale(k))
+    own = lopt.pretrained("transformer-lm", total_steps=steps, spec=spec,
+                          learning_rate=lambda t: k * schedule.learning_rate(meta["schedule"], t, steps))
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 optax_loop.apply_updates_of(optax.with_extra_args_support(chained), params, grads),
+                 optax_loop.apply_updates_of(own, params, grads))
+
 def test_a_bad_spec_is_refused_by_name():
     from unf import spec as spec_lib
 

@@ -63,8 +63,9 @@ def pretrained(name: str, *, total_steps: int, learning_rate=None, model: Any = 
                spec: Any = None) -> optax.GradientTransformationExtraArgs:
     """Returns the shipped learned optimizer ``name`` as an optax transformation for a run of ``total_steps`` steps.
 
-    learning_rate: None for the learned schedule; a float or an optax schedule replaces it. ``update`` needs
-    ``params``. ``"transformer-lm"`` serves a hetnet TransformerLM with a standard body (GELU or SwiGLU
+    learning_rate: None for the learned schedule; a float or an optax schedule replaces it. To keep the learned
+    schedule's shape at another scale, chain ``optax.scale(k)``: every part of the update, decoupled decay included,
+    is proportional to the step size, so the chain is the schedule times ``k``. ``update`` needs ``params``. ``"transformer-lm"`` serves a hetnet TransformerLM with a standard body (GELU or SwiGLU
     feed-forward, RMS norm or LayerNorm, learned or rotary positions), at any width, number of heads, depth and
     sequence length, with softmax, NeuTRENO, linear or sparse attention (not the learned indexer, whose kernels have
     no labels it knows); its rule reads each tensor's labels, and a leaf it was not meta-trained on (a SwiGLU gate, a
