@@ -8,7 +8,10 @@ LSTM task's spec labels its cell by :func:`unf.spec.rnn`), nothing tuned. The ba
 :mod:`benchmarks.lopt_ladder`'s rungs (AdamW + warm-up + cosine, constant Adam, Muon on the spec's hidden matrices
 with AdamW elsewhere; each learning-rate grid extended until its best value is interior, on seeds never evaluated),
 and every optimizer is scored by its final loss on held-out data (a fifth of the digits; held-out files of the
-standard library).
+standard library). Then the same rule is run as a user tuning one number would run it, its learned schedule scaled by
+a factor tuned like the baselines' learning rates, and with the hidden matrices' steps and the other tensors' scaled
+apart, which says whether a scale is all another architecture needs or the balance between the roles is not.
+A network ``--out`` already holds for the same meta-params and seeds is read back (``--rerun`` runs it again).
 
     python -m benchmarks.lopt_networks                  # 500 steps, 3 seeds
     python -m benchmarks.lopt_networks --large          # networks twice as wide, 1,000 steps
@@ -21,6 +24,7 @@ import json
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,8 +32,9 @@ import numpy as np
 import optax
 
 from benchmarks import lopt_ladder, report, timing
-from unf import evaluate, lopt
-from unf.lopt import shipped
+from unf import baselines, evaluate, lopt
+from hetnet.axes import LAYERS
+from unf.lopt import shipped, width
 from unf import spec as spec_lib
 from unf.tasks import cnn_digits, lstm_lm, mlp_digits
 from unf.tasks.base import Task
@@ -51,18 +56,113 @@ def networks(large: bool, steps: int | None) -> list[lopt_ladder.Rung]:
     ]
 
 
-def learned_row(rung: lopt_ladder.Rung, seeds: list[int]) -> dict:
-    """Returns the shipped optimizer's row on ``rung``, served through the task's spec."""
+# The scale of the learned schedule a user tunes, started around the schedule itself; ``baselines.tune`` extends it
+# by sqrt(10) past an edge, as it does the baselines' learning rates.
+SCALES = (10**-0.5, 1.0, 10**0.5)
+
+
+def learned_row(rung: lopt_ladder.Rung, seeds: list[int], tuning_seeds: list[int]) -> dict:
+    """Returns the shipped optimizer's row on ``rung``, served through the task's spec, as shipped and with its
+    learned schedule scaled by the factor tuned on ``tuning_seeds`` (``row["scaled"]``): every part of the update,
+    decoupled decay included, is proportional to the step size, so ``optax.chain(opt, optax.scale(k))`` is the
+    schedule times ``k``."""
     opt = lopt.pretrained("transformer-lm", total_steps=rung.steps, spec=rung.task.spec)
 
-    def make(_):
-        return optax.with_extra_args_support(opt)
+    def make(hyper):
+        return optax.with_extra_args_support(optax.chain(opt, optax.scale(hyper[0])))
 
-    train, valid = evaluate.train_valid_losses(rung.task, make, jnp.zeros(()), rung.steps, seeds,
-                                               points=lopt_ladder.POINTS)
+    one = jnp.ones((1,), jnp.float32)
+    train, valid = evaluate.train_valid_losses(rung.task, make, one, rung.steps, seeds, points=lopt_ladder.POINTS)
     times = timing.optimizer_step_times(rung.task, {"adam": optax.adam(1e-3), "learned": opt}, repeats=10)
-    return {**lopt_ladder._stats(valid, train),
+    print(f"  [{rung.label}] tuning the learned schedule's scale", flush=True)
+    found = baselines.tune("learned-scaled", rung.task, make, rung.steps, tuning_seeds, SCALES, objective="valid")
+    scaled_train, scaled_valid = evaluate.train_valid_losses(rung.task, make, jnp.asarray(found.hyper, jnp.float32),
+                                                             rung.steps, seeds, points=lopt_ladder.POINTS)
+    scaled = {**lopt_ladder._stats(scaled_valid, scaled_train), "hyper": list(found.hyper),
+              "edge_free": found.edge_free, "grid": {str(k): v for k, v in found.scores.items()}}
+    print(f"  [{rung.label}] scaling hidden matrices and the other tensors apart", flush=True)
+    make_by_role, grid = by_role_grid(rung, opt, tuning_seeds)
+    best = min(grid, key=grid.get)
+    role_train, role_valid = evaluate.train_valid_losses(
+        rung.task, make_by_role, jnp.asarray([float(x) for x in best.split(",")], jnp.float32), rung.steps, seeds,
+        points=lopt_ladder.POINTS)
+    by_role = {**lopt_ladder._stats(role_valid, role_train), "hyper": best, "grid": grid}
+    return {**lopt_ladder._stats(valid, train), "scaled": scaled, "by_role": by_role,
             "step_time_over_adam": times["learned"]["median"] / times["adam"]["median"]}
+
+
+# Scales of the hidden matrices' steps and, apart, of every other tensor's (input and output layers, biases).
+HIDDEN_SCALES = (1.0, 10**0.5, 10.0)
+OTHER_SCALES = (1.0, 10**0.5, 10.0, 10**1.5)
+
+
+def hidden_leaves(spec: spec_lib.WeightSpaceSpec) -> Any:
+    """Returns a tree like the params of ``spec``: True where the rule treats the leaf as a hidden matrix (two or
+    more width axes within a layer, :mod:`unf.lopt.width`)."""
+    hidden = width.ROLES.index("hidden")
+    flags = []
+    for labels, shape in zip(spec.leaf_axes, spec.leaf_shapes):
+        if labels and labels[0] == LAYERS:
+            labels, shape = labels[1:], shape[1:]
+        flags.append(width.leaf_role(labels, shape, spec.fixed)[0] == hidden)
+    return spec.unflatten(flags)
+
+
+def by_role_grid(rung: lopt_ladder.Rung, opt, tuning_seeds: list[int]) -> tuple[Any, dict]:
+    """Returns ``(make_opt, {"hidden,other": held-out loss on tuning_seeds})``: ``make_opt([hidden, other])`` is the
+    shipped rule with its hidden matrices' steps and the other tensors' scaled apart, which says whether one global
+    scale is all another network needs or the balance between the roles learned on transformers does not carry
+    over."""
+    hidden = hidden_leaves(rung.task.spec)
+
+    def make(hyper):
+        def scale(updates, params=None):
+            del params
+            return jax.tree.map(lambda u, h: u * jnp.where(h, hyper[0], hyper[1]), updates, hidden)
+
+        return optax.with_extra_args_support(optax.chain(opt, optax.stateless(scale)))
+
+    grid = {}
+    for kh in HIDDEN_SCALES:
+        for ko in OTHER_SCALES:
+            valid = evaluate.train_valid_losses(rung.task, make, jnp.asarray([kh, ko], jnp.float32), rung.steps,
+                                                tuning_seeds, salt=baselines.TUNING_SALT)[1][:, -1]
+            grid[f"{kh:.6g},{ko:.6g}"] = float(np.mean(np.where(np.isfinite(valid), valid, np.inf)))
+    return make, grid
+
+
+def scaled_table(rows: list[dict]) -> str:
+    """Returns the table of the shipped rule with its schedule's scale tuned, against the same tuned baselines."""
+    headers = ["rung", "steps", "tuned scale", "learned, scale tuned", "/ AdamW", "/ Adam", "/ Muon", "diverged"]
+    body = []
+    for r in rows:
+        s = r["learned"]["scaled"]
+        k = f"{s['hyper'][0]:.3g}" + ("" if s["edge_free"] else "*")
+        body.append([r["rung"], r["steps"], k, f"{s['valid_final']:.4f} ± {s['valid_se']:.4f}",
+                     *(f"{s['valid_final'] / b['valid_final']:.3f}" for b in r["baselines"].values()),
+                     f"{s['diverged']}/{s['seeds']}"])
+    return report.markdown_table(headers, body)
+
+
+def by_role_table(rows: list[dict]) -> str:
+    """Returns the by-role grid's best point per network (tuned on the tuning seeds) and its held-out loss on the
+    evaluation seeds against each tuned baseline."""
+    headers = ["rung", "best (hidden, other) scale", "learned, roles scaled", "/ AdamW", "/ Adam", "/ Muon",
+               "diverged"]
+    body = []
+    for r in rows:
+        s = r["learned"]["by_role"]
+        kh, ko = (float(x) for x in s["hyper"].split(","))
+        edge = kh in (HIDDEN_SCALES[0], HIDDEN_SCALES[-1]) or ko in (OTHER_SCALES[0], OTHER_SCALES[-1])
+        body.append([r["rung"], f"({kh:.3g}, {ko:.3g})" + ("*" if edge else ""),
+                     f"{s['valid_final']:.4f} ± {s['valid_se']:.4f}",
+                     *(f"{s['valid_final'] / b['valid_final']:.3f}" for b in r["baselines"].values()),
+                     f"{s['diverged']}/{s['seeds']}"])
+    return report.markdown_table(headers, body)
+
+
+def _listed(values) -> str:
+    return ", ".join(f"{x:.3g}" for x in values)
 
 
 def figure(rows: list[dict]):
@@ -82,7 +182,11 @@ def figure(rows: list[dict]):
     axes[0].set_title("shipped transformer-lm rule, by spec")
     axes[0].legend(fontsize=8)
     for ax, r, name in zip(axes[1:], rows, names):
-        for label, entry in [*r["baselines"].items(), ("learned (shipped)", r["learned"])]:
+        entries = [*r["baselines"].items(), ("learned (shipped)", r["learned"]),
+                   (f"learned, scale {r['learned']['scaled']['hyper'][0]:.3g}", r["learned"]["scaled"]),
+                   ("learned, hidden and other scaled ({:.3g}, {:.3g})".format(
+                       *(float(x) for x in r["learned"]["by_role"]["hyper"].split(","))), r["learned"]["by_role"])]
+        for label, entry in entries:
             curve = entry["valid_curve"]
             ax.plot(np.arange(1, len(curve) + 1) * r["steps"] / len(curve), curve, label=label)
         ax.set_xlabel("step")
@@ -99,6 +203,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tuning-seeds", type=int, default=1, help="seeds for tuning the baselines (never evaluated)")
     parser.add_argument("--steps", type=int, default=None, help="run length (default 500; 1,000 with --large)")
     parser.add_argument("--only", nargs="+", default=None, help="networks to run, by name (mlp, cnn, lstm)")
+    parser.add_argument("--rerun", action="store_true",
+                        help="run every network again, not reading back those --out holds for these meta-params")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.tuning_seeds < 1:
         parser.error("--seeds and --tuning-seeds must be positive")
@@ -115,18 +221,33 @@ def main(argv=None) -> int:
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     seeds, tuning = list(range(args.seeds)), list(range(100, 100 + args.tuning_seeds))
     command = f"python -m benchmarks.lopt_networks {shlex.join(sys.argv[1:] if argv is None else argv)}".rstrip()
+    digest = lopt_ladder.fingerprint(lopt.load_pretrained("transformer-lm")[1])
+    # A network an earlier run finished for the same meta-params and seeds is read back, so a cut run loses nothing.
+    finished = {} if args.rerun else lopt_ladder.finished_rungs(out / f"{name}.json", digest, seeds, tuning)
     rows = []
     for rung in chosen:
         print(f"[{rung.label}] {rung.task.label}, {rung.steps} steps", flush=True)
-        base = lopt_ladder.tuned_baselines(rung, seeds, tuning, cache)
-        out.mkdir(parents=True, exist_ok=True)
-        cache_path.write_text(json.dumps(cache, indent=1, default=float) + "\n")
-        rows.append(lopt_ladder.summarise(rung, base, learned_row(rung, seeds)))
+        earlier = finished.get((rung.label, rung.task.label, rung.steps))
+        if earlier is not None and "by_role" in earlier["learned"]:
+            print(f"  [{rung.label}] read back from {out / f'{name}.json'}", flush=True)
+            rows.append(earlier)
+        else:
+            base = lopt_ladder.tuned_baselines(rung, seeds, tuning, cache)
+            out.mkdir(parents=True, exist_ok=True)
+            cache_path.write_text(json.dumps(cache, indent=1, default=float) + "\n")
+            rows.append(lopt_ladder.summarise(rung, base, learned_row(rung, seeds, tuning)))
         payload = {"device": timing.device_description(), "command": command, "shipped": shipped.info("transformer-lm"),
-                   "seeds": seeds, "tuning_seeds": tuning, "rows": rows}
+                   "meta_params_digest": digest, "seeds": seeds, "tuning_seeds": tuning, "rows": rows}
         # Published after every network, so a run cut short keeps the ones it finished.
         fig = figure(rows)
-        paths = report.write(name, payload, lopt_ladder.table(rows), fig, out)
+        tables = "\n\n".join([
+            lopt_ladder.table(rows),
+            "With the learned schedule scaled by a factor tuned like the baselines' learning rates "
+            "(`optax.chain(opt, optax.scale(k))`; * at the grid's edge):", scaled_table(rows),
+            f"With the hidden matrices' steps scaled by one of {_listed(HIDDEN_SCALES)} and every other tensor's by "
+            f"one of {_listed(OTHER_SCALES)}, the pair tuned like the baselines (* at the grid's edge):",
+            by_role_table(rows)])
+        paths = report.write(name, payload, tables, fig, out)
         fig.clf()
     print(paths["md"].read_text())
     print("wrote", ", ".join(str(p) for p in paths.values()))
