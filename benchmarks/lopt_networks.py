@@ -99,13 +99,8 @@ OTHER_SCALES = (1.0, 10**0.5, 10.0, 10**1.5)
 def hidden_leaves(spec: spec_lib.WeightSpaceSpec) -> Any:
     """Returns a tree like the params of ``spec``: True where the rule treats the leaf as a hidden matrix (two or
     more width axes within a layer, :mod:`unf.lopt.width`)."""
-    hidden = width.ROLES.index("hidden")
-    flags = []
-    for labels, shape in zip(spec.leaf_axes, spec.leaf_shapes):
-        if labels and labels[0] == LAYERS:
-            labels, shape = labels[1:], shape[1:]
-        flags.append(width.leaf_role(labels, shape, spec.fixed)[0] == hidden)
-    return spec.unflatten(flags)
+    stacked = [bool(labels) and labels[0] == LAYERS for labels in spec.leaf_axes]
+    return spec.unflatten([role == width.ROLES.index("hidden") for role, _ in width.roles(spec, stacked)])
 
 
 def by_role_grid(rung: lopt_ladder.Rung, opt, tuning_seeds: list[int]) -> tuple[Any, dict]:
@@ -125,9 +120,7 @@ def by_role_grid(rung: lopt_ladder.Rung, opt, tuning_seeds: list[int]) -> tuple[
     grid = {}
     for kh in HIDDEN_SCALES:
         for ko in OTHER_SCALES:
-            valid = evaluate.train_valid_losses(rung.task, make, jnp.asarray([kh, ko], jnp.float32), rung.steps,
-                                                tuning_seeds, salt=baselines.TUNING_SALT)[1][:, -1]
-            grid[f"{kh:.6g},{ko:.6g}"] = float(np.mean(np.where(np.isfinite(valid), valid, np.inf)))
+            grid[f"{kh:.6g},{ko:.6g}"] = baselines._score(rung.task, make, (kh, ko), rung.steps, tuning_seeds, "valid")
     return make, grid
 
 

@@ -87,7 +87,6 @@ def test_given_a_spec_it_trains_networks_that_are_not_transformers():
     assert np.all(np.isfinite(losses)) and np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
 
 
-
 def test_a_chained_scale_is_the_learned_schedule_times_that_scale():
     """The guide's way to tune the shipped rule on another network: every part of its update, decoupled decay
     included, is proportional to the step size, so ``optax.chain(opt, optax.scale(k))`` is the learned schedule
@@ -110,6 +109,7 @@ def test_a_chained_scale_is_the_learned_schedule_times_that_scale():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
                  optax_loop.apply_updates_of(optax.with_extra_args_support(chained), params, grads),
                  optax_loop.apply_updates_of(own, params, grads))
+
 
 def test_a_bad_spec_is_refused_by_name():
     from unf import spec as spec_lib

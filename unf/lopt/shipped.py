@@ -65,8 +65,8 @@ def pretrained(name: str, *, total_steps: int, learning_rate=None, model: Any = 
 
     learning_rate: None for the learned schedule; a float or an optax schedule replaces it. To keep the learned
     schedule's shape at another scale, chain ``optax.scale(k)``: every part of the update, decoupled decay included,
-    is proportional to the step size, so the chain is the schedule times ``k``. ``update`` needs ``params``. ``"transformer-lm"`` serves a hetnet TransformerLM with a standard body (GELU or SwiGLU
-    feed-forward, RMS norm or LayerNorm, learned or rotary positions), at any width, number of heads, depth and
+    is proportional to the step size, so the chain is the schedule times ``k``. ``update`` needs ``params``.
+    ``"transformer-lm"`` serves a hetnet TransformerLM with a standard body (GELU or SwiGLU feed-forward, RMS norm or LayerNorm, learned or rotary positions), at any width, number of heads, depth and
     sequence length, with softmax, NeuTRENO, linear or sparse attention (not the learned indexer, whose kernels have
     no labels it knows); its rule reads each tensor's labels, and a leaf it was not meta-trained on (a SwiGLU gate, a
     LayerNorm offset) takes the labels of its sibling (``w_in``, ``scale``); and a Flax decoder of the
