@@ -63,3 +63,28 @@ def test_the_ladder_takes_other_widths_and_refuses_ones_the_heads_do_not_divide(
     with pytest.raises(SystemExit):
         lopt_ladder.main(["--widths", "30"])
     assert "--widths must be multiples of the 4 heads, got [30]" in capsys.readouterr().err
+
+
+def test_lopt_networks_reads_back_the_networks_a_run_finished_and_reruns_on_other_meta_params(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    from benchmarks import lopt_ladder, lopt_networks, report
+
+    for name in ("lopt_networks.json", "lopt_networks_baselines.json"):
+        shutil.copy(report.RESULTS / name, tmp_path / name)
+    committed = json.loads((tmp_path / "lopt_networks.json").read_text())
+
+    def ran(*args, **kwargs):
+        raise AssertionError("ran a network that was read back")
+
+    monkeypatch.setattr(lopt_networks, "learned_row", ran)
+    monkeypatch.setattr(lopt_ladder, "tuned_baselines", ran)
+    assert lopt_networks.main(["--out", str(tmp_path), "--only", "mlp", "cnn"]) == 0
+    written = json.loads((tmp_path / "lopt_networks.json").read_text())
+    assert written["rows"] == [r for r in committed["rows"] if r["rung"] in ("network=mlp", "network=cnn")]
+    assert "network=cnn" in (tmp_path / "lopt_networks.md").read_text()
+    written["meta_params_digest"] = "0" * 16
+    (tmp_path / "lopt_networks.json").write_text(json.dumps(written))
+    with pytest.raises(AssertionError, match="read back"):
+        lopt_networks.main(["--out", str(tmp_path), "--only", "mlp"])

@@ -96,3 +96,33 @@ def test_a_model_outside_the_spec_is_refused_at_init():
 
     with pytest.raises(ValueError, match=r"missing .*extra"):
         nnx.Optimizer(Other(nnx.Rngs(0)), lopt.equivariant_adam(spec), wrt=nnx.Param)
+
+
+def test_the_shipped_rule_in_nnx_optimizer_takes_the_spec_of_the_model_itself():
+    class Plain(nnx.Module):
+        def __init__(self, rngs):
+            self.l1, self.l2 = nnx.Linear(5, 7, rngs=rngs), nnx.Linear(7, 3, rngs=rngs)
+
+        def __call__(self, x):
+            return self.l2(jax.nn.relu(self.l1(x)))
+
+    x = jax.random.normal(jax.random.key(1), (4, 5))
+    model = Plain(nnx.Rngs(0))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    tx = optax.with_extra_args_support(lopt.pretrained("transformer-lm", total_steps=3, spec=spec_lib.mlp(model)))
+    opt = nnx.Optimizer(model, tx, wrt=nnx.Param)
+    state = tx.init(params)
+    for _ in range(3):
+        opt.update(model, nnx.grad(loss)(model, x))
+
+        def pure_loss(p):
+            twin = Plain(nnx.Rngs(0))
+            nnx.update(twin, nnx.State(p))
+            return loss(twin, x)
+
+        updates, state = tx.update(jax.grad(pure_loss)(params), state, params)
+        params = optax.apply_updates(params, updates)
+    for a, b in zip(jax.tree.leaves(nnx.to_pure_dict(nnx.state(model, nnx.Param))), jax.tree.leaves(params)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    fresh = nnx.to_pure_dict(nnx.state(Plain(nnx.Rngs(0)), nnx.Param))
+    assert not np.allclose(params["l1"]["kernel"], fresh["l1"]["kernel"])

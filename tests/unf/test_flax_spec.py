@@ -177,3 +177,37 @@ def test_mlp_layers_order_by_number_after_a_tree_map():
     assert named["['params']['Dense_10']['kernel']"] == (9, 10)
     moved = spec.apply(spec.sample(jax.random.key(3)), variables)
     np.testing.assert_allclose(model.apply(moved, x), model.apply(variables, x), rtol=1e-4, atol=1e-5)
+
+
+def test_feedforward_specs_take_an_nnx_model_its_state_and_boxed_linen_variables():
+    class Stack(nnx.Module):
+        def __init__(self, rngs):
+            self.layers = nnx.List([nnx.Linear(3 if i == 0 else 5, 5 if i < 10 else 2, rngs=rngs) for i in range(11)])
+
+        def __call__(self, x):
+            for layer in self.layers[:-1]:
+                x = jax.nn.relu(layer(x))
+            return self.layers[-1](x)
+
+    model = Stack(nnx.Rngs(0))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    x = jax.random.normal(jax.random.key(1), (4, 3))
+    for given in (model, nnx.state(model, nnx.Param)):
+        spec = spec_lib.mlp(given)
+        named = dict(zip(spec.leaf_names, spec.leaf_axes))
+        assert named["['layers'][10]['kernel']"] == (9, None)  # layer 10 last, not after layer 1
+        moved = spec.apply(spec.sample(jax.random.key(2)), params)
+        permuted = Stack(nnx.Rngs(0))
+        nnx.update(permuted, nnx.State(moved))
+        np.testing.assert_allclose(permuted(x), model(x), rtol=1e-4, atol=1e-5)
+
+    class Boxed(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = jax.nn.relu(nn.Conv(4, (3, 3))(x)).mean((1, 2))
+            return nn.Dense(2, kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+                                                                        ("a", "b")))(x)
+
+    variables = Boxed().init(jax.random.key(0), jnp.ones((1, 5, 5, 1)))
+    assert isinstance(variables["params"]["Dense_0"]["kernel"], nn.LogicallyPartitioned)
+    assert spec_lib.cnn(variables).leaf_axes == spec_lib.cnn(nn.meta.unbox(variables)).leaf_axes

@@ -152,6 +152,24 @@ def test_total_steps_must_be_a_positive_int(lm, bad):
         learned.opt_fn(learned.init_meta_params(jax.random.key(0)), total_steps=bad)
 
 
+@pytest.mark.parametrize("bad, error", [(-1e-3, ValueError), (float("nan"), ValueError), (float("inf"), ValueError),
+                                        ("1e-3", TypeError), (True, TypeError), (np.ones(2), ValueError)])
+def test_a_learning_rate_that_is_not_a_rate_is_refused(lm, bad, error):
+    learned = variants(lm)["per-parameter"]
+    with pytest.raises(error, match="learning_rate must be None"):
+        learned.opt_fn(learned.init_meta_params(jax.random.key(0)), total_steps=10, learning_rate=bad)
+
+
+def test_update_on_a_model_other_than_init_saw_names_the_leaf(mlp_task):
+    learned = lopt.EquivariantAdam(mlp_task.spec, hidden=8)
+    opt = learned.opt_fn(learned.init_meta_params(jax.random.key(0)), total_steps=10, learning_rate=1e-3)
+    params = mlp_task.init(jax.random.key(1))
+    state = opt.init(params)
+    wider = jax.tree.map(lambda p: jnp.concatenate([p, p], axis=-1), params)
+    with pytest.raises(ValueError, match=r"update got \[0\]\['b'\] of shape"):
+        opt.update(wider, state, wider)
+
+
 def test_update_without_params_is_refused(lm):
     learned = variants(lm)["per-parameter"]
     opt = learned.opt_fn(learned.init_meta_params(jax.random.key(0)), total_steps=10)

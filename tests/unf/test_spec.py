@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from unf import spec as spec_lib
 
@@ -57,7 +58,7 @@ def test_cnn_spec_of_flax_convnet():
     assert_same_function(lambda v: model.apply(v, x), variables, spec, x)
 
 
-@pytest.mark.parametrize("cell_cls", [nn.LSTMCell, nn.GRUCell, nn.SimpleCell])
+@pytest.mark.parametrize("cell_cls", [nn.LSTMCell, nn.GRUCell, nn.SimpleCell, nn.OptimizedLSTMCell])
 def test_rnn_spec_of_flax_cells(cell_cls):
     cell, hidden = cell_cls(5), 5
     xs = jax.random.normal(jax.random.key(0), (2, 4, 3))
@@ -80,6 +81,35 @@ def test_rnn_spec_of_flax_cells(cell_cls):
         # The hidden units are permuted, so the outputs come out permuted along the hidden axis.
         got = run(spec.apply(perms, variables))
         np.testing.assert_allclose(got, want[:, perms["hidden"]], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell_cls", [nnx.LSTMCell, nnx.SimpleCell])
+def test_rnn_spec_of_nnx_cells_given_the_cell_itself(cell_cls):
+    cell = cell_cls(3, 5, rngs=nnx.Rngs(0))
+    spec = spec_lib.rnn(cell)
+    assert dict(spec.sizes) == {"hidden": 5}
+    params = nnx.to_pure_dict(nnx.state(cell, nnx.Param))
+    xs = jax.random.normal(jax.random.key(0), (2, 4, 3))
+
+    def run(p):
+        twin = cell_cls(3, 5, rngs=nnx.Rngs(0))
+        nnx.update(twin, nnx.State(p))
+        c = twin.initialize_carry((2, 3), rngs=nnx.Rngs(1))
+        outs = []
+        for t in range(xs.shape[1]):
+            c, y = twin(c, xs[:, t])
+            outs.append(y)
+        return jnp.stack(outs, axis=-1)
+
+    want = run(params)
+    perms = spec.sample(jax.random.key(3))
+    np.testing.assert_allclose(run(spec.apply(perms, params)), want[:, perms["hidden"]], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell_cls, gates", [(nnx.GRUCell, 3), (nnx.OptimizedLSTMCell, 4)])
+def test_rnn_spec_refuses_gates_fused_into_one_kernel(cell_cls, gates):
+    with pytest.raises(ValueError, match=rf"'dense_h'/(kernel|bias) has shape .*\({gates} gates fused"):
+        spec_lib.rnn(cell_cls(3, 5, rngs=nnx.Rngs(0)))
 
 
 def test_from_labels_errors_name_the_problem():

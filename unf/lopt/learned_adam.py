@@ -74,6 +74,38 @@ def _check_total_steps(total_steps):
     return total_steps
 
 
+def _check_learning_rate(learning_rate):
+    """Returns ``learning_rate`` once it is None, a schedule, or a finite non-negative scalar; a traced scalar (meta-
+    training's) passes unread."""
+    if learning_rate is None or callable(learning_rate) or isinstance(learning_rate, jax.core.Tracer):
+        return learning_rate
+    accepted = ("learning_rate must be None (the learned schedule), an optax schedule (step -> rate) or a finite, "
+                "non-negative scalar")
+    if isinstance(learning_rate, (bool, str)) or not isinstance(learning_rate, (int, float, np.number, np.ndarray,
+                                                                                 jax.Array)):
+        raise TypeError(f"{accepted}, got {learning_rate!r} ({type(learning_rate).__name__}).")
+    if np.ndim(learning_rate) != 0:
+        raise ValueError(f"{accepted}, got an array of shape {np.shape(learning_rate)}.")
+    value = float(learning_rate)
+    if not np.isfinite(value) or value < 0:
+        # A negative rate climbs the loss; NaN fills the weights with NaN from the first step.
+        raise ValueError(f"{accepted}, got {value!r}.")
+    return learning_rate
+
+
+def _check_matches_state(grads: Any, state: LearnedAdamState) -> None:
+    """Raises ValueError naming the first leaf of ``grads`` whose shape is not the one ``init`` saw."""
+    seen = jax.tree.structure(state.second_moment)
+    given = jax.tree.structure(grads)
+    if given != seen:
+        raise ValueError(f"update got grads/params of another tree than init saw: init saw {seen}, update got {given}. "
+                         "Build a new optimizer state (init) for a changed model.")
+    for (path, g), v in zip(jax.tree_util.tree_flatten_with_path(grads)[0], jax.tree.leaves(state.second_moment)):
+        if jnp.shape(g) != jnp.shape(v):
+            raise ValueError(f"update got {jax.tree_util.keystr(path)} of shape {jnp.shape(g)}, but init saw that "
+                             f"leaf with shape {jnp.shape(v)}. Build a new optimizer state (init) for a changed model.")
+
+
 def mlp_init(key: jax.Array, sizes: tuple[int, ...]) -> list:
     keys = jax.random.split(key, len(sizes) - 1)
     return [layers.PointwiseLinear(a, b).init(k) for k, a, b in zip(keys, sizes[:-1], sizes[1:])]
@@ -124,6 +156,7 @@ def transformation(
     if orthogonal and spec is None:
         raise ValueError("orthogonal=True needs a spec: the labels say which tensors are matrices, and how.")
     total_steps = _check_total_steps(total_steps)
+    learning_rate = _check_learning_rate(learning_rate)
     # The features read a momentum at every rate; the base direction alone reads Adam's only, so without a
     # correction the state holds what Adam's does.
     rates = feats.BETA1S if correction is not None else (feats.ADAM_BETA1,)
@@ -156,6 +189,7 @@ def transformation(
         own = served_spec(params)
         params, _ = tree_layout.canonical(params, own)
         grads, restore = tree_layout.canonical(grads, own)
+        _check_matches_state(grads, state)
         updates, state = compiled_update(grads, state, params)
         return restore(updates), state
 

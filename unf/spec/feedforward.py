@@ -74,13 +74,38 @@ def _feedforward_labels(params: Any, name: str, input_label, output_label, spati
     return type(params)(labels[i] for i in range(len(keys)))
 
 
+def _plain(params: Any) -> Any:
+    """Returns a params tree of arrays: an nnx Module's ``nnx.Param`` state or an ``nnx.State`` as a pure dict, linen's
+    boxed (partitioned) params unboxed, anything else as given."""
+    from flax import nnx
+    from flax.core import meta
+
+    if isinstance(params, nnx.Module):
+        return nnx.to_pure_dict(nnx.state(params, nnx.Param))
+    if isinstance(params, nnx.State):
+        return nnx.to_pure_dict(params)
+    return meta.unbox(params)
+
+
+def _is_wrapper(params: Any) -> bool:
+    """Whether ``params`` is one key around the network (flax's ``{"params": ...}``, an nnx model's ``{"layers":
+    ...}`` list), not a one-layer network or a cell's single part."""
+    if not isinstance(params, Mapping) or len(params) != 1:
+        return False
+    (inner,) = params.values()
+    return isinstance(inner, (list, tuple)) or (isinstance(inner, Mapping) and not {"kernel", "w"} & set(inner))
+
+
 def _flax_variables(helper):
-    """Lets a helper take flax's ``{"params": ...}`` variables as well as the bare params tree."""
+    """Lets a helper take an nnx Module, an ``nnx.State``, linen's ``{"params": ...}`` variables (boxed or not) and
+    any single key around the layers (an nnx model's ``layers`` list) as well as the bare params tree; the spec
+    describes the tree of arrays, which ``nnx.Optimizer`` and optax hand the optimizer."""
 
     def wrapped(params, **kwargs):
-        if isinstance(params, Mapping) and list(params) == ["params"]:
-            inner = helper(params["params"], **kwargs)
-            return from_labels(params, {"params": inner.axes_tree()})
+        params = _plain(params)
+        if _is_wrapper(params):
+            ((key, inner),) = params.items()
+            return from_labels(params, {key: wrapped(inner, **kwargs).axes_tree()})
         return helper(params, **kwargs)
 
     wrapped.__doc__, wrapped.__name__ = helper.__doc__, helper.__name__
@@ -120,21 +145,45 @@ def cnn(
 
 @_flax_variables
 def rnn(params: Any, *, hidden_label: Label = "hidden", input_label: Label | None = None) -> WeightSpaceSpec:
-    """Returns the spec of a recurrent cell's params: a dict of dense parts (flax's LSTMCell/GRUCell/SimpleCell
-    layout: ``{"ii": {"kernel": [in, h]}, "hi": {"kernel": [h, h], "bias": [h]}, ...}``), or of raw arrays with
-    the same shapes. A kernel whose first axis reads the hidden state (key starting with ``h``) carries the hidden
-    group on both axes; input kernels carry ``input_label`` then the hidden group; biases the hidden group.
+    """Returns the spec of a recurrent cell's params: a dict of dense parts, one per gate and source (linen's and
+    nnx's ``LSTMCell``, linen's ``GRUCell`` and ``OptimizedLSTMCell``, nnx's ``SimpleCell``: ``{"ii": {"kernel":
+    [in, h]}, "hi": {"kernel": [h, h], "bias": [h]}, ...}``), or of raw arrays with the same shapes. A kernel whose
+    first axis reads the hidden state (key starting with ``h`` or ending with ``_h``, as nnx's ``dense_h``) carries
+    the hidden group on both axes; input kernels carry ``input_label`` then the hidden group; biases the hidden
+    group. Gates fused into one ``[in, k * h]`` kernel (nnx's ``GRUCell`` and ``OptimizedLSTMCell``) are refused:
+    a permutation of the hidden units moves the same units in every gate, which one label per axis cannot say.
     """
     if not isinstance(params, Mapping) or not params:
         raise TypeError("rnn params must be a non-empty dict of the cell's dense parts.")
 
+    def reads_hidden(key) -> bool:
+        return str(key).startswith("h") or str(key).endswith("_h")
+
+    def parts(key, part):
+        return part.items() if isinstance(part, Mapping) else [(key, part)]
+
+    hidden_sizes = {np.shape(arr)[0] for key, part in params.items() if reads_hidden(key)
+                    for _, arr in parts(key, part) if np.ndim(arr) == 2}
+    if len(hidden_sizes) > 1:
+        raise ValueError(f"rnn kernels reading the hidden state have first axes of sizes {sorted(hidden_sizes)}; "
+                         "a cell has one hidden size.")
+
     def labels_for(key: str, leaf_name: str, arr) -> tuple:
         rank = np.ndim(arr)
+        if rank not in (1, 2):
+            raise ValueError(f"rnn part {key!r}/{leaf_name} has rank {rank}; expected a [in, h] kernel or [h] bias.")
+        units = np.shape(arr)[-1]
+        if hidden_sizes and units != next(iter(hidden_sizes)):
+            (h,) = hidden_sizes
+            fused = f" ({units // h} gates fused into one kernel)" if units % h == 0 else ""
+            raise ValueError(
+                f"rnn part {key!r}/{leaf_name} has shape {np.shape(arr)}, whose last axis is not the hidden size {h}"
+                f"{fused}. A permutation of the hidden units moves the same units in every gate, which one label "
+                "per axis cannot say: use a cell with one part per gate (nnx.LSTMCell, linen's LSTMCell, GRUCell "
+                "or OptimizedLSTMCell), or label it yourself with unf.spec.from_labels.")
         if rank == 1:
             return (hidden_label,)
-        if rank != 2:
-            raise ValueError(f"rnn part {key!r}/{leaf_name} has rank {rank}; expected a [in, h] kernel or [h] bias.")
-        return (hidden_label if str(key).startswith("h") else input_label, hidden_label)
+        return (hidden_label if reads_hidden(key) else input_label, hidden_label)
 
     labels = {}
     for key, part in params.items():
