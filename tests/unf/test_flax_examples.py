@@ -96,6 +96,22 @@ def test_tutorial_cnn_unannotated_is_refused_and_hand_labels_verify():
     assert spec_lib.check_symmetry(ex.nnx_apply(model), params, wrong, x, key=jax.random.key(3))["c2"] > 0.1
 
 
+def test_cnn_spec_of_the_tutorial_cnn_keeps_a_flattened_head_unpermuted():
+    model = ex.TutorialCNN(nnx.Rngs(0), side=8)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    spec = spec_lib.cnn(model)
+    by_hand = spec_lib.from_labels(params, ex.tutorial_cnn_labels(params))
+    assert spec.leaf_names == by_hand.leaf_names
+    renamed = {0: "c1", 2: "h", None: None}
+    assert [tuple(renamed[a] for a in axes) for axes in spec.leaf_axes] == list(by_hand.leaf_axes)
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 1))
+    changes = spec_lib.check_symmetry(ex.nnx_apply(model), params, spec, x, key=jax.random.key(3))
+    assert set(changes) == {0, 2} and max(changes.values()) < SYMMETRY_TOLERANCE
+    with pytest.raises(ValueError, match=r"cnn layer 2 \('linear1'\) kernel reads 511 features, but layer 1 "
+                                         r"\('conv2'\) gives 64"):
+        spec_lib.cnn({**params, "linear1": {"kernel": np.zeros((511, 256)), "bias": np.zeros(256)}})
+
+
 def test_scan_stacked_gpt_with_sequential_mlps_keeps_one_group_per_layer():
     model = ex.ScanGPT(nnx.Rngs(0))
     spec = spec_lib.from_flax(model)

@@ -55,20 +55,29 @@ def _kernel_and_bias(layer: Any, name: str, i: int):
 def _feedforward_labels(params: Any, name: str, input_label, output_label, spatial_ok: bool, order) -> Any:
     keys = _layer_keys(params, name, order)
     labels = {}
-    prev = input_label
+    prev, prev_key, prev_size, prev_conv = input_label, None, None, False
     for i, key in enumerate(keys):
         layer = params[key]
         k_key, b_key = _kernel_and_bias(layer, name, i)
-        kernel_rank = np.ndim(layer[k_key])
+        shape = np.shape(layer[k_key])
+        kernel_rank = len(shape)
         if kernel_rank != 2 and not (spatial_ok and kernel_rank >= 3):
             raise ValueError(f"{name} layer {i} kernel has rank {kernel_rank}; expected [in, out]"
                              + (" or [*spatial, in, out]" if spatial_ok else "") + ".")
+        fan_in = shape[-2]
+        if prev_size is not None and fan_in != prev_size:
+            if not (prev_conv and kernel_rank == 2 and fan_in % prev_size == 0):
+                raise ValueError(f"{name} layer {i} ({key!r}) kernel reads {fan_in} features, but layer {i - 1} "
+                                 f"({prev_key!r}) gives {prev_size}.")
+            # A flatten ahead of the head fixes where each channel lands, so the last conv's channels do not permute.
+            prev = None
+            labels[prev_key] = {k: label[:-1] + (None,) for k, label in labels[prev_key].items()}
         out = output_label if i == len(keys) - 1 else i
         entry = {k_key: (None,) * (kernel_rank - 2) + (prev, out)}
         if b_key is not None:
             entry[b_key] = (out,)
         labels[key] = entry
-        prev = out
+        prev, prev_key, prev_size, prev_conv = out, key, shape[-1], kernel_rank >= 3
     if isinstance(params, Mapping):
         return {k: labels[k] for k in params}
     return type(params)(labels[i] for i in range(len(keys)))
@@ -136,9 +145,11 @@ def cnn(
     output_label: Label | None = None,
     order: Sequence | None = None,
 ) -> WeightSpaceSpec:
-    """Returns the spec of a CNN with global pooling before its dense head: layers (ordered as for :func:`mlp`)
-    with kernels ``[*spatial, in, out]`` (conv) or ``[in, out]`` (dense). Spatial kernel axes are not permuted; the
-    pooled channels keep the last conv layer's label, so the first dense layer's input axis shares it.
+    """Returns the spec of a CNN: layers (ordered as for :func:`mlp`) with kernels ``[*spatial, in, out]`` (conv) or
+    ``[in, out]`` (dense). Spatial kernel axes are not permuted. Under global pooling before the dense head the pooled
+    channels keep the last conv layer's label, so the first dense layer's input axis shares it; a head that flattens
+    the feature map (its first dense layer reads a multiple of the channels, as the Flax tutorial's CNN) fixes where
+    each channel lands, so the last conv layer's channels and the flattened axis are not permuted.
     """
     return from_labels(params, _feedforward_labels(params, "cnn", input_label, output_label, True, order))
 
