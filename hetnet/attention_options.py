@@ -9,6 +9,7 @@ variants, because the configs build them and the variants read the configs.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,6 +49,10 @@ class NeutrenoOptions:
     def __post_init__(self):
         if not isinstance(self.lambda_, (int, float)) or isinstance(self.lambda_, bool):
             raise ValueError(f"neutreno attention option lambda must be a number, got {self.lambda_!r}.")
+        if not math.isfinite(self.lambda_) or self.lambda_ < 0:
+            # A negative weight pushes each layer's output away from the first layer's values: the opposite term.
+            raise ValueError(f"neutreno attention option lambda must be finite and >= 0 (0 gives softmax attention), "
+                             f"got {self.lambda_!r}.")
         _check_choice("neutreno", "implementation", self.implementation, IMPLEMENTATIONS)
 
 

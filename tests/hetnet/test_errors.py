@@ -81,6 +81,8 @@ def test_lm_loss_checks_targets(lm):
     ("sparse", (("topk", 8),), "attention 'sparse' has no option 'topk'; it accepts"),
     ("softmax", (("lambda", 0.5),), "attention 'softmax' has no option 'lambda'; it accepts \\('implementation',\\)"),
     ("linear", (("chunk", 8), ("chunk", 16)), "option 'chunk' is given more than once"),
+    ("neutreno", (("lambda", -0.5),), "option lambda must be finite and >= 0 \\(0 gives softmax attention\\), got -0.5"),
+    ("neutreno", (("lambda", float("nan")),), "option lambda must be finite and >= 0"),
 ])
 def test_unknown_or_repeated_attention_options_are_refused(attention, options, match):
     with pytest.raises(ValueError, match=match):
