@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -87,13 +88,25 @@ class SequenceClassifier:
         batch["inputs"]: tokens or features as for :meth:`apply`; batch["labels"]: [batch] int in
         [0, num_classes); optional batch["mask"]: [batch, seq] bool.
         """
-        labels = batch["labels"]
-        embedding.check_tokens(labels, self.cfg.num_classes, 'batch["labels"]', "num_classes")
-        logits = self.apply(params, batch["inputs"], padding_mask=batch.get("mask"))
+        logits, labels = self._logits_and_labels(params, batch)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         return jnp.mean(jnp.where((labels < 0) | (labels >= self.cfg.num_classes), jnp.nan, losses))
 
     def accuracy(self, params, batch: dict) -> jax.Array:
-        """Returns the fraction of examples whose arg-max logit is the label."""
+        """Returns the fraction of examples whose arg-max logit is the label (batch as for :meth:`loss`)."""
+        logits, labels = self._logits_and_labels(params, batch)
+        hits = jnp.argmax(logits, axis=-1) == labels
+        return jnp.mean(jnp.where((labels < 0) | (labels >= self.cfg.num_classes), jnp.nan, hits))
+
+    def _logits_and_labels(self, params, batch: dict) -> tuple[jax.Array, jax.Array]:
+        """Returns the class logits [batch, num_classes] and the labels [batch], checked against each other."""
+        if not isinstance(batch, Mapping) or not {"inputs", "labels"} <= set(batch):
+            given = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+            raise ValueError(f'batch must be a dict with "inputs" and "labels" (and optionally "mask"), got {given}.')
+        labels = batch["labels"]
+        embedding.check_tokens(labels, self.cfg.num_classes, 'batch["labels"]', "num_classes")
         logits = self.apply(params, batch["inputs"], padding_mask=batch.get("mask"))
-        return jnp.mean(jnp.argmax(logits, axis=-1) == batch["labels"])
+        if jnp.shape(labels) != logits.shape[:1]:
+            raise ValueError(f'batch["labels"] must have shape [batch] = {logits.shape[:1]} (one class per sequence), '
+                             f"got shape {jnp.shape(labels)}.")
+        return logits, labels

@@ -147,3 +147,21 @@ def test_params_of_another_depth_name_num_layers():
     deeper = TransformerLM(TransformerConfig(vocab_size=10, d_model=8, num_heads=2, num_layers=3, max_len=8))
     with pytest.raises(ValueError, match=r"hold \[1\] stacked layers but the config has num_layers=3"):
         jax.jit(deeper.apply)(MODEL.init(jax.random.key(0)), jnp.zeros((1, 4), jnp.int32))
+
+
+@pytest.mark.parametrize("method", ["loss", "accuracy"])
+def test_a_classifier_batch_that_does_not_fit_is_named(method):
+    from hetnet import ClassifierConfig, SequenceClassifier
+
+    backbone = TransformerConfig(vocab_size=10, d_model=8, num_heads=2, num_layers=1, max_len=8, causal=False)
+    model = SequenceClassifier(ClassifierConfig(backbone, num_classes=3))
+    params, tokens = model.init(jax.random.key(0)), jnp.zeros((2, 5), jnp.int32)
+    fn = getattr(model, method)
+    with pytest.raises(ValueError, match=r"""batch must be a dict with "inputs" and "labels".*got \['labels', 'tokens'\]"""):
+        fn(params, {"tokens": tokens, "labels": jnp.array([0, 1])})
+    with pytest.raises(ValueError, match=r"""batch\["labels"\] must have shape \[batch\] = \(2,\).*got shape \(2, 2\)"""):
+        fn(params, {"inputs": tokens, "labels": jnp.array([[0, 1], [1, 0]])})
+    with pytest.raises(ValueError, match=r"must lie in \[0, num_classes\) = \[0, 3\); got values in \[0, 3\]"):
+        fn(params, {"inputs": tokens, "labels": jnp.array([0, 3])})
+    assert np.isnan(jax.jit(fn)(params, {"inputs": tokens, "labels": jnp.array([0, 3])}))  # unseen under jit: NaN
+    assert np.isfinite(jax.jit(fn)(params, {"inputs": tokens, "labels": jnp.array([0, 2])}))
