@@ -66,6 +66,14 @@ def test_recipe_flags_are_checked(tmp_path, capsys):
     assert cli.meta_train_main(["--recipe", "transformer-lm", "--optimizer", "mlp-adam", "--no-correction",
                                 "--out", str(tmp_path)]) == 2
     assert "correction must be True, or False for the kinds" in capsys.readouterr().err
+    for flag, value, message in (("--meta-lr", "nan", "meta_lr must be a finite number > 0"),
+                                 ("--meta-lr", "-1e-3", "meta_lr must be a finite number > 0"),
+                                 ("--sigma", "inf", "sigma must be a finite number > 0"),
+                                 ("--rescale", "inf", "rescale must be a finite number >= 0")):
+        assert cli.meta_train_main(["--recipe", "transformer-lm", "--out", str(tmp_path), f"{flag}={value}"]) == 2, flag
+        assert message in capsys.readouterr().err
+    assert cli.meta_train_main(["--task", "mlp", "--out", str(tmp_path), "--meta-lr", "0"]) == 2
+    assert "meta_lr must be a finite number > 0, got 0.0" in capsys.readouterr().err
 
 
 def test_meta_train_and_eval_scripts(tmp_path, capsys):

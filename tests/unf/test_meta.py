@@ -174,8 +174,14 @@ def test_config_errors_are_clear():
         es.ESConfig(truncation=4, horizons=(10,))
     with pytest.raises(ValueError, match="estimator must be one of"):
         es.ESConfig(estimator="ppes")
-    with pytest.raises(ValueError, match="rescale must be"):
-        es.ESConfig(rescale=-1.0)
+    for name in ("sigma", "rescale"):
+        for bad in (-1.0, float("nan"), float("inf"), "0.1", True):
+            with pytest.raises(ValueError, match=f"{name} must be a finite number"):
+                es.ESConfig(**{name: bad})
+    for name in ("meta_lr", "clip"):
+        for bad in (0.0, -1e-3, float("nan"), float("inf"), "1e-3"):
+            with pytest.raises(ValueError, match=f"{name} must be a finite number > 0"):
+                MetaTrainConfig(**{name: bad})
     for bad in (-1.0, float("inf"), "2", True):
         with pytest.raises(ValueError, match="progress_power must be"):
             es.ESConfig(progress_power=bad)

@@ -26,10 +26,12 @@ run is judged by. Because the weight is a fraction of the run, runs of every len
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from hetnet.compiled import run_once
@@ -38,6 +40,11 @@ from unf.tasks.base import Task
 
 ESTIMATORS = ("nres", "pes")
 OBJECTIVES = ("train", "valid")
+
+
+def is_real_number(value) -> bool:
+    """True for a real Python or NumPy scalar; a bool (a flag passed by mistake) or a string is not one."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,12 +81,11 @@ class ESConfig:
                 h < self.truncation or h % self.truncation for h in horizons):
             raise ValueError(f"every horizon must be a positive multiple of truncation, got truncation="
                              f"{self.truncation}, horizons={horizons}.")
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be positive, got {self.sigma}.")
-        if not self.rescale >= 0:
-            raise ValueError(f"rescale must be >= 0, got {self.rescale}.")
-        if isinstance(self.progress_power, bool) or not isinstance(self.progress_power, (int, float)) or not (
-                0 <= self.progress_power < float("inf")):
+        if not is_real_number(self.sigma) or not 0 < self.sigma < math.inf:
+            raise ValueError(f"sigma must be a finite number > 0 (the perturbation's std), got {self.sigma!r}.")
+        if not is_real_number(self.rescale) or not 0 <= self.rescale < math.inf:
+            raise ValueError(f"rescale must be a finite number >= 0 (0: no rescaling), got {self.rescale!r}.")
+        if not is_real_number(self.progress_power) or not 0 <= self.progress_power < math.inf:
             raise ValueError(f"progress_power must be a finite number >= 0 (0: every truncation alike), got "
                              f"{self.progress_power!r}.")
 

@@ -47,6 +47,10 @@ class MetaTrainConfig:
             raise ValueError(f"steps must be positive, got {self.steps}.")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be positive, got {self.checkpoint_every}.")
+        for name in ("meta_lr", "clip"):
+            value = getattr(self, name)
+            if not estimators.is_real_number(value) or not 0 < value < math.inf:
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
 
 
 def meta_optimizer(cfg: MetaTrainConfig) -> optax.GradientTransformation:
