@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from hetnet.attention_options import SoftmaxOptions, typed as typed_options
@@ -36,6 +37,8 @@ class NormConfig:
     def __post_init__(self):
         _positive("d_model", self.d_model)
         _one_of("norm kind", self.kind, NORM_KINDS)
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0 < self.eps < math.inf:
+            raise ValueError(f"norm eps must be a finite number > 0 (it keeps the division defined), got {self.eps!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +78,13 @@ class AttentionConfig:
         object.__setattr__(self, "options", typed_options(self.variant, self.options))
         _positive("d_model", self.d_model)
         _positive("num_heads", self.num_heads)
-        if self.rope_base is not None and not (isinstance(self.rope_base, (int, float)) and self.rope_base > 1):
-            raise ValueError(f"rope_base must be a number > 1 (or None for no rotary positions), got "
+        if not isinstance(self.causal, bool):
+            raise TypeError(f"causal must be a bool (True: each position attends to earlier ones only), got "
+                            f"{self.causal!r}.")
+        if self.rope_base is not None and not (isinstance(self.rope_base, (int, float))
+                                               and not isinstance(self.rope_base, bool)
+                                               and 1 < self.rope_base < math.inf):
+            raise ValueError(f"rope_base must be a finite number > 1 (or None for no rotary positions), got "
                              f"{self.rope_base!r}.")
         if self.num_kv_heads is not None:
             _positive("num_kv_heads", self.num_kv_heads)
@@ -185,7 +193,7 @@ class TransformerConfig:
 
     @property
     def ffn_config(self) -> FeedForwardConfig:
-        return FeedForwardConfig(self.d_model, self.d_ff or 4 * self.d_model, self.ffn)
+        return FeedForwardConfig(self.d_model, 4 * self.d_model if self.d_ff is None else self.d_ff, self.ffn)
 
     @property
     def norm_config(self) -> NormConfig:

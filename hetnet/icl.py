@@ -9,6 +9,7 @@ The prediction is ``-Z_L[n, d]``. Params: ``{"layers": [{"P": [heads, d, d], "Q"
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
@@ -31,8 +32,12 @@ class ICLConfig:
     def __post_init__(self):
         for name in ("layers", "dim", "context", "heads"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        std = self.init_std
+        if isinstance(std, bool) or not isinstance(std, (int, float)) or not 0 < std < math.inf:
+            raise ValueError(f"init_std must be a finite number > 0 (the std of every P, Q entry at init), got "
+                             f"{std!r}.")
 
 
 def init(key: jax.Array, cfg: ICLConfig):

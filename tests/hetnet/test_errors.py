@@ -9,7 +9,8 @@ import pytest
 
 from hetnet import axes as axes_lib
 from hetnet.attention import Attention
-from hetnet.config import AttentionConfig, TransformerConfig
+from hetnet.icl import ICLConfig
+from hetnet.config import AttentionConfig, NormConfig, TransformerConfig
 from hetnet.models import TransformerLM
 
 CFG = TransformerConfig(vocab_size=10, d_model=8, num_heads=2, num_layers=1, max_len=8)
@@ -36,6 +37,22 @@ def test_heads_not_multiple_of_kv_heads():
 def test_bad_config_field_is_named(field, value):
     with pytest.raises(ValueError, match=field.replace("_", "_")):
         TransformerConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field,value,match", [
+    ("d_ff", 0, "d_ff must be a positive int, got 0"),  # not read as "unset" and replaced by 4 * d_model
+    ("causal", "yes", "causal must be a bool"),
+    ("rope_base", float("inf"), "rope_base must be a finite number > 1"),
+])
+def test_a_value_that_would_be_ignored_or_misread_is_refused(field, value, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        TransformerConfig(**{field: value}, positions="rope")
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-6, float("nan"), float("inf"), "1e-6", True])
+def test_norm_eps_must_be_a_finite_positive_number(eps):
+    with pytest.raises(ValueError, match="norm eps must be a finite number > 0"):
+        NormConfig(8, eps=eps)
 
 
 def test_unknown_attention_variant(lm):
@@ -165,3 +182,10 @@ def test_a_classifier_batch_that_does_not_fit_is_named(method):
         fn(params, {"inputs": tokens, "labels": jnp.array([0, 3])})
     assert np.isnan(jax.jit(fn)(params, {"inputs": tokens, "labels": jnp.array([0, 3])}))  # unseen under jit: NaN
     assert np.isfinite(jax.jit(fn)(params, {"inputs": tokens, "labels": jnp.array([0, 2])}))
+
+
+@pytest.mark.parametrize("field,value", [("layers", 0), ("heads", True), ("init_std", float("nan")),
+                                         ("init_std", -0.05), ("init_std", "0.05")])
+def test_icl_config_names_a_bad_field(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be"):
+        ICLConfig(**{field: value})

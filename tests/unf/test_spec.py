@@ -136,3 +136,7 @@ def test_helpers_reject_unknown_layouts():
         spec_lib.mlp([{"w": jnp.zeros((2, 2, 2))}])
     with pytest.raises(TypeError, match="non-empty dict"):
         spec_lib.rnn([])
+    for helper in (spec_lib.mlp, spec_lib.cnn):
+        for empty in ([], {}, {"params": {}}):
+            with pytest.raises(ValueError, match="params hold no layers"):
+                helper(empty)

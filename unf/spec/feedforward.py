@@ -54,6 +54,8 @@ def _kernel_and_bias(layer: Any, name: str, i: int):
 
 def _feedforward_labels(params: Any, name: str, input_label, output_label, spatial_ok: bool, order) -> Any:
     keys = _layer_keys(params, name, order)
+    if not keys:
+        raise ValueError(f"{name} params hold no layers; give at least one layer with a kernel ('kernel' or 'w').")
     labels = {}
     prev, prev_key, prev_size, prev_conv = input_label, None, None, False
     for i, key in enumerate(keys):
