@@ -18,11 +18,15 @@ read off validation curves), divergences, and the step time relative to Adam's.
     python -m benchmarks.lopt_ladder --steps 1000 --horizons 5000 --horizon-width 64 --seeds 3 \
         --out benchmarks/results/lopt_ladder_1000      # longer runs at CPU widths; --only picks rungs, in order
     python -m benchmarks.lopt_ladder --widths 32 64 128 256 512 ...   # width rungs past the default four
+    python -m benchmarks.lopt_ladder --large --widths 768 --layers 12 --heads 12 --only width=768 \
+        --learning-rates 2e-4 5e-4 1e-3 2e-3 --out benchmarks/results/lopt_ladder_768   # GPT-2-small shape (a GPU)
 
 Tuned baselines are cached in ``lopt_ladder_baselines[_large].json`` beside the results (keyed by rung and
 settings), so re-evaluating a new learned optimizer costs only its own runs; ``--retune`` ignores the cache. A rung
 the results in ``--out`` already hold for the same meta-params (by content), seeds and tuning seeds is read back,
-not run again, so a run cut short resumes where it stopped; ``--rerun`` runs every rung chosen.
+not run again, so a run cut short resumes where it stopped; ``--rerun`` runs every rung chosen. Within a rung the
+learned optimizer runs first and the table is written after each baseline (AdamW, then Muon, then Adam), so a run cut
+short by a lease's end still holds the comparisons it finished.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import shlex
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -70,15 +74,18 @@ WIDTHS = (32, 64, 128, 256)
 
 
 def rungs(large: bool, steps: int | None = None, horizons: tuple[int, ...] | None = None,
-          horizon_width: int | None = None, widths: tuple[int, ...] | None = None) -> list[Rung]:
+          horizon_width: int | None = None, widths: tuple[int, ...] | None = None, layers: int = 2,
+          heads: int = 4) -> list[Rung]:
     """Returns the ladder: CPU sizes, or with ``large`` the full one (sequence 128, batch 16, longer runs); ``steps``
     (the run length of every rung but the horizon ones), ``horizons``, ``horizon_width`` and ``widths`` (the d_model
-    of the width rungs, default ``WIDTHS``) override the sizing's."""
+    of the width rungs, default ``WIDTHS``) override the sizing's; ``layers`` and ``heads`` are the width rungs'
+    (the other rungs keep two layers and four heads, so they stay one change away from the base model)."""
     seq, batch, default_steps, default_width = (128, 16, 2000, 64) if large else (64, 8, 500, 32)
     steps = steps or default_steps
     horizon_width = horizon_width or default_width
     base = dict(layers=2, heads=4, seq=seq, batch=batch)
-    out = [Rung("width", d, transformer_lm(d_model=d, **base), steps) for d in widths or WIDTHS]
+    out = [Rung("width", d, transformer_lm(d_model=d, **{**base, "layers": layers, "heads": heads}), steps)
+           for d in widths or WIDTHS]
     horizons = horizons or ((5000,) if large else (1000, 2000))
     out += [Rung("horizon", h, transformer_lm(d_model=horizon_width, **base), h) for h in horizons]
     out.append(Rung("depth", 8, transformer_lm(d_model=64 if large else 32, **{**base, "layers": 8}), steps // 2 * 2))
@@ -101,28 +108,42 @@ def _stats(valid: np.ndarray, train: np.ndarray) -> dict:
             "valid_curve": np.mean(valid, axis=0).tolist(), "seeds": int(valid.shape[0])}
 
 
-def _baseline_entries(rung: Rung):
+BASELINES = ("adamw+cosine", "adam", "muon")
+# Tuned in this order, so a run cut short has the baselines users weigh most.
+TUNING_ORDER = ("adamw+cosine", "muon", "adam")
+
+
+def _baseline_entries(rung: Rung, learning_rates: tuple[float, ...] = LEARNING_RATES):
+    lrs = learning_rates
     return {
-        "adamw+cosine": (lambda s: baselines.tune_adamw_cosine(rung.task, rung.steps, s, "valid", LEARNING_RATES,
-                                                               (WARMUP,)), baselines.adamw_cosine(rung.steps)),
-        "adam": (lambda s: baselines.tune_constant_adam(rung.task, rung.steps, s, "valid", LEARNING_RATES),
+        "adamw+cosine": (lambda s: baselines.tune_adamw_cosine(rung.task, rung.steps, s, "valid", lrs, (WARMUP,)),
+                         baselines.adamw_cosine(rung.steps)),
+        "adam": (lambda s: baselines.tune_constant_adam(rung.task, rung.steps, s, "valid", lrs),
                  baselines.constant_adam),
-        "muon": (lambda s: baselines.tune_muon(rung.task, rung.steps, s, "valid", LEARNING_RATES, (WARMUP,)),
+        "muon": (lambda s: baselines.tune_muon(rung.task, rung.steps, s, "valid", lrs, (WARMUP,)),
                  baselines.muon(rung.task.spec, rung.steps)),
     }
 
 
-def tuned_baselines(rung: Rung, seeds: list[int], tuning_seeds: list[int], cache: dict) -> dict:
-    """Returns ``{name: row}`` for the tuned baselines on ``rung``, from ``cache`` where it holds this rung."""
+def tuned_baselines(rung: Rung, seeds: list[int], tuning_seeds: list[int], cache: dict,
+                    learning_rates: tuple[float, ...] = LEARNING_RATES,
+                    on_baseline: Callable[[dict], None] = lambda rows: None) -> dict:
+    """Returns ``{name: row}`` for the tuned baselines on ``rung``, from ``cache`` where it holds this rung;
+    ``learning_rates`` is the grid each tuning starts from (extended past an edge), and ``on_baseline(rows so far)``
+    is called after each baseline, the cache updated, so a run cut short keeps the baselines it finished."""
     key = f"{rung.task.label} steps={rung.steps} seeds={seeds} tuning={tuning_seeds}"
-    if key in cache:
+    if set(cache.get(key, {})) >= set(BASELINES):
         return cache[key]
     # The tuning depends on the tuning seeds alone: a cached tuning evaluated on other seeds is reused, so more
     # evaluation seeds cost only their own runs.
     earlier = next((rows for k, rows in cache.items() if k.startswith(f"{rung.task.label} steps={rung.steps} seeds=")
-                    and k.endswith(f" tuning={tuning_seeds}")), {})
-    rows = {}
-    for name, (tune, make) in _baseline_entries(rung).items():
+                    and k.endswith(f" tuning={tuning_seeds}") and k != key), {})
+    rows = cache.setdefault(key, {})
+    entries = _baseline_entries(rung, tuple(learning_rates))
+    for name in TUNING_ORDER:
+        if name in rows:
+            continue
+        tune, make = entries[name]
         if name in earlier:
             tuned = {k: earlier[name][k] for k in ("hyper", "edge_free", "grid")}
         else:
@@ -134,7 +155,7 @@ def tuned_baselines(rung: Rung, seeds: list[int], tuning_seeds: list[int], cache
         train, valid = evaluate.train_valid_losses(rung.task, make, jnp.asarray(tuned["hyper"], jnp.float32),
                                                    rung.steps, seeds, points=POINTS)
         rows[name] = {**_stats(valid, train), **tuned}
-    cache[key] = rows
+        on_baseline(rows)
     return rows
 
 
@@ -161,7 +182,9 @@ def finished_rungs(path: Path, meta_params_digest: str, seeds: list[int], tuning
     if (earlier.get("meta_params_digest"), earlier.get("seeds"), earlier.get("tuning_seeds")) != (
             meta_params_digest, seeds, tuning):
         return {}
-    return {(r["rung"], r["task"], r["steps"]): r for r in earlier["rows"]}
+    # A row cut short before every baseline was tuned is run again (its finished baselines come from the cache).
+    return {(r["rung"], r["task"], r["steps"]): r for r in earlier["rows"]
+            if "refused" in r["learned"] or set(r["baselines"]) >= set(BASELINES)}
 
 
 def refusal(rung: Rung, learned) -> str | None:
@@ -207,8 +230,10 @@ def summarise(rung: Rung, base: dict, mine: dict) -> dict:
         return row
     for name, b in base.items():
         row[f"ratio_to_{name}"] = mine["valid_final"] / b["valid_final"]
-    reached = compare.steps_to_reach(np.asarray(mine["valid_curve"]), base["adamw+cosine"]["valid_final"], rung.steps)
-    row["speedup_to_adamw"] = rung.steps / reached if reached else None
+    if "adamw+cosine" in base:
+        reached = compare.steps_to_reach(np.asarray(mine["valid_curve"]), base["adamw+cosine"]["valid_final"],
+                                         rung.steps)
+        row["speedup_to_adamw"] = rung.steps / reached if reached else None
     return row
 
 
@@ -218,13 +243,19 @@ def table(rows: list[dict]) -> str:
     body = []
     for r in rows:
         b, m = r["baselines"], r["learned"]
-        lrs = ", ".join(f"{b[n]['hyper'][0]:.2g}" + ("" if b[n]["edge_free"] else "*") for n in b)
         if "refused" in m:
             body.append([r["rung"], r["steps"], "refused: " + m["refused"].split(" Its ")[0], *["-"] * 10])
             continue
-        speed = f"{r['speedup_to_adamw']:.2f}x" if r["speedup_to_adamw"] else "not reached"
+        # A baseline a run cut short never reached reads "-".
+        lrs = ", ".join(f"{b[n]['hyper'][0]:.2g}" + ("" if b[n]["edge_free"] else "*") if n in b else "-"
+                        for n in BASELINES)
+        if "adamw+cosine" not in b:
+            speed = "-"
+        else:
+            speed = f"{r['speedup_to_adamw']:.2f}x" if r["speedup_to_adamw"] else "not reached"
         body.append([r["rung"], r["steps"], f"{m['valid_final']:.4f} ± {m['valid_se']:.4f}",
-                     *(f"{b[n]['valid_final']:.4f}" for n in b), *(f"{r[f'ratio_to_{n}']:.3f}" for n in b), speed,
+                     *(f"{b[n]['valid_final']:.4f}" if n in b else "-" for n in BASELINES),
+                     *(f"{r[f'ratio_to_{n}']:.3f}" if n in b else "-" for n in BASELINES), speed,
                      f"{m['diverged']}/{m['seeds']}", f"{m['step_time_over_adam']:.2f}", lrs])
     return report.markdown_table(headers, body)
 
@@ -240,9 +271,10 @@ def figure(rows: list[dict]):
         picked = [r for r in rows if r["axis"] == axis and "refused" not in r["learned"]]
         if not picked:
             continue
-        xs = [r["value"] for r in picked]
-        for name in ("adamw+cosine", "adam", "muon"):
-            ax.plot(xs, [r[f"ratio_to_{name}"] for r in picked], "o-", label=f"learned / tuned {name}")
+        for name in BASELINES:
+            have = [r for r in picked if f"ratio_to_{name}" in r]
+            ax.plot([r["value"] for r in have], [r[f"ratio_to_{name}"] for r in have], "o-",
+                    label=f"learned / tuned {name}")
         ax.axhline(1.0, color="gray", lw=0.8)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("d_model" if axis == "width" else "training steps")
@@ -292,7 +324,12 @@ def main(argv=None) -> int:
     parser.add_argument("--horizon-width", type=int, default=None,
                         help="d_model of the horizon rungs (default 32; 64 with --large)")
     parser.add_argument("--widths", type=int, nargs="+", default=None,
-                        help="d_model of the width rungs (default 32 64 128 256); each must divide by the 4 heads")
+                        help="d_model of the width rungs (default 32 64 128 256); each must divide by the heads")
+    parser.add_argument("--layers", type=int, default=2, help="layers of the width rungs' models (default 2)")
+    parser.add_argument("--heads", type=int, default=4, help="heads of the width rungs' models (default 4)")
+    parser.add_argument("--learning-rates", type=float, nargs="+", default=list(LEARNING_RATES),
+                        help="the grid each baseline's tuning starts from, extended past an edge until its best value "
+                        f"is interior (default {' '.join(map(str, LEARNING_RATES))})")
     parser.add_argument("--baselines-only", action="store_true", help="tune and cache the baselines, then stop")
     parser.add_argument("--retune", action="store_true", help="ignore the cached tuned baselines")
     parser.add_argument("--rerun", action="store_true",
@@ -309,12 +346,16 @@ def main(argv=None) -> int:
     sizes = [("--steps", args.steps), ("--horizon-width", args.horizon_width)]
     sizes += [("--horizons", h) for h in args.horizons or ()]
     sizes += [("--widths", w) for w in args.widths or ()]
+    sizes += [("--layers", args.layers), ("--heads", args.heads)]
     for flag, value in sizes:
         if value is not None and value < 1:
             parser.error(f"{flag} must be positive, got {value}")
-    if any(w % 4 for w in args.widths or ()):
-        parser.error(f"--widths must be multiples of the 4 heads, got {args.widths}")
-    ladder = rungs(args.large, args.steps, tuple(args.horizons or ()), args.horizon_width, tuple(args.widths or ()))
+    if any(w % args.heads for w in args.widths or ()):
+        parser.error(f"--widths must be multiples of the {args.heads} heads, got {args.widths}")
+    if not all(np.isfinite(lr) and lr > 0 for lr in args.learning_rates):
+        parser.error(f"--learning-rates must be finite and positive, got {args.learning_rates}")
+    ladder = rungs(args.large, args.steps, tuple(args.horizons or ()), args.horizon_width, tuple(args.widths or ()),
+                   args.layers, args.heads)
     out = Path(args.out) if args.out else report.RESULTS
     name = "lopt_ladder_large" if args.large else "lopt_ladder"
     cache_path = out / f"{name}_baselines.json"
@@ -345,13 +386,24 @@ def main(argv=None) -> int:
             print(f"  the learned optimizer refuses it: {refused}", flush=True)
             rows.append(summarise(rung, {}, {"refused": refused}))
             continue
-        base = tuned_baselines(rung, seeds, tuning, cache)
         out.mkdir(parents=True, exist_ok=True)
-        cache_path.write_text(json.dumps(cache, indent=1, default=float) + "\n")
+        mine = None
         if not args.baselines_only:
-            rows.append(summarise(rung, base, learned_row(rung, seeds, learned, meta_params)))
-            # Published after every rung, so a run cut short keeps the rungs it finished.
-            publish(name, command, made, digest, seeds, tuning, rows, None, out)
+            # The learned optimizer runs first and the table is published after every baseline, so a run cut short
+            # (a lease on an accelerator ending) keeps the comparisons it finished.
+            print(f"  [{rung.label}] the learned optimizer on seeds {seeds}", flush=True)
+            mine = learned_row(rung, seeds, learned, meta_params)
+
+        def save(base, rung=rung, mine=mine):
+            cache_path.write_text(json.dumps(cache, indent=1, default=float) + "\n")
+            if mine is not None:
+                publish(name, command, made, digest, seeds, tuning, [*rows, summarise(rung, dict(base), mine)], None,
+                        out)
+
+        base = tuned_baselines(rung, seeds, tuning, cache, tuple(args.learning_rates), save)
+        save(base)
+        if mine is not None:
+            rows.append(summarise(rung, base, mine))
     if args.ship_baselines:
         ship_baselines(cache, cache_path)
     if args.baselines_only:

@@ -43,10 +43,14 @@ def test_the_ladder_reads_back_only_rungs_of_the_same_meta_params_and_seeds(tmp_
     meta = {"a": np.arange(3.0), "b": np.ones((2, 2))}
     digest = lopt_ladder.fingerprint(meta)
     assert digest != lopt_ladder.fingerprint({"a": np.arange(3.0) + 1e-6, "b": np.ones((2, 2))})
-    row = {"rung": "width=64", "task": "d64", "steps": 1000, "learned": {"valid_final": 1.7}}
+    base = {name: {"valid_final": 1.8} for name in lopt_ladder.BASELINES}
+    row = {"rung": "width=64", "task": "d64", "steps": 1000, "learned": {"valid_final": 1.7}, "baselines": base}
+    # Cut short after AdamW: run again, not read back as finished.
+    partial = {**row, "rung": "width=128", "task": "d128", "baselines": {"adamw+cosine": base["adamw+cosine"]}}
     path = tmp_path / "lopt_ladder.json"
     assert lopt_ladder.finished_rungs(path, digest, [1, 2], [0]) == {}
-    path.write_text(json.dumps({"meta_params_digest": digest, "seeds": [1, 2], "tuning_seeds": [0], "rows": [row]}))
+    path.write_text(json.dumps({"meta_params_digest": digest, "seeds": [1, 2], "tuning_seeds": [0],
+                                "rows": [row, partial]}))
     assert lopt_ladder.finished_rungs(path, digest, [1, 2], [0]) == {("width=64", "d64", 1000): row}
     for other in ((digest[::-1], [1, 2], [0]), (digest, [1, 2, 3], [0]), (digest, [1, 2], [5])):
         assert lopt_ladder.finished_rungs(path, *other) == {}
@@ -63,6 +67,14 @@ def test_the_ladder_takes_other_widths_and_refuses_ones_the_heads_do_not_divide(
     with pytest.raises(SystemExit):
         lopt_ladder.main(["--widths", "30"])
     assert "--widths must be multiples of the 4 heads, got [30]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        lopt_ladder.main(["--widths", "64", "--heads", "12"])
+    assert "--widths must be multiples of the 12 heads, got [64]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        lopt_ladder.main(["--learning-rates", "1e-3", "nan"])
+    assert "--learning-rates must be finite and positive, got [0.001, nan]" in capsys.readouterr().err
+    deep = [r for r in lopt_ladder.rungs(False, widths=(768,), layers=12, heads=12) if r.axis == "width"]
+    assert dict(deep[0].task.config)["layers"] == 12 and dict(deep[0].task.config)["heads"] == 12
 
 
 def test_lopt_networks_reads_back_the_networks_a_run_finished_and_reruns_on_other_meta_params(tmp_path, monkeypatch):
