@@ -21,6 +21,9 @@ read off validation curves), divergences, and the step time relative to Adam's.
     python -m benchmarks.lopt_ladder --large --widths 768 --layers 12 --heads 12 --only width=768 \
         --learning-rates 2e-4 5e-4 1e-3 2e-3 --out benchmarks/results/lopt_ladder_768   # GPT-2-small shape (a GPU)
 
+Reported per rung besides: the tokens a run reads over its training split's size (``epochs``), since a model that
+reads a small split many times over measures overfitting as much as training; ``--text-bytes`` enlarges the split.
+
 Tuned baselines are cached in ``lopt_ladder_baselines[_large].json`` beside the results (keyed by rung and
 settings), so re-evaluating a new learned optimizer costs only its own runs; ``--retune`` ignores the cache. A rung
 the results in ``--out`` already hold for the same meta-params (by content), seeds and tuning seeds is read back,
@@ -48,7 +51,7 @@ import optax
 from benchmarks import report, timing
 from unf import baselines, compare, evaluate, recipes
 from unf.lopt import shipped
-from unf.tasks import transformer_lm
+from unf.tasks import text, transformer_lm
 from unf.tasks.base import Task
 
 POINTS = 20
@@ -75,15 +78,16 @@ WIDTHS = (32, 64, 128, 256)
 
 def rungs(large: bool, steps: int | None = None, horizons: tuple[int, ...] | None = None,
           horizon_width: int | None = None, widths: tuple[int, ...] | None = None, layers: int = 2,
-          heads: int = 4) -> list[Rung]:
+          heads: int = 4, text_bytes: int = text.TEXT_BYTES) -> list[Rung]:
     """Returns the ladder: CPU sizes, or with ``large`` the full one (sequence 128, batch 16, longer runs); ``steps``
     (the run length of every rung but the horizon ones), ``horizons``, ``horizon_width`` and ``widths`` (the d_model
     of the width rungs, default ``WIDTHS``) override the sizing's; ``layers`` and ``heads`` are the width rungs'
-    (the other rungs keep two layers and four heads, so they stay one change away from the base model)."""
+    (the other rungs keep two layers and four heads, so they stay one change away from the base model);
+    ``text_bytes`` is every rung's standard-library budget (:func:`unf.tasks.transformer_lm`)."""
     seq, batch, default_steps, default_width = (128, 16, 2000, 64) if large else (64, 8, 500, 32)
     steps = steps or default_steps
     horizon_width = horizon_width or default_width
-    base = dict(layers=2, heads=4, seq=seq, batch=batch)
+    base = dict(layers=2, heads=4, seq=seq, batch=batch, text_bytes=text_bytes)
     out = [Rung("width", d, transformer_lm(d_model=d, **{**base, "layers": layers, "heads": heads}), steps)
            for d in widths or WIDTHS]
     horizons = horizons or ((5000,) if large else (1000, 2000))
@@ -222,10 +226,17 @@ def step_costs(learned, meta_params, repeats: int = 20) -> list[dict]:
     return rows
 
 
+def epochs(rung: Rung) -> float:
+    """Returns how many times a run of ``rung`` reads its training split: tokens read over the split's size."""
+    config = dict(rung.task.config)
+    split = text._corpus(config.get("text_bytes", text.TEXT_BYTES)).train
+    return rung.steps * config["batch"] * (config["seq"] + 1) / len(split)
+
+
 def summarise(rung: Rung, base: dict, mine: dict) -> dict:
     """Returns the rung's summary row: ratios of the learned optimizer's final validation loss to each baseline."""
     row = {"rung": rung.label, "axis": rung.axis, "value": rung.value, "task": rung.task.label, "steps": rung.steps,
-           "baselines": base, "learned": mine}
+           "epochs": epochs(rung), "baselines": base, "learned": mine}
     if "refused" in mine:
         return row
     for name, b in base.items():
@@ -238,13 +249,13 @@ def summarise(rung: Rung, base: dict, mine: dict) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    headers = ["rung", "steps", "learned", "AdamW+cos", "Adam", "Muon", "/ AdamW", "/ Adam", "/ Muon",
+    headers = ["rung", "steps", "epochs", "learned", "AdamW+cos", "Adam", "Muon", "/ AdamW", "/ Adam", "/ Muon",
                "speed-up vs AdamW", "diverged", "step time / Adam", "tuned lr (AdamW, Adam, Muon)"]
     body = []
     for r in rows:
         b, m = r["baselines"], r["learned"]
         if "refused" in m:
-            body.append([r["rung"], r["steps"], "refused: " + m["refused"].split(" Its ")[0], *["-"] * 10])
+            body.append([r["rung"], r["steps"], "-", "refused: " + m["refused"].split(" Its ")[0], *["-"] * 10])
             continue
         # A baseline a run cut short never reached reads "-".
         lrs = ", ".join(f"{b[n]['hyper'][0]:.2g}" + ("" if b[n]["edge_free"] else "*") if n in b else "-"
@@ -253,7 +264,9 @@ def table(rows: list[dict]) -> str:
             speed = "-"
         else:
             speed = f"{r['speedup_to_adamw']:.2f}x" if r["speedup_to_adamw"] else "not reached"
-        body.append([r["rung"], r["steps"], f"{m['valid_final']:.4f} ± {m['valid_se']:.4f}",
+        # Rows published before epochs were reported read "-" there.
+        read = f"{r['epochs']:.2g}" if "epochs" in r else "-"
+        body.append([r["rung"], r["steps"], read, f"{m['valid_final']:.4f} ± {m['valid_se']:.4f}",
                      *(f"{b[n]['valid_final']:.4f}" if n in b else "-" for n in BASELINES),
                      *(f"{r[f'ratio_to_{n}']:.3f}" if n in b else "-" for n in BASELINES), speed,
                      f"{m['diverged']}/{m['seeds']}", f"{m['step_time_over_adam']:.2f}", lrs])
@@ -327,6 +340,9 @@ def main(argv=None) -> int:
                         help="d_model of the width rungs (default 32 64 128 256); each must divide by the heads")
     parser.add_argument("--layers", type=int, default=2, help="layers of the width rungs' models (default 2)")
     parser.add_argument("--heads", type=int, default=4, help="heads of the width rungs' models (default 4)")
+    parser.add_argument("--text-bytes", type=int, default=text.TEXT_BYTES,
+                        help="standard-library source both splits take, nine tenths for training (default "
+                        f"{text.TEXT_BYTES:,}); a rung that reads its training split many times over needs more")
     parser.add_argument("--learning-rates", type=float, nargs="+", default=list(LEARNING_RATES),
                         help="the grid each baseline's tuning starts from, extended past an edge until its best value "
                         f"is interior (default {' '.join(map(str, LEARNING_RATES))})")
@@ -346,16 +362,21 @@ def main(argv=None) -> int:
     sizes = [("--steps", args.steps), ("--horizon-width", args.horizon_width)]
     sizes += [("--horizons", h) for h in args.horizons or ()]
     sizes += [("--widths", w) for w in args.widths or ()]
-    sizes += [("--layers", args.layers), ("--heads", args.heads)]
+    sizes += [("--layers", args.layers), ("--heads", args.heads), ("--text-bytes", args.text_bytes)]
     for flag, value in sizes:
         if value is not None and value < 1:
             parser.error(f"{flag} must be positive, got {value}")
+    lengths = [("--steps", args.steps)] + [("--horizons", h) for h in args.horizons or ()]
+    for flag, value in lengths:
+        if value is not None and value % POINTS:
+            parser.error(f"{flag} must be a multiple of {POINTS} (the validation loss is read {POINTS} times a run), "
+                         f"got {value}")
     if any(w % args.heads for w in args.widths or ()):
         parser.error(f"--widths must be multiples of the {args.heads} heads, got {args.widths}")
     if not all(np.isfinite(lr) and lr > 0 for lr in args.learning_rates):
         parser.error(f"--learning-rates must be finite and positive, got {args.learning_rates}")
     ladder = rungs(args.large, args.steps, tuple(args.horizons or ()), args.horizon_width, tuple(args.widths or ()),
-                   args.layers, args.heads)
+                   args.layers, args.heads, args.text_bytes)
     out = Path(args.out) if args.out else report.RESULTS
     name = "lopt_ladder_large" if args.large else "lopt_ladder"
     cache_path = out / f"{name}_baselines.json"
@@ -381,6 +402,10 @@ def main(argv=None) -> int:
             print(f"  read back from {earlier} (--rerun runs it again)", flush=True)
             rows.append(row)
             continue
+        if epochs(rung) > 1:
+            one_pass = int(np.ceil(args.text_bytes * epochs(rung) / 1e6)) * 1_000_000
+            print(f"  reads its training split {epochs(rung):.2g} times over, so overfitting weighs in the final "
+                  f"loss; --text-bytes {one_pass} gives one pass", flush=True)
         refused = refusal(rung, learned)
         if refused is not None:
             print(f"  the learned optimizer refuses it: {refused}", flush=True)

@@ -75,6 +75,17 @@ def test_the_ladder_takes_other_widths_and_refuses_ones_the_heads_do_not_divide(
     assert "--learning-rates must be finite and positive, got [0.001, nan]" in capsys.readouterr().err
     deep = [r for r in lopt_ladder.rungs(False, widths=(768,), layers=12, heads=12) if r.axis == "width"]
     assert dict(deep[0].task.config)["layers"] == 12 and dict(deep[0].task.config)["heads"] == 12
+    # A larger training split is read fewer times over by the same run.
+    wide = [r for r in lopt_ladder.rungs(False, widths=(32,), text_bytes=2_000_000) if r.axis == "width"][0]
+    narrow = [r for r in lopt_ladder.rungs(False, widths=(32,)) if r.axis == "width"][0]
+    assert 1.5 < lopt_ladder.epochs(narrow) / lopt_ladder.epochs(wide) < 2.5
+    with pytest.raises(SystemExit):
+        lopt_ladder.main(["--horizons", "1000", "1010"])
+    assert "--horizons must be a multiple of 20 (the validation loss is read 20 times a run), got 1010" in (
+        capsys.readouterr().err)
+    with pytest.raises(SystemExit):
+        lopt_ladder.main(["--text-bytes", "0"])
+    assert "--text-bytes must be positive, got 0" in capsys.readouterr().err
 
 
 def test_lopt_networks_reads_back_the_networks_a_run_finished_and_reruns_on_other_meta_params(tmp_path, monkeypatch):

@@ -15,16 +15,20 @@ from hetnet.models import TransformerLM
 from unf import spec as spec_lib
 from unf.tasks.base import Task
 
+# Enough for the CPU-sized tasks; a model that reads its training split many times over needs more (``text_bytes``).
 TEXT_BYTES = 1_000_000
 
 
-@functools.lru_cache(maxsize=1)
-def _corpus() -> data.TextCorpus:
-    return data.stdlib_corpus(max_bytes=TEXT_BYTES)
+@functools.lru_cache(maxsize=4)
+def _corpus(text_bytes: int = TEXT_BYTES) -> data.TextCorpus:
+    if isinstance(text_bytes, bool) or not isinstance(text_bytes, int) or text_bytes < 1:
+        raise ValueError(f"text_bytes must be a positive int (bytes of standard-library source for both splits), got "
+                         f"{text_bytes!r}.")
+    return data.stdlib_corpus(max_bytes=text_bytes)
 
 
-def _window_sampler(batch: int, length: int, split: str = "train"):
-    tokens = jnp.asarray(getattr(_corpus(), split))
+def _window_sampler(batch: int, length: int, split: str = "train", text_bytes: int = TEXT_BYTES):
+    tokens = jnp.asarray(getattr(_corpus(text_bytes), split))
     return lambda key: {"tokens": data.sample_windows(key, tokens, batch, length)}
 
 
@@ -68,18 +72,20 @@ def lstm_lm(hidden: int = 32, embed: int = 16, seq: int = 32, batch: int = 16) -
 @functools.lru_cache(maxsize=64)
 def transformer_lm(
     d_model: int = 16, layers: int = 1, heads: int = 2, seq: int = 16, batch: int = 8, attention: str = "softmax",
-    kv_heads: int | None = None, ffn: str = "gelu", norm: str = "rms",
+    kv_heads: int | None = None, ffn: str = "gelu", norm: str = "rms", text_bytes: int = TEXT_BYTES,
 ) -> Task:
     """A byte-level hetnet TransformerLM (any attention variant; ``kv_heads < heads`` for grouped-query attention;
     any feed-forward and norm kind). Its spec permutes vocabulary and position axes as groups of their own, as the
-    original UNF code does, which keeps equivariant optimizers small. Validation batches come from held-out files."""
+    original UNF code does, which keeps equivariant optimizers small. Validation batches come from held-out files;
+    ``text_bytes`` bounds the standard-library source both splits take (nine tenths of it for training), so a run
+    that would read the default split many times over can have a larger one."""
     cfg = TransformerConfig(vocab_size=data.BYTE_VOCAB, d_model=d_model, num_heads=heads, num_layers=layers,
                             max_len=seq, attention=attention, num_kv_heads=kv_heads, ffn=ffn, norm=norm)
     model = TransformerLM(cfg)
     spec = spec_lib.from_hetnet(jax.eval_shape(model.init, jax.random.key(0)), model.axes, io_as_groups=True)
     config = (("d_model", d_model), ("layers", layers), ("heads", heads), ("seq", seq), ("batch", batch),
               ("attention", attention))
-    extras = (("kv_heads", kv_heads), ("ffn", ffn), ("norm", norm))
-    config += tuple((k, v) for (k, v), default in zip(extras, (None, "gelu", "rms")) if v != default)
-    return Task("transformer_lm", config, model.init, model.loss, _window_sampler(batch, seq + 1), spec,
-                _window_sampler(batch, seq + 1, "valid"))
+    extras = (("kv_heads", kv_heads), ("ffn", ffn), ("norm", norm), ("text_bytes", text_bytes))
+    config += tuple((k, v) for (k, v), default in zip(extras, (None, "gelu", "rms", TEXT_BYTES)) if v != default)
+    return Task("transformer_lm", config, model.init, model.loss, _window_sampler(batch, seq + 1, text_bytes=text_bytes),
+                spec, _window_sampler(batch, seq + 1, "valid", text_bytes))
