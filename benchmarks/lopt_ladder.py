@@ -48,7 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from benchmarks import report, timing
+from benchmarks import lopt_step_cost, report, timing
 from unf import baselines, compare, evaluate, recipes
 from unf.lopt import shipped
 from unf.tasks import text, transformer_lm
@@ -212,18 +212,7 @@ def learned_row(rung: Rung, seeds: list[int], learned, meta_params) -> dict:
 def step_costs(learned, meta_params, repeats: int = 20) -> list[dict]:
     """Returns the learned optimizer's training-step time over Adam's and over Muon's (the baseline's setup) at 128
     and 2,048 tokens a batch (d_model 64, two layers, sequence 64), the three timed interleaved in one run."""
-    rows = []
-    for batch in (2, 32):
-        task = transformer_lm(d_model=64, layers=2, heads=4, seq=64, batch=batch)
-        opt = learned.opt_fn(meta_params, total_steps=1000)
-        muon = baselines.muon(task.spec, 1000)([1e-3, 0.1])
-        times = timing.optimizer_step_times(task, {"adam": optax.adam(1e-3), "muon": muon, "learned": opt},
-                                            repeats=repeats)
-        median = {name: t["median"] for name, t in times.items()}
-        rows.append({"tokens": batch * 64, "adam_seconds": median["adam"], "muon_seconds": median["muon"],
-                     "learned_seconds": median["learned"], "over_adam": median["learned"] / median["adam"],
-                     "over_muon": median["learned"] / median["muon"]})
-    return rows
+    return lopt_step_cost.step_costs(learned, meta_params, lopt_step_cost.SIZES, repeats)
 
 
 def epochs(rung: Rung) -> float:
