@@ -33,6 +33,7 @@ BENCHMARKS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "hyperset": ((), ("--large",)),
     "linear_attention_optim": ((), ("--large",)),
     "meta_processes": ((), ("--large",)),
+    "lopt_step_cost": ((), ("--large",)),
 }
 
 

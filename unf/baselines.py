@@ -101,10 +101,11 @@ def tune(name: str, task: Task, make_opt, steps: int, seeds: Sequence[int], lear
                 if (lr, *other) not in scores:
                     scores[(lr, *other)] = _score(task, make_opt, (lr, *other), steps, seeds, objective)
         best = min(scores, key=scores.get)
+        # Plain floats, so a grid point reads as a number wherever the scores are written out.
         if best[0] == lrs[0]:
-            lrs.insert(0, lrs[0] / np.sqrt(10.0))
+            lrs.insert(0, float(lrs[0] / np.sqrt(10.0)))
         elif best[0] == lrs[-1]:
-            lrs.append(lrs[-1] * np.sqrt(10.0))
+            lrs.append(float(lrs[-1] * np.sqrt(10.0)))
         else:
             break
     return Tuned(name, best, scores)
