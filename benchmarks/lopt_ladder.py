@@ -177,17 +177,22 @@ def fingerprint(meta_params) -> str:
     return digest.hexdigest()[:16]
 
 
-def finished_rungs(path: Path, meta_params_digest: str, seeds: list[int], tuning: list[int]) -> dict[tuple, dict]:
-    """Returns the rows an earlier run published at ``path`` for the same meta-params, seeds and tuning seeds, keyed
-    by ``(rung label, task label, steps)``; empty when there is none."""
+def published_rows(path: Path, meta_params_digest: str, seeds: list[int], tuning: list[int]) -> dict[tuple, dict]:
+    """Returns every row an earlier run published at ``path`` for the same meta-params, seeds and tuning seeds, cut
+    short or not, keyed by ``(rung label, task label, steps)``; empty when there is none."""
     if not path.exists():
         return {}
     earlier = json.loads(path.read_text())
     if (earlier.get("meta_params_digest"), earlier.get("seeds"), earlier.get("tuning_seeds")) != (
             meta_params_digest, seeds, tuning):
         return {}
-    # A row cut short before every baseline was tuned is run again (its finished baselines come from the cache).
-    return {(r["rung"], r["task"], r["steps"]): r for r in earlier["rows"]
+    return {(r["rung"], r["task"], r["steps"]): r for r in earlier["rows"]}
+
+
+def finished_rungs(path: Path, meta_params_digest: str, seeds: list[int], tuning: list[int]) -> dict[tuple, dict]:
+    """Returns the rows of :func:`published_rows` that are finished: a row cut short before every baseline was
+    tuned is run again (its learned run and finished baselines are read back, from the row and the cache)."""
+    return {key: r for key, r in published_rows(path, meta_params_digest, seeds, tuning).items()
             if "refused" in r["learned"] or set(r["baselines"]) >= set(BASELINES)}
 
 
@@ -382,6 +387,7 @@ def main(argv=None) -> int:
     command = f"python -m benchmarks.lopt_ladder {shlex.join(sys.argv[1:] if argv is None else argv)}".rstrip()
     digest = fingerprint(meta_params)
     earlier = out / f"{name}.json"
+    published = {} if args.rerun else published_rows(earlier, digest, seeds, tuning)
     finished = {} if args.rerun else finished_rungs(earlier, digest, seeds, tuning)
     rows = []
     for rung in chosen:
@@ -405,8 +411,13 @@ def main(argv=None) -> int:
         if not args.baselines_only:
             # The learned optimizer runs first and the table is published after every baseline, so a run cut short
             # (a lease on an accelerator ending) keeps the comparisons it finished.
-            print(f"  [{rung.label}] the learned optimizer on seeds {seeds}", flush=True)
-            mine = learned_row(rung, seeds, learned, meta_params)
+            cut_short = published.get((rung.label, rung.task.label, rung.steps))
+            if cut_short is not None:
+                print(f"  [{rung.label}] the learned optimizer's runs read back from {earlier}", flush=True)
+                mine = cut_short["learned"]
+            else:
+                print(f"  [{rung.label}] the learned optimizer on seeds {seeds}", flush=True)
+                mine = learned_row(rung, seeds, learned, meta_params)
 
         def save(base, rung=rung, mine=mine):
             cache_path.write_text(json.dumps(cache, indent=1, default=float) + "\n")

@@ -52,6 +52,8 @@ def test_the_ladder_reads_back_only_rungs_of_the_same_meta_params_and_seeds(tmp_
     path.write_text(json.dumps({"meta_params_digest": digest, "seeds": [1, 2], "tuning_seeds": [0],
                                 "rows": [row, partial]}))
     assert lopt_ladder.finished_rungs(path, digest, [1, 2], [0]) == {("width=64", "d64", 1000): row}
+    # ... but its learned runs are offered for reuse.
+    assert lopt_ladder.published_rows(path, digest, [1, 2], [0])[("width=128", "d128", 1000)] == partial
     for other in ((digest[::-1], [1, 2], [0]), (digest, [1, 2, 3], [0]), (digest, [1, 2], [5])):
         assert lopt_ladder.finished_rungs(path, *other) == {}
 
