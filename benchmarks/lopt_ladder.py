@@ -220,9 +220,12 @@ def step_costs(learned, meta_params, repeats: int = 20) -> list[dict]:
     return lopt_step_cost.step_costs(learned, meta_params, lopt_step_cost.SIZES, repeats)
 
 
-def epochs(rung: Rung) -> float:
-    """Returns how many times a run of ``rung`` reads its training split: tokens read over the split's size."""
+def epochs(rung: Rung) -> float | None:
+    """Returns how many times a run of ``rung`` reads its training split: tokens read over the split's size; None for
+    a task that does not read the standard library's text (no ``seq`` in its config)."""
     config = dict(rung.task.config)
+    if "seq" not in config:
+        return None
     split = text._corpus(config.get("text_bytes", text.TEXT_BYTES)).train
     return rung.steps * config["batch"] * (config["seq"] + 1) / len(split)
 
@@ -258,8 +261,8 @@ def table(rows: list[dict]) -> str:
             speed = "-"
         else:
             speed = f"{r['speedup_to_adamw']:.2f}x" if r["speedup_to_adamw"] else "not reached"
-        # Rows published before epochs were reported read "-" there.
-        read = f"{r['epochs']:.2g}" if "epochs" in r else "-"
+        # Rows published before epochs were reported, and tasks that read no text, read "-" there.
+        read = f"{r['epochs']:.2g}" if r.get("epochs") is not None else "-"
         body.append([r["rung"], r["steps"], read, f"{m['valid_final']:.4f} ± {m['valid_se']:.4f}",
                      *(f"{b[n]['valid_final']:.4f}" if n in b else "-" for n in BASELINES),
                      *(f"{r[f'ratio_to_{n}']:.3f}" if n in b else "-" for n in BASELINES), speed,
@@ -397,7 +400,7 @@ def main(argv=None) -> int:
             print(f"  read back from {earlier} (--rerun runs it again)", flush=True)
             rows.append(row)
             continue
-        if epochs(rung) > 1:
+        if (epochs(rung) or 0) > 1:
             one_pass = int(np.ceil(args.text_bytes * epochs(rung) / 1e6)) * 1_000_000
             print(f"  reads its training split {epochs(rung):.2g} times over, so overfitting weighs in the final "
                   f"loss; --text-bytes {one_pass} gives one pass", flush=True)

@@ -3,8 +3,9 @@
 The ``transformer-lm`` rule was meta-trained on hetnet TransformerLMs, but it reads nothing of them except each
 tensor's labels (no learned correction ships): a spec of any network tells it each tensor's muP role, width and
 matrix view. Here it trains an MLP and a CNN on the embedded digits and a byte-level LSTM language model, as a user
-would call it: ``unf.lopt.pretrained("transformer-lm", total_steps=T, spec=unf.spec.mlp(params))`` (or ``cnn``; the
-LSTM task's spec labels its cell by :func:`unf.spec.rnn`), nothing tuned. The baselines are tuned as on
+would call it: ``unf.lopt.pretrained("transformer-lm", total_steps=T, spec=unf.spec.mlp(params))`` (or ``cnn``, for
+a CNN with a pooled head and one shaped like the Flax tutorial's, whose flattened head ``cnn`` marks as unpermuted
+width axes; the LSTM task's spec labels its cell by :func:`unf.spec.rnn`), nothing tuned. The baselines are tuned as on
 :mod:`benchmarks.lopt_ladder`'s rungs (AdamW + warm-up + cosine, constant Adam, Muon on the spec's hidden matrices
 with AdamW elsewhere; each learning-rate grid extended until its best value is interior, on seeds never evaluated),
 and every optimizer is scored by its final loss on held-out data (a fifth of the digits; held-out files of the
@@ -52,6 +53,8 @@ def networks(large: bool, steps: int | None) -> list[lopt_ladder.Rung]:
     return [
         lopt_ladder.Rung("network", "mlp", _with_spec(mlp_digits(width=256 * scale, depth=3), spec_lib.mlp), steps),
         lopt_ladder.Rung("network", "cnn", _with_spec(cnn_digits(channels=16 * scale), spec_lib.cnn), steps),
+        lopt_ladder.Rung("network", "cnn-flatten",
+                         _with_spec(cnn_digits(channels=16 * scale, head="flatten"), spec_lib.cnn), steps),
         lopt_ladder.Rung("network", "lstm", lstm_lm(hidden=128 * scale, embed=32 * scale, seq=32, batch=16), steps),
     ]
 
@@ -124,6 +127,13 @@ def by_role_grid(rung: lopt_ladder.Rung, opt, tuning_seeds: list[int]) -> tuple[
     return make, grid
 
 
+def _ratios(entry: dict, baselines: dict) -> list[str]:
+    """Returns ``entry``'s final held-out loss over each baseline's, in the tables' column order (the baselines are
+    tuned, and stored, in another); "-" for a baseline a run cut short never reached."""
+    return [f"{entry['valid_final'] / baselines[n]['valid_final']:.3f}" if n in baselines else "-"
+            for n in lopt_ladder.BASELINES]
+
+
 def scaled_table(rows: list[dict]) -> str:
     """Returns the table of the shipped rule with its schedule's scale tuned, against the same tuned baselines."""
     headers = ["rung", "steps", "tuned scale", "learned, scale tuned", "/ AdamW", "/ Adam", "/ Muon", "diverged"]
@@ -132,7 +142,7 @@ def scaled_table(rows: list[dict]) -> str:
         s = r["learned"]["scaled"]
         k = f"{s['hyper'][0]:.3g}" + ("" if s["edge_free"] else "*")
         body.append([r["rung"], r["steps"], k, f"{s['valid_final']:.4f} ± {s['valid_se']:.4f}",
-                     *(f"{s['valid_final'] / b['valid_final']:.3f}" for b in r["baselines"].values()),
+                     *_ratios(s, r["baselines"]),
                      f"{s['diverged']}/{s['seeds']}"])
     return report.markdown_table(headers, body)
 
@@ -149,7 +159,7 @@ def by_role_table(rows: list[dict]) -> str:
         edge = kh in (HIDDEN_SCALES[0], HIDDEN_SCALES[-1]) or ko in (OTHER_SCALES[0], OTHER_SCALES[-1])
         body.append([r["rung"], f"({kh:.3g}, {ko:.3g})" + ("*" if edge else ""),
                      f"{s['valid_final']:.4f} ± {s['valid_se']:.4f}",
-                     *(f"{s['valid_final'] / b['valid_final']:.3f}" for b in r["baselines"].values()),
+                     *_ratios(s, r["baselines"]),
                      f"{s['diverged']}/{s['seeds']}"])
     return report.markdown_table(headers, body)
 
@@ -195,7 +205,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=3, help="evaluation seeds per network")
     parser.add_argument("--tuning-seeds", type=int, default=1, help="seeds for tuning the baselines (never evaluated)")
     parser.add_argument("--steps", type=int, default=None, help="run length (default 500; 1,000 with --large)")
-    parser.add_argument("--only", nargs="+", default=None, help="networks to run, by name (mlp, cnn, lstm)")
+    parser.add_argument("--only", nargs="+", default=None,
+                        help="networks to run, by name (mlp, cnn, cnn-flatten, lstm)")
     parser.add_argument("--rerun", action="store_true",
                         help="run every network again, not reading back those --out holds for these meta-params")
     args = parser.parse_args(argv)

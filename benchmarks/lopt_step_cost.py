@@ -1,7 +1,10 @@
 """The shipped learned optimizer's training-step time beside Adam's and Muon's, on byte-level TransformerLMs.
 
 Each size's three steps (one jitted training step each: forward, backward and the optimizer's update, the same batch
-and params) are timed interleaved in one run, so drift hits all alike; reported as ratios, with the medians.
+and params) are timed interleaved in one run, so drift hits all alike; reported as ratios, with the medians. Beside
+them, counted from the shapes, the FLOPs of the Newton-Schulz iterations that Muon and the learned optimizer run on
+every hidden matrix over the FLOPs of the forward and backward pass: where that ratio is large, the step is bound by
+arithmetic that no fusing removes.
 
     python -m benchmarks.lopt_step_cost            # d_model 64, two layers, 128 and 2,048 tokens a batch
     python -m benchmarks.lopt_step_cost --large    # also the GPT-2-small shape (d768, 12 layers) at 2,048 and 8,192
@@ -9,18 +12,39 @@ and params) are timed interleaved in one run, so drift hits all alike; reported 
 
 from __future__ import annotations
 
+import math
 import sys
 
 import optax
 
 from benchmarks import report, timing
 from unf import baselines, recipes
-from unf.lopt import shipped
+from unf.lopt import orthogonal, shipped, width
 from unf.tasks import transformer_lm
 
 # (d_model, layers, heads, seq, batch)
 SIZES = ((64, 2, 4, 64, 2), (64, 2, 4, 64, 32))
 LARGE_SIZES = SIZES + ((768, 12, 12, 128, 16), (768, 12, 12, 128, 64))
+
+
+def step_flops(task, seq: int, tokens: int) -> dict:
+    """Returns the training step's FLOPs by part, counted from ``task``'s spec: ``train``, the forward and backward
+    pass, estimated as 6 x (weights used in products: hidden and readout matrices) x tokens plus attention's
+    12 x layers x seq x d_model x tokens (scores and weighted values, the causal mask's saving not taken, as
+    :func:`benchmarks.transformer_step.model_flops_per_step` counts); ``orthogonalize``, the Newton-Schulz
+    iterations on every hidden matrix (:func:`unf.lopt.orthogonal.orthogonalize_flops`)."""
+    spec = task.spec
+    stacked = [bool(labels) and labels[0] == "layers" for labels in spec.leaf_axes]
+    matmul_weights, ortho = 0, 0
+    whole = width.matrix_views(spec, [False] * spec.num_leaves)  # the stacking axis counts the matrices
+    for shape, (role, _), axes in zip(spec.leaf_shapes, width.roles(spec, stacked), whole):
+        if width.ROLES[role] in ("hidden", "output"):
+            matmul_weights += math.prod(shape)
+        if axes is not None:
+            ortho += orthogonal.orthogonalize_flops(shape, axes)
+    sizes = dict(spec.sizes)
+    attention = 12 * sizes.get("layers", 1) * seq * sizes["embed"] * tokens
+    return {"train": 6 * matmul_weights * tokens + attention, "orthogonalize": ortho}
 
 
 def step_costs(learned, meta_params, sizes=SIZES, repeats: int = 20) -> list[dict]:
@@ -34,9 +58,12 @@ def step_costs(learned, meta_params, sizes=SIZES, repeats: int = 20) -> list[dic
         times = timing.optimizer_step_times(task, {"adam": optax.adam(1e-3), "muon": muon, "learned": opt},
                                             repeats=repeats)
         median = {name: t["median"] for name, t in times.items()}
+        flops = step_flops(task, seq, batch * seq)
         rows.append({"d_model": d_model, "layers": layers, "tokens": batch * seq, "adam_seconds": median["adam"],
                      "muon_seconds": median["muon"], "learned_seconds": median["learned"],
-                     "over_adam": median["learned"] / median["adam"], "over_muon": median["learned"] / median["muon"]})
+                     "over_adam": median["learned"] / median["adam"], "over_muon": median["learned"] / median["muon"],
+                     "train_flops": flops["train"], "orthogonalize_flops": flops["orthogonalize"],
+                     "orthogonalize_over_train": flops["orthogonalize"] / flops["train"]})
         print(f"d_model {d_model}, {layers} layers, {batch * seq} tokens: {rows[-1]['over_adam']:.2f}x Adam, "
               f"{rows[-1]['over_muon']:.2f}x Muon", flush=True)
     return rows
@@ -45,9 +72,9 @@ def step_costs(learned, meta_params, sizes=SIZES, repeats: int = 20) -> list[dic
 def table(rows: list[dict]) -> str:
     return report.markdown_table(
         ["d_model", "layers", "tokens a batch", "Adam step (s)", "Muon step (s)", "learned step (s)", "learned / Adam",
-         "learned / Muon"],
+         "learned / Muon", "Newton-Schulz FLOPs / forward+backward"],
         [[r["d_model"], r["layers"], r["tokens"], r["adam_seconds"], r["muon_seconds"], r["learned_seconds"],
-          r["over_adam"], r["over_muon"]] for r in rows])
+          r["over_adam"], r["over_muon"], r.get("orthogonalize_over_train", "-")] for r in rows])
 
 
 def figure(rows: list[dict]):

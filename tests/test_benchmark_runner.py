@@ -33,6 +33,22 @@ def test_model_flops_count_matmuls_and_attention():
     assert transformer_step.model_flops_per_step(cfg, batch=5) == per_token * 5 * 4
 
 
+def test_step_cost_counts_the_training_flops_as_the_mfu_count_and_newton_schulz_on_every_hidden_matrix():
+    from benchmarks import lopt_step_cost
+    from unf.lopt import orthogonal
+    from unf.tasks import transformer_lm
+
+    d, layers, seq, batch = 16, 3, 8, 5
+    flops = lopt_step_cost.step_flops(transformer_lm(d_model=d, layers=layers, heads=2, seq=seq, batch=batch), seq,
+                                      seq * batch)
+    cfg = transformer_step.TransformerConfig(vocab_size=256, d_model=d, num_heads=2, d_ff=4 * d, num_layers=layers,
+                                             max_len=seq)
+    assert flops["train"] == transformer_step.model_flops_per_step(cfg, batch)
+    # Per layer: query, key, value and out are d x d matrices, the MLP's two d x 4d.
+    per_layer = 4 * orthogonal.newton_schulz_flops(d, d) + 2 * orthogonal.newton_schulz_flops(d, 4 * d)
+    assert flops["orthogonalize"] == layers * per_layer
+
+
 def test_the_ladder_reads_back_only_rungs_of_the_same_meta_params_and_seeds(tmp_path):
     import json
 
@@ -81,6 +97,10 @@ def test_the_ladder_takes_other_widths_and_refuses_ones_the_heads_do_not_divide(
     wide = [r for r in lopt_ladder.rungs(False, widths=(32,), text_bytes=2_000_000) if r.axis == "width"][0]
     narrow = [r for r in lopt_ladder.rungs(False, widths=(32,)) if r.axis == "width"][0]
     assert 1.5 < lopt_ladder.epochs(narrow) / lopt_ladder.epochs(wide) < 2.5
+    from benchmarks import lopt_networks
+
+    digits = [r for r in lopt_networks.networks(False, None) if r.value != "lstm"]
+    assert [lopt_ladder.epochs(r) for r in digits] == [None] * len(digits)  # they read no text
     with pytest.raises(SystemExit):
         lopt_ladder.main(["--horizons", "1000", "1010"])
     assert "--horizons must be a multiple of 20 (the validation loss is read 20 times a run), got 1010" in (
@@ -113,3 +133,13 @@ def test_lopt_networks_reads_back_the_networks_a_run_finished_and_reruns_on_othe
     (tmp_path / "lopt_networks.json").write_text(json.dumps(written))
     with pytest.raises(AssertionError, match="read back"):
         lopt_networks.main(["--out", str(tmp_path), "--only", "mlp"])
+
+
+def test_lopt_networks_tables_put_each_ratio_under_its_own_baseline():
+    from benchmarks import lopt_ladder, lopt_networks
+
+    assert lopt_ladder.BASELINES == ("adamw+cosine", "adam", "muon")
+    # Baselines are stored in their tuning order (AdamW, Muon, Adam); the columns read AdamW, Adam, Muon.
+    tuned = {"adamw+cosine": {"valid_final": 2.0}, "muon": {"valid_final": 4.0}, "adam": {"valid_final": 5.0}}
+    assert lopt_networks._ratios({"valid_final": 1.0}, tuned) == ["0.500", "0.200", "0.250"]
+    assert lopt_networks._ratios({"valid_final": 1.0}, {"adamw+cosine": {"valid_final": 2.0}}) == ["0.500", "-", "-"]

@@ -151,8 +151,8 @@ def muon_dimensions(spec: WeightSpaceSpec):
     when they lead and its output when they close it; a tensor without an ``embed`` axis contracts its first width
     axis. A leading stacking axis is a batch axis."""
     out = []
-    for labels in spec.leaf_axes:
-        axes = lopt_width.matrix_axes(labels, spec.fixed)
+    # A leading stacking axis is not a width axis, so the views of the whole leaves keep it as a batch axis.
+    for axes in lopt_width.matrix_views(spec, [False] * spec.num_leaves):
         out.append(None if axes is None else optax.contrib.MuonDimensionNumbers(reduction_axis=axes[0],
                                                                                 output_axis=axes[1]))
     return spec.unflatten(out)

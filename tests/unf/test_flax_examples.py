@@ -112,6 +112,63 @@ def test_cnn_spec_of_the_tutorial_cnn_keeps_a_flattened_head_unpermuted():
         spec_lib.cnn({**params, "linear1": {"kernel": np.zeros((511, 256)), "bias": np.zeros(256)}})
 
 
+def test_the_tutorial_cnns_flattened_head_is_stepped_as_hidden_matrices_though_unpermuted():
+    from unf.lopt import width
+
+    model = ex.TutorialCNN(nnx.Rngs(0), side=8)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    spec = spec_lib.cnn(model)
+    wide = dict(zip(spec.leaf_names, spec.leaf_unpermuted_widths))
+    assert (wide["['conv2']['kernel']"], wide["['conv2']['bias']"], wide["['linear1']['kernel']"]) == ((3,), (0,), (0,))
+    assert spec_lib.from_labels(params, spec.axes_tree()) == spec
+    roles = {name: width.ROLES[r] for name, (r, _) in zip(spec.leaf_names, width.roles(spec, [False] * 8))}
+    assert roles["['conv2']['kernel']"] == roles["['linear1']['kernel']"] == "hidden"
+    assert (roles["['conv1']['kernel']"], roles["['linear2']['kernel']"]) == ("input", "output")
+
+    batch = 4
+    x = jax.random.normal(jax.random.key(0), (batch, 8, 8, 1))
+    y = jnp.arange(batch) % 10
+    apply = ex.nnx_apply(model)
+    grads = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(apply(p, x), y).mean())(params)
+
+    def spread(spec_used):
+        """The top singular values' spread of linear1's first update: the gradient has rank <= batch, and an
+        orthogonalised step gives those directions near-equal singular values where Adam's sign-like step does
+        not."""
+        opt = lopt.pretrained("transformer-lm", total_steps=10, spec=spec_used)
+        updates, _ = opt.update(grads, opt.init(params), params)
+        s = np.linalg.svd(np.asarray(updates["linear1"]["kernel"]), compute_uv=False)[:batch]
+        return s[0] / s[-1]
+
+    assert spread(spec) < 2.0
+    assert spread(spec_lib.from_labels(params, ex.tutorial_cnn_labels(params))) > 2.0  # no width axes: Adam's step
+
+
+def test_a_cnn_named_for_sharding_marks_its_flattened_head_by_the_unpermuted_width_rule():
+    def named(*names):
+        return {"kernel_init": nnx.with_partitioning(nnx.initializers.lecun_normal(), names[:-1], eager_sharding=False),
+                "bias_init": nnx.with_partitioning(nnx.initializers.zeros_init(), names[-1:], eager_sharding=False)}
+
+    class NamedCNN(nnx.Module):
+        def __init__(self, rngs):
+            self.conv1 = nnx.Conv(1, 8, kernel_size=(3, 3), rngs=rngs, **named(None, None, None, "c1", "c1"))
+            self.conv2 = nnx.Conv(8, 16, kernel_size=(3, 3), rngs=rngs, **named(None, None, "c1", "flat", "flat"))
+            self.linear1 = nnx.Linear(2 * 2 * 16, 32, rngs=rngs, **named("flat", "h", "h"))
+            self.linear2 = nnx.Linear(32, 10, rngs=rngs, **named("h", None, None))
+
+    model = NamedCNN(nnx.Rngs(0))
+    rules = {**spec_lib.FLAX_RULES, "c1": "shared", "h": "shared", "flat": "unpermuted_width"}
+    spec = spec_lib.from_flax(model, rules)
+    by_layout = spec_lib.cnn(model)
+    assert spec.unpermuted_widths == by_layout.unpermuted_widths
+    assert [tuple(a is None for a in axes) for axes in spec.leaf_axes] == [
+        tuple(a is None for a in axes) for axes in by_layout.leaf_axes]
+    as_groups = spec_lib.from_flax(model, rules, io_as_groups=True)  # a flatten is never a permutation group
+    assert as_groups.unpermuted_widths == spec.unpermuted_widths and as_groups.leaf_axes == spec.leaf_axes
+    with pytest.raises(ValueError, match="rules map names to one of .*unpermuted_width.*got {'flat': 'wide'}"):
+        spec_lib.from_flax(model, {**rules, "flat": "wide"})
+
+
 def test_scan_stacked_gpt_with_sequential_mlps_keeps_one_group_per_layer():
     model = ex.ScanGPT(nnx.Rngs(0))
     spec = spec_lib.from_flax(model)

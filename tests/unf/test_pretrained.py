@@ -111,6 +111,23 @@ def test_a_chained_scale_is_the_learned_schedule_times_that_scale():
                  optax_loop.apply_updates_of(own, params, grads))
 
 
+def test_params_that_are_not_real_floating_point_are_refused_by_leaf_at_init():
+    from unf import spec as spec_lib
+
+    params = tasks.mlp_digits(width=8, depth=1, batch=4).init(jax.random.key(0))
+    opt = lopt.pretrained("transformer-lm", total_steps=10, spec=spec_lib.mlp(params))
+    opt.init(params)  # float32 is served
+    for dtype in (jnp.int32, jnp.complex64):
+        bad = [dict(layer) for layer in params]
+        bad[1]["b"] = bad[1]["b"].astype(dtype)
+        with pytest.raises(TypeError, match=rf"\[1\]\['b'\] has dtype {jnp.dtype(dtype).name}.*floating-point"):
+            opt.init(bad)
+    model_params = tasks.transformer_lm(d_model=8, heads=2, layers=1, seq=8, batch=2).init(jax.random.key(0))
+    as_int = jax.tree.map(lambda p: p.astype(jnp.int32), model_params)
+    with pytest.raises(TypeError, match="has dtype int32"):
+        lopt.pretrained("transformer-lm", total_steps=10).init(as_int)
+
+
 def test_a_bad_spec_is_refused_by_name():
     from unf import spec as spec_lib
 

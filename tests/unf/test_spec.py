@@ -140,3 +140,22 @@ def test_helpers_reject_unknown_layouts():
         for empty in ([], {}, {"params": {}}):
             with pytest.raises(ValueError, match="params hold no layers"):
                 helper(empty)
+
+
+def test_unpermuted_width_axes_are_unpermuted_labels_kept_through_relabel_and_layer_view():
+    import dataclasses
+
+    params = {"blocks": {"w": np.zeros((3, 4, 6))}, "head": np.zeros((6, 2))}
+    spec = spec_lib.from_labels(params, {"blocks": {"w": ("layers", spec_lib.UNPERMUTED_WIDTH, "h")},
+                                         "head": ("h", None)}, fixed=("layers",))
+    assert spec.leaf_axes == (("layers", None, "h"), ("h", None)) and spec.unpermuted_widths == ((1,), ())
+    assert "UNPERMUTED_WIDTH" not in repr(spec.sizes)  # no group: nothing permutes that axis
+    wider = spec_lib.relabel(spec, {"blocks": {"w": np.zeros((3, 8, 12))}, "head": np.zeros((12, 2))})
+    assert wider.unpermuted_widths == ((1,), ()) and wider.size("h") == 12
+    assert spec_lib.layer_view(spec, "blocks").unpermuted_widths == ((0,), ())
+    assert spec_lib.from_labels(params, spec.axes_tree(), fixed=("layers",)) == spec
+    assert spec_lib.unpermuted_as_groups(spec).unpermuted_widths == ((1,), ())
+    with pytest.raises(ValueError, match=r"unpermuted_widths names axis 2 of leaf \['blocks'\]\['w'\].*labelled None"):
+        dataclasses.replace(spec, unpermuted_widths=((2,), ()))
+    with pytest.raises(ValueError, match="unpermuted_widths has 1 entries; the weight space has 2 leaves"):
+        dataclasses.replace(spec, unpermuted_widths=((1,),))

@@ -93,6 +93,19 @@ def _check_learning_rate(learning_rate):
     return learning_rate
 
 
+def _check_floating(params: Any) -> None:
+    """Raises TypeError naming the first leaf of ``params`` that is not real floating point: the rule's moments and
+    updates are float32, so an integer leaf would take fractional steps it cannot hold and a complex one would lose
+    its imaginary part."""
+    for path, p in jax.tree_util.tree_flatten_with_path(params)[0]:
+        dtype = jnp.result_type(p)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(f"params leaf {jax.tree_util.keystr(path) or '<root>'} has dtype {dtype}; the learned "
+                            "optimizer updates real floating-point params only (float32, bfloat16, float16, "
+                            "float64). Keep integer or complex leaves out of the optimized tree (optax.partition, "
+                            "nnx.Optimizer(wrt=nnx.Param)).")
+
+
 def _check_matches_state(grads: Any, state: LearnedAdamState) -> None:
     """Raises ValueError naming the first leaf of ``grads`` whose shape is not the one ``init`` saw."""
     seen = jax.tree.structure(state.second_moment)
@@ -175,6 +188,7 @@ def transformation(
         return tree_layout.stacked_leaves(params, layer_key)
 
     def init_fn(params):
+        _check_floating(params)
         params, _ = tree_layout.canonical(params, served_spec(params))
         if check is not None:
             check(params)
@@ -307,8 +321,4 @@ def _width_factors(exponents: jax.Array, params: Any, stacked: Any, spec: Weight
 
 def _matrix_axes(params: Any, stacked: Any, spec: WeightSpaceSpec) -> list:
     """Returns per leaf (flatten order) the matrix view of a hidden tensor within one layer, or None."""
-    current = spec_lib.relabel(spec, params)
-    out = []
-    for labels, per_layer in zip(current.leaf_axes, jax.tree.leaves(stacked)):
-        out.append(width.matrix_axes(labels[1:] if per_layer else labels, current.fixed))
-    return out
+    return width.matrix_views(spec_lib.relabel(spec, params), jax.tree.leaves(stacked))

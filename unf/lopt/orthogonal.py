@@ -27,6 +27,22 @@ def newton_schulz(x: jax.Array, steps: int = NS_STEPS) -> jax.Array:
     return y if wide else y.T
 
 
+def newton_schulz_flops(rows: int, cols: int, steps: int = NS_STEPS) -> int:
+    """Returns the FLOPs (two per multiply-add) of :func:`newton_schulz` on one ``[rows, cols]`` matrix: each step
+    forms the Gram matrix on the short side ``m`` (``2 m^2 n``), squares it (``2 m^3``) and applies it (``2 m^2 n``)."""
+    m, n = min(rows, cols), max(rows, cols)
+    return steps * (4 * m * m * n + 2 * m**3)
+
+
+def orthogonalize_flops(shape: tuple[int, ...], axes: tuple[tuple[int, ...], tuple[int, ...]]) -> int:
+    """Returns the FLOPs of :func:`orthogonalize` on a tensor of ``shape``: one :func:`newton_schulz_flops` per
+    matrix, the axes in neither of ``axes`` counting the matrices."""
+    inputs, outputs = axes
+    rows = math.prod(shape[i] for i in inputs)
+    cols = math.prod(shape[i] for i in outputs)
+    return math.prod(shape) // (rows * cols) * newton_schulz_flops(rows, cols)
+
+
 def orthogonalize(x: jax.Array, axes: tuple[tuple[int, ...], tuple[int, ...]]) -> jax.Array:
     """Returns ``x`` with every matrix ``[input axes, output axes]`` orthogonalised (the other axes are batch).
 

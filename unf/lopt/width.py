@@ -10,7 +10,9 @@ An orthogonalised step of a hidden matrix at Adam's RMS (``base="orthogonal"``) 
 condition shrinks it like ``1 / sqrt(width)`` instead (:data:`unf.lopt.adam_rules.ORTHOGONAL_HIDDEN_EXPONENT`).
 
 Width axes are the permuted axes whose group grows with the model (``embed``, MLP units, heads, head dims, hidden
-units of an MLP or CNN); ``vocab``/``pos``/``classes``, the stacking axis, fixed labels and ``None`` are not.
+units of an MLP or CNN) and the unpermuted axes the spec lists as growing with it (``spec.unpermuted_widths``: a
+flattened conv feature map and the channels feeding it); ``vocab``/``pos``/``classes``, the stacking axis, fixed
+labels and other ``None`` axes are not.
 
 - ``vector``: at most one width axis and nothing else (biases, norm scales); ``n`` = its size.
 - ``input``: one width axis, last, after fixed-size axes (token and position embeddings, a first layer
@@ -41,9 +43,15 @@ def is_width_label(label: Any, fixed: Sequence = ()) -> bool:
     return not (label in hetnet_axes.UNPERMUTED_LABELS or name in hetnet_axes.UNPERMUTED_LABELS)
 
 
-def leaf_role(labels: Sequence, shape: Sequence[int], fixed: Sequence = ()) -> tuple[int, float]:
-    """Returns ``(role index into ROLES, effective width n)`` of one leaf (labels and shape without a stacking axis)."""
-    width = [i for i, label in enumerate(labels) if is_width_label(label, fixed)]
+def _width_axes(labels: Sequence, fixed: Sequence, unpermuted_widths: Sequence[int]) -> list[int]:
+    return [i for i, label in enumerate(labels) if i in unpermuted_widths or is_width_label(label, fixed)]
+
+
+def leaf_role(labels: Sequence, shape: Sequence[int], fixed: Sequence = (),
+              unpermuted_widths: Sequence[int] = ()) -> tuple[int, float]:
+    """Returns ``(role index into ROLES, effective width n)`` of one leaf (labels and shape without a stacking axis;
+    ``unpermuted_widths``: the indices of its unpermuted axes that grow with the width)."""
+    width = _width_axes(labels, fixed, unpermuted_widths)
     sizes = [int(shape[i]) for i in width]
     if len(width) >= 2:
         return ROLES.index("hidden"), math.sqrt(math.prod(sizes))
@@ -59,18 +67,32 @@ def roles(spec: WeightSpaceSpec, stacked: Any) -> list[tuple[int, float]]:
     """Returns ``[(role, n)]`` per leaf of ``spec`` in leaf order; ``stacked``: one bool per leaf, True where the
     leaf leads with a stacking axis (dropped before the role is read)."""
     out = []
-    for labels, shape, per_layer in zip(spec.leaf_axes, spec.leaf_shapes, stacked):
+    for labels, shape, per_layer, wide in zip(spec.leaf_axes, spec.leaf_shapes, stacked,
+                                              spec.leaf_unpermuted_widths):
         if per_layer:
-            labels, shape = labels[1:], shape[1:]
-        out.append(leaf_role(labels, shape, spec.fixed))
+            labels, shape, wide = labels[1:], shape[1:], tuple(i - 1 for i in wide)
+        out.append(leaf_role(labels, shape, spec.fixed, wide))
     return out
 
 
-def matrix_axes(labels: Sequence, fixed: Sequence = ()) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+def matrix_views(spec: WeightSpaceSpec,
+                 stacked: Sequence[bool]) -> list[tuple[tuple[int, ...], tuple[int, ...]] | None]:
+    """Returns per leaf of ``spec`` (leaf order) its :func:`matrix_axes` within one layer: ``stacked``, one bool per
+    leaf, is True where the leaf leads with a stacking axis, which the axes then do not count."""
+    out = []
+    for labels, per_layer, wide in zip(spec.leaf_axes, stacked, spec.leaf_unpermuted_widths):
+        if per_layer:
+            labels, wide = labels[1:], tuple(i - 1 for i in wide)
+        out.append(matrix_axes(labels, spec.fixed, wide))
+    return out
+
+
+def matrix_axes(labels: Sequence, fixed: Sequence = (),
+                unpermuted_widths: Sequence[int] = ()) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """Returns ``(input axes, output axes)`` of a hidden tensor seen as a matrix (Muon's view), or None for a tensor
     with fewer than two width axes. The residual stream's ``embed`` axes are the input when they lead and the output
     when they close the tensor; a tensor without ``embed`` last reads its first width axis. Other axes are batch."""
-    width_axes = [i for i, label in enumerate(labels) if is_width_label(label, fixed)]
+    width_axes = _width_axes(labels, fixed, unpermuted_widths)
     if len(width_axes) < 2:
         return None
     if labels[width_axes[-1]] == "embed":

@@ -8,11 +8,11 @@ model itself with :func:`check_symmetry`.
 from hetnet.axes import Nested
 from unf.spec.analogy import HETNET_ANALOGUES, extend_by_analogy
 from unf.spec.check import check_symmetry
-from unf.spec.core import (LAYERS_MODES, Label, Unpermuted, WeightSpaceSpec, from_hetnet, from_labels, layer_view,
-                           prefix_hint, relabel, unpermuted_as_groups)
+from unf.spec.core import (LAYERS_MODES, UNPERMUTED_WIDTH, Label, Unpermuted, WeightSpaceSpec, from_hetnet,
+                           from_labels, layer_view, prefix_hint, relabel, unpermuted_as_groups)
 from unf.spec.feedforward import cnn, mlp, rnn
 from unf.spec.flax_names import FLAX_RULES, from_flax
 
 __all__ = ["FLAX_RULES", "HETNET_ANALOGUES", "extend_by_analogy", "LAYERS_MODES", "Label", "Nested", "WeightSpaceSpec", "check_symmetry", "cnn", "from_flax",
            "from_hetnet", "from_labels", "layer_view", "mlp", "prefix_hint", "relabel", "rnn", "Unpermuted",
-           "unpermuted_as_groups"]
+           "UNPERMUTED_WIDTH", "unpermuted_as_groups"]

@@ -7,6 +7,11 @@ Stacked layers: a :class:`hetnet.axes.Nested` label is a group nested in a stack
 index has its own permutation of it. The stacking axis itself is either *fixed* (listed in ``spec.fixed``: not
 permuted, the model's exact symmetry; layers are told apart by their index) or a permuted label of its own (*tied*:
 layers are interchangeable, so one set of layer coefficients serves any depth).
+
+An unpermuted axis that still grows with the model's width (a conv feature map flattened ahead of a dense head, and
+the channels of the conv layer feeding it) is labelled :data:`UNPERMUTED_WIDTH` when the spec is built: it is
+stored as ``None`` (no permutation acts on it) and listed in ``spec.unpermuted_widths``, which the learned
+optimizers read to give such tensors the step of a hidden matrix rather than an embedding's.
 """
 
 from __future__ import annotations
@@ -30,11 +35,25 @@ def _any_label(label) -> bool:
 
 
 @dataclasses.dataclass(frozen=True)
+class UnpermutedWidth:
+    """The type of :data:`UNPERMUTED_WIDTH`."""
+
+    def __repr__(self) -> str:
+        return "UNPERMUTED_WIDTH"
+
+
+# The label, given to from_labels, of an axis that no permutation acts on but whose size grows with the model's width.
+UNPERMUTED_WIDTH = UnpermutedWidth()
+
+
+@dataclasses.dataclass(frozen=True)
 class WeightSpaceSpec:
     """The labels and shapes of every leaf of a weight space, in ``jax.tree.leaves`` order.
 
     treedef: structure of the params tree; leaf_axes: one label tuple per leaf; leaf_shapes: array shapes;
-    leaf_names: readable paths; sizes: the size of every label, as ``((label, size), ...)``.
+    leaf_names: readable paths; sizes: the size of every label, as ``((label, size), ...)``; fixed: labels no
+    permutation acts on that nested labels hang from; unpermuted_widths: per leaf, the axes labelled ``None`` that
+    grow with the model's width (``()`` when no leaf has one).
     """
 
     treedef: Any
@@ -43,8 +62,20 @@ class WeightSpaceSpec:
     leaf_names: tuple[str, ...]
     sizes: tuple[tuple[Label, int], ...]
     fixed: tuple[Label, ...] = ()
+    unpermuted_widths: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self):
+        if self.unpermuted_widths:
+            if len(self.unpermuted_widths) != len(self.leaf_axes):
+                raise ValueError(f"unpermuted_widths has {len(self.unpermuted_widths)} entries; the weight space has "
+                                 f"{len(self.leaf_axes)} leaves.")
+            for axes, labels, name in zip(self.unpermuted_widths, self.leaf_axes, self.leaf_names):
+                for axis in axes:
+                    # unpermuted_as_groups gives such an axis a group of its own, on that leaf alone.
+                    if not (0 <= axis < len(labels)) or not (labels[axis] is None
+                                                             or isinstance(labels[axis], Unpermuted)):
+                        raise ValueError(f"unpermuted_widths names axis {axis} of leaf {name} (labels {labels}); "
+                                         "it must name an axis labelled None.")
         named = {label for label, _ in self.sizes}
         for label in self.fixed:
             if label not in named:
@@ -78,8 +109,16 @@ class WeightSpaceSpec:
         return any(isinstance(label, Nested) for labels in self.leaf_axes for label in labels)
 
     def axes_tree(self) -> Any:
-        """Returns the labels as a tree with the params' structure."""
-        return jax.tree.unflatten(self.treedef, list(self.leaf_axes))
+        """Returns the labels as a tree with the params' structure, :data:`UNPERMUTED_WIDTH` on the unpermuted width
+        axes, so ``from_labels(params, spec.axes_tree())`` rebuilds the spec."""
+        return jax.tree.unflatten(self.treedef, [
+            tuple(UNPERMUTED_WIDTH if i in wide else label for i, label in enumerate(labels))
+            for labels, wide in zip(self.leaf_axes, self.leaf_unpermuted_widths)])
+
+    @property
+    def leaf_unpermuted_widths(self) -> tuple[tuple[int, ...], ...]:
+        """Per leaf, the unpermuted axes that grow with the width (empty tuples where the spec lists none)."""
+        return self.unpermuted_widths or ((),) * len(self.leaf_axes)
 
     def leaves(self, tree: Any, name: str = "tree") -> list:
         """Returns the leaves of ``tree`` after checking it has this spec's structure."""
@@ -156,11 +195,15 @@ def unpermuted_as_groups(spec: "WeightSpaceSpec") -> "WeightSpaceSpec":
 
 def from_labels(params: Any, labels: Any, fixed: Sequence[Label] = ()) -> WeightSpaceSpec:
     """Returns the spec of ``params`` whose axes carry ``labels`` (a tree of label tuples, ``None`` for unpermuted);
-    ``fixed`` lists labels that name axes no permutation acts on but that nested labels hang from.
+    ``fixed`` lists labels that name axes no permutation acts on but that nested labels hang from;
+    :data:`UNPERMUTED_WIDTH` marks an unpermuted axis that grows with the model's width.
 
     Raises ValueError when the trees differ, a leaf has the wrong number of labels, or one label names axes of
     different sizes.
     """
+    given = [tuple(a) for a in hetnet_axes.axes_leaves(labels)]
+    wide = tuple(tuple(i for i, label in enumerate(a) if isinstance(label, UnpermutedWidth)) for a in given)
+    labels = hetnet_axes.map_labels(lambda label: None if isinstance(label, UnpermutedWidth) else label, labels)
     sizes = hetnet_axes.check_axes(params, labels, permuted=_any_label)
     flat = jax.tree_util.tree_flatten_with_path(params)[0]
     leaf_axes = tuple(tuple(a) for a in hetnet_axes.axes_leaves(labels))
@@ -171,6 +214,7 @@ def from_labels(params: Any, labels: Any, fixed: Sequence[Label] = ()) -> Weight
         leaf_names=tuple(jax.tree_util.keystr(p) or "<root>" for p, _ in flat),
         sizes=tuple(sorted(sizes.items(), key=lambda kv: repr(kv[0]))),
         fixed=tuple(fixed),
+        unpermuted_widths=wide if any(wide) else (),
     )
 
 
@@ -182,6 +226,7 @@ def relabel(reference: WeightSpaceSpec, params: Any) -> WeightSpaceSpec:
     Raises ValueError naming a leaf whose path ``reference`` lacks, whose rank differs, or whose label sizes clash.
     """
     by_name = dict(zip(reference.leaf_names, reference.leaf_axes))
+    wide_by_name = dict(zip(reference.leaf_names, reference.leaf_unpermuted_widths))
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     names, axes, shapes, sizes = [], [], [], {}
     for path, leaf in flat:
@@ -198,9 +243,10 @@ def relabel(reference: WeightSpaceSpec, params: Any) -> WeightSpaceSpec:
         names.append(name)
         axes.append(labels)
         shapes.append(shape)
+    wide = tuple(wide_by_name[name] for name in names)
     return WeightSpaceSpec(treedef, tuple(axes), tuple(shapes), tuple(names),
                            tuple(sorted(sizes.items(), key=lambda kv: repr(kv[0]))),
-                           tuple(label for label in reference.fixed if label in sizes))
+                           tuple(label for label in reference.fixed if label in sizes), wide if any(wide) else ())
 
 
 LAYERS_MODES = ("exact", "tied")
@@ -241,8 +287,9 @@ def layer_view(spec: WeightSpaceSpec, layer_key: str) -> WeightSpaceSpec:
     if not any(n.startswith(prefix) for n in spec.leaf_names):
         raise ValueError(f"layer_key={layer_key!r}: the spec has no leaves under {prefix}; it names "
                          f"{list(spec.leaf_names)}.")
-    axes, shapes, sizes = [], [], {}
-    for labels, shape, name in zip(spec.leaf_axes, spec.leaf_shapes, spec.leaf_names):
+    axes, shapes, sizes, wide = [], [], {}, []
+    for labels, shape, name, widths in zip(spec.leaf_axes, spec.leaf_shapes, spec.leaf_names,
+                                           spec.leaf_unpermuted_widths):
         if name.startswith(prefix):
             stacking = labels[0] if labels else None
             if stacking is None or not (stacking == hetnet_axes.LAYERS or any(
@@ -251,11 +298,13 @@ def layer_view(spec: WeightSpaceSpec, layer_key: str) -> WeightSpaceSpec:
                                  "stacking axis; build the spec from a model whose layers are stacked.")
             labels = tuple(l.name if isinstance(l, Nested) else l for l in labels[1:])
             shape = shape[1:]
+            widths = tuple(i - 1 for i in widths)
         for label, n in zip(labels, shape):
             if label is not None:
                 sizes[label] = n
         axes.append(labels)
         shapes.append(shape)
+        wide.append(widths)
     return WeightSpaceSpec(spec.treedef, tuple(axes), tuple(shapes), spec.leaf_names,
                            tuple(sorted(sizes.items(), key=lambda kv: repr(kv[0]))),
-                           tuple(label for label in spec.fixed if label in sizes))
+                           tuple(label for label in spec.fixed if label in sizes), tuple(wide) if any(wide) else ())

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from unf.spec.core import Label, WeightSpaceSpec, from_labels
+from unf.spec.core import UNPERMUTED_WIDTH, Label, WeightSpaceSpec, from_labels
 
 _NUMBERED = re.compile(r"^(?P<stem>.*?)_?(?P<index>\d+)$")
 
@@ -71,9 +71,10 @@ def _feedforward_labels(params: Any, name: str, input_label, output_label, spati
             if not (prev_conv and kernel_rank == 2 and fan_in % prev_size == 0):
                 raise ValueError(f"{name} layer {i} ({key!r}) kernel reads {fan_in} features, but layer {i - 1} "
                                  f"({prev_key!r}) gives {prev_size}.")
-            # A flatten ahead of the head fixes where each channel lands, so the last conv's channels do not permute.
-            prev = None
-            labels[prev_key] = {k: label[:-1] + (None,) for k, label in labels[prev_key].items()}
+            # A flatten ahead of the head fixes where each channel lands, so the last conv's channels do not permute;
+            # they and the flattened axis still grow with the width, which the learned optimizers' step sizes read.
+            prev = UNPERMUTED_WIDTH
+            labels[prev_key] = {k: label[:-1] + (UNPERMUTED_WIDTH,) for k, label in labels[prev_key].items()}
         out = output_label if i == len(keys) - 1 else i
         entry = {k_key: (None,) * (kernel_rank - 2) + (prev, out)}
         if b_key is not None:
@@ -151,7 +152,9 @@ def cnn(
     ``[in, out]`` (dense). Spatial kernel axes are not permuted. Under global pooling before the dense head the pooled
     channels keep the last conv layer's label, so the first dense layer's input axis shares it; a head that flattens
     the feature map (its first dense layer reads a multiple of the channels, as the Flax tutorial's CNN) fixes where
-    each channel lands, so the last conv layer's channels and the flattened axis are not permuted.
+    each channel lands, so the last conv layer's channels and the flattened axis are not permuted; both are listed in
+    the spec's ``unpermuted_widths``, since they grow with the width (the learned optimizers step that conv kernel and
+    the first dense kernel as hidden matrices).
     """
     return from_labels(params, _feedforward_labels(params, "cnn", input_label, output_label, True, order))
 

@@ -15,6 +15,9 @@ every parameter axis. A rule table says what each name means for the network's s
 - ``"unpermuted"``: named for sharding but not permuted (``vocab``); with ``io_as_groups=True`` each such name is a
   group of its own instead, as :func:`unf.spec.from_hetnet` does. The stacking axis ``layers`` is kept as a label:
   fixed (``layers="exact"``, the model's own symmetry) or a permuted group (``layers="tied"``).
+- ``"unpermuted_width"``: not permuted, but growing with the width (:data:`unf.spec.UNPERMUTED_WIDTH`): a conv
+  feature map flattened into a dense layer and the channels of the conv layer feeding it. Never a group, even with
+  ``io_as_groups``: a flatten ties each channel to its positions, which no permutation of the channels alone keeps.
 
 Names are read from each variable's own metadata, so a call inside ``nn.logical_axis_rules`` (which maps them to
 mesh axes for sharding) sees the logical names. Only parameters are described: nnx ``nnx.Param`` variables, linen's
@@ -30,9 +33,9 @@ from typing import Any
 import jax
 
 from hetnet.axes import LAYERS, Nested
-from unf.spec.core import LAYERS_MODES, WeightSpaceSpec, from_labels
+from unf.spec.core import LAYERS_MODES, UNPERMUTED_WIDTH, WeightSpaceSpec, from_labels
 
-ROLES = ("shared", "per_layer", "unpermuted")
+ROLES = ("shared", "per_layer", "unpermuted", "unpermuted_width")
 
 #: MaxText-style logical names.
 FLAX_RULES: dict[str, str] = {
@@ -135,7 +138,8 @@ def from_flax(model_or_variables: Any, rules: Mapping[str, str] | None = None,
     ``nnx.to_pure_dict(nnx.state(model, nnx.Param))``; or linen variables from ``init`` (boxed by
     ``nn.with_logical_partitioning``; ``{'params': ...}``, or the params alone), whose params are
     ``nn.unbox(variables)``. The spec describes that tree.
-    rules: logical name -> role (``"shared"``, ``"per_layer"``, ``"unpermuted"``); default :data:`FLAX_RULES`.
+    rules: logical name -> role (``"shared"``, ``"per_layer"``, ``"unpermuted"``, ``"unpermuted_width"``); default
+    :data:`FLAX_RULES`.
     overrides: leaf path (as ``jax.tree_util.keystr`` writes it) -> names, for leaves without an annotation.
     layers: ``"exact"`` or ``"tied"``, what the stacking axis ``layers`` of scanned layers is (see module docs).
     io_as_groups: make every ``"unpermuted"`` name (``vocab``) a group of its own instead of an unpermuted axis.
@@ -178,6 +182,8 @@ def from_flax(model_or_variables: Any, rules: Mapping[str, str] | None = None,
             role = rules.get(n) if n not in (None, LAYERS) else None
             if n == LAYERS:
                 out.append(LAYERS)
+            elif role == "unpermuted_width":
+                out.append(UNPERMUTED_WIDTH)
             elif role is None or (role == "unpermuted" and not io_as_groups):
                 out.append(None)
             elif role in ("shared", "unpermuted"):

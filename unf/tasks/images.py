@@ -1,5 +1,5 @@
-"""Image tasks on the embedded 8x8 digits: an MLP and a small CNN with global pooling, each with a held-out split (a
-fifth of the images, never trained on: ``sample_valid_batch``)."""
+"""Image tasks on the embedded 8x8 digits: an MLP and small CNNs (a pooled or a flattened head), each with a held-out
+split (a fifth of the images, never trained on: ``sample_valid_batch``)."""
 
 from __future__ import annotations
 
@@ -62,10 +62,24 @@ def mlp_digits(width: int = 32, depth: int = 2, batch: int = 64) -> Task:
                 _sampler(batch, True), spec, _sampler(batch, True, "valid"))
 
 
+HEADS = ("pool", "flatten")
+
+
 @functools.lru_cache(maxsize=32)
-def cnn_digits(channels: int = 8, batch: int = 64) -> Task:
-    """Two 3x3 conv layers (ReLU), global mean pooling and a dense layer to 10 classes, on the digits."""
-    shapes = [((3, 3, 1, channels), channels), ((3, 3, channels, channels), channels), ((channels, 10), 10)]
+def cnn_digits(channels: int = 8, batch: int = 64, head: str = "pool") -> Task:
+    """A CNN on the digits. ``head="pool"``: two 3x3 conv layers of ``channels`` (ReLU), global mean pooling and a
+    dense layer to 10 classes. ``head="flatten"``: the Flax tutorial's CNN scaled to the 8x8 images, 3x3 convs of
+    ``channels`` then ``2 * channels``, each followed by ReLU and 2x2 mean pooling, the 2x2 feature map flattened
+    into a dense layer of ``8 * channels`` units (ReLU) and one to 10 classes."""
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {HEADS}, got {head!r}.")
+    conv = [((3, 3, 1, channels), channels), ((3, 3, channels, channels), channels)]
+    if head == "pool":
+        shapes = conv + [((channels, 10), 10)]
+    else:
+        conv[1] = ((3, 3, channels, 2 * channels), 2 * channels)
+        shapes = conv + [((2 * 2 * 2 * channels, 8 * channels), 8 * channels), ((8 * channels, 10), 10)]
+    n_conv = len(conv)
 
     def init(key):
         keys = jax.random.split(key, len(shapes))
@@ -74,14 +88,19 @@ def cnn_digits(channels: int = 8, batch: int = 64) -> Task:
 
     def loss(params, batch_):
         h = batch_["x"]
-        for layer in params[:-1]:
+        for layer in params[:n_conv]:
             h = jax.lax.conv_general_dilated(h, layer["w"], (1, 1), "SAME",
                                              dimension_numbers=("NHWC", "HWIO", "NHWC"))
             h = jax.nn.relu(h + layer["b"][None, None, None])
-        h = jnp.mean(h, axis=(1, 2))
+            if head == "flatten":
+                n, height, width, c = h.shape
+                h = h.reshape(n, height // 2, 2, width // 2, 2, c).mean(axis=(2, 4))
+        h = jnp.mean(h, axis=(1, 2)) if head == "pool" else h.reshape(h.shape[0], -1)
+        for layer in params[n_conv:-1]:
+            h = jax.nn.relu(h @ layer["w"] + layer["b"][None])
         return _cross_entropy(h @ params[-1]["w"] + params[-1]["b"][None], batch_["y"])
 
     example = jax.eval_shape(init, jax.random.key(0))
     spec = spec_lib.cnn(example, input_label="input", output_label="output")
-    return Task("cnn_digits", (("channels", channels), ("batch", batch)), init, loss, _sampler(batch, False), spec,
-                _sampler(batch, False, "valid"))
+    config = (("channels", channels), ("batch", batch)) + ((("head", head),) if head != "pool" else ())
+    return Task("cnn_digits", config, init, loss, _sampler(batch, False), spec, _sampler(batch, False, "valid"))
