@@ -400,9 +400,10 @@ def main(argv=None) -> int:
             print(f"  read back from {earlier} (--rerun runs it again)", flush=True)
             rows.append(row)
             continue
-        if (epochs(rung) or 0) > 1:
-            one_pass = int(np.ceil(args.text_bytes * epochs(rung) / 1e6)) * 1_000_000
-            print(f"  reads its training split {epochs(rung):.2g} times over, so overfitting weighs in the final "
+        passes = epochs(rung)
+        if passes is not None and passes > 1:
+            one_pass = int(np.ceil(args.text_bytes * passes / 1e6)) * 1_000_000
+            print(f"  reads its training split {passes:.2g} times over, so overfitting weighs in the final "
                   f"loss; --text-bytes {one_pass} gives one pass", flush=True)
         refused = refusal(rung, learned)
         if refused is not None:

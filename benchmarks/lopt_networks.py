@@ -34,7 +34,6 @@ import optax
 
 from benchmarks import lopt_ladder, report, timing
 from unf import baselines, evaluate, lopt
-from hetnet.axes import LAYERS
 from unf.lopt import shipped, width
 from unf import spec as spec_lib
 from unf.tasks import cnn_digits, lstm_lm, mlp_digits
@@ -102,8 +101,8 @@ OTHER_SCALES = (1.0, 10**0.5, 10.0, 10**1.5)
 def hidden_leaves(spec: spec_lib.WeightSpaceSpec) -> Any:
     """Returns a tree like the params of ``spec``: True where the rule treats the leaf as a hidden matrix (two or
     more width axes within a layer, :mod:`unf.lopt.width`)."""
-    stacked = [bool(labels) and labels[0] == LAYERS for labels in spec.leaf_axes]
-    return spec.unflatten([role == width.ROLES.index("hidden") for role, _ in width.roles(spec, stacked)])
+    return spec.unflatten([role == width.ROLES.index("hidden")
+                           for role, _ in width.roles(spec, width.stacked_by_labels(spec))])
 
 
 def by_role_grid(rung: lopt_ladder.Rung, opt, tuning_seeds: list[int]) -> tuple[Any, dict]:

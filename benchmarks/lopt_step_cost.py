@@ -34,10 +34,9 @@ def step_flops(task, seq: int, tokens: int) -> dict:
     :func:`benchmarks.transformer_step.model_flops_per_step` counts); ``orthogonalize``, the Newton-Schulz
     iterations on every hidden matrix (:func:`unf.lopt.orthogonal.orthogonalize_flops`)."""
     spec = task.spec
-    stacked = [bool(labels) and labels[0] == "layers" for labels in spec.leaf_axes]
     matmul_weights, ortho = 0, 0
     whole = width.matrix_views(spec, [False] * spec.num_leaves)  # the stacking axis counts the matrices
-    for shape, (role, _), axes in zip(spec.leaf_shapes, width.roles(spec, stacked), whole):
+    for shape, (role, _), axes in zip(spec.leaf_shapes, width.roles(spec, width.stacked_by_labels(spec)), whole):
         if width.ROLES[role] in ("hidden", "output"):
             matmul_weights += math.prod(shape)
         if axes is not None:
@@ -74,7 +73,7 @@ def table(rows: list[dict]) -> str:
         ["d_model", "layers", "tokens a batch", "Adam step (s)", "Muon step (s)", "learned step (s)", "learned / Adam",
          "learned / Muon", "Newton-Schulz FLOPs / forward+backward"],
         [[r["d_model"], r["layers"], r["tokens"], r["adam_seconds"], r["muon_seconds"], r["learned_seconds"],
-          r["over_adam"], r["over_muon"], r.get("orthogonalize_over_train", "-")] for r in rows])
+          r["over_adam"], r["over_muon"], r["orthogonalize_over_train"]] for r in rows])
 
 
 def figure(rows: list[dict]):

@@ -30,7 +30,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hetnet.axes import LAYERS
 from unf import layers
 from unf import spec as spec_lib
 from unf.lopt import adam_features as feats
@@ -184,7 +183,7 @@ def transformation(
     def stacked_of(params):
         if stacked_by_labels:
             current = spec_lib.relabel(served_spec(params), params)
-            return current.unflatten([bool(labels) and labels[0] == LAYERS for labels in current.leaf_axes])
+            return current.unflatten(width.stacked_by_labels(current))
         return tree_layout.stacked_leaves(params, layer_key)
 
     def init_fn(params):

@@ -43,6 +43,16 @@ def is_width_label(label: Any, fixed: Sequence = ()) -> bool:
     return not (label in hetnet_axes.UNPERMUTED_LABELS or name in hetnet_axes.UNPERMUTED_LABELS)
 
 
+def stacked_by_labels(spec: WeightSpaceSpec) -> list[bool]:
+    """Returns per leaf of ``spec`` whether its first axis is the stacking axis ``layers`` (stacked layers)."""
+    return [bool(labels) and labels[0] == hetnet_axes.LAYERS for labels in spec.leaf_axes]
+
+
+def _within_layer(labels: Sequence, wide: Sequence[int], per_layer: bool) -> tuple[Sequence, tuple[int, ...]]:
+    """Returns a leaf's labels and unpermuted width axes without its stacking axis where it is ``per_layer``."""
+    return (labels[1:], tuple(i - 1 for i in wide)) if per_layer else (labels, tuple(wide))
+
+
 def _width_axes(labels: Sequence, fixed: Sequence, unpermuted_widths: Sequence[int]) -> list[int]:
     return [i for i, label in enumerate(labels) if i in unpermuted_widths or is_width_label(label, fixed)]
 
@@ -69,9 +79,8 @@ def roles(spec: WeightSpaceSpec, stacked: Any) -> list[tuple[int, float]]:
     out = []
     for labels, shape, per_layer, wide in zip(spec.leaf_axes, spec.leaf_shapes, stacked,
                                               spec.leaf_unpermuted_widths):
-        if per_layer:
-            labels, shape, wide = labels[1:], shape[1:], tuple(i - 1 for i in wide)
-        out.append(leaf_role(labels, shape, spec.fixed, wide))
+        labels, wide = _within_layer(labels, wide, per_layer)
+        out.append(leaf_role(labels, shape[1:] if per_layer else shape, spec.fixed, wide))
     return out
 
 
@@ -81,8 +90,7 @@ def matrix_views(spec: WeightSpaceSpec,
     leaf, is True where the leaf leads with a stacking axis, which the axes then do not count."""
     out = []
     for labels, per_layer, wide in zip(spec.leaf_axes, stacked, spec.leaf_unpermuted_widths):
-        if per_layer:
-            labels, wide = labels[1:], tuple(i - 1 for i in wide)
+        labels, wide = _within_layer(labels, wide, per_layer)
         out.append(matrix_axes(labels, spec.fixed, wide))
     return out
 

@@ -73,12 +73,12 @@ def cnn_digits(channels: int = 8, batch: int = 64, head: str = "pool") -> Task:
     into a dense layer of ``8 * channels`` units (ReLU) and one to 10 classes."""
     if head not in HEADS:
         raise ValueError(f"head must be one of {HEADS}, got {head!r}.")
-    conv = [((3, 3, 1, channels), channels), ((3, 3, channels, channels), channels)]
-    if head == "pool":
-        shapes = conv + [((channels, 10), 10)]
-    else:
-        conv[1] = ((3, 3, channels, 2 * channels), 2 * channels)
-        shapes = conv + [((2 * 2 * 2 * channels, 8 * channels), 8 * channels), ((8 * channels, 10), 10)]
+    second = channels if head == "pool" else 2 * channels
+    conv = [((3, 3, 1, channels), channels), ((3, 3, channels, second), second)]
+    # The flattened head reads the 2x2 map left after two 2x2 poolings of the 8x8 images.
+    dense = [((channels, 10), 10)] if head == "pool" else [((2 * 2 * second, 8 * channels), 8 * channels),
+                                                             ((8 * channels, 10), 10)]
+    shapes = conv + dense
     n_conv = len(conv)
 
     def init(key):
