@@ -5,7 +5,8 @@ tensor's labels (no learned correction ships): a spec of any network tells it ea
 matrix view. Here it trains an MLP and a CNN on the embedded digits and a byte-level LSTM language model, as a user
 would call it: ``unf.lopt.pretrained("transformer-lm", total_steps=T, spec=unf.spec.mlp(params))`` (or ``cnn``, for
 a CNN with a pooled head and one shaped like the Flax tutorial's, whose flattened head ``cnn`` marks as unpermuted
-width axes; the LSTM task's spec labels its cell by :func:`unf.spec.rnn`), nothing tuned. The baselines are tuned as on
+width axes; the LSTM task's spec labels its cell by :func:`unf.spec.rnn`; the residual CNN's, shaped like the Flax
+imagenet example's ResNet, is read off its loss by :func:`unf.spec.infer`), nothing tuned. The baselines are tuned as on
 :mod:`benchmarks.lopt_ladder`'s rungs (AdamW + warm-up + cosine, constant Adam, Muon on the spec's hidden matrices
 with AdamW elsewhere; each learning-rate grid extended until its best value is interior, on seeds never evaluated),
 and every optimizer is scored by its final loss on held-out data (a fifth of the digits; held-out files of the
@@ -36,7 +37,7 @@ from benchmarks import lopt_ladder, report, timing
 from unf import baselines, evaluate, lopt
 from unf.lopt import shipped, width
 from unf import spec as spec_lib
-from unf.tasks import cnn_digits, lstm_lm, mlp_digits
+from unf.tasks import cnn_digits, lstm_lm, mlp_digits, resnet_digits
 from unf.tasks.base import Task
 
 
@@ -54,6 +55,7 @@ def networks(large: bool, steps: int | None) -> list[lopt_ladder.Rung]:
         lopt_ladder.Rung("network", "cnn", _with_spec(cnn_digits(channels=16 * scale), spec_lib.cnn), steps),
         lopt_ladder.Rung("network", "cnn-flatten",
                          _with_spec(cnn_digits(channels=16 * scale, head="flatten"), spec_lib.cnn), steps),
+        lopt_ladder.Rung("network", "resnet", resnet_digits(channels=16 * scale, blocks=2), steps),
         lopt_ladder.Rung("network", "lstm", lstm_lm(hidden=128 * scale, embed=32 * scale, seq=32, batch=16), steps),
     ]
 
@@ -205,7 +207,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tuning-seeds", type=int, default=1, help="seeds for tuning the baselines (never evaluated)")
     parser.add_argument("--steps", type=int, default=None, help="run length (default 500; 1,000 with --large)")
     parser.add_argument("--only", nargs="+", default=None,
-                        help="networks to run, by name (mlp, cnn, cnn-flatten, lstm)")
+                        help="networks to run, by name (mlp, cnn, cnn-flatten, resnet, lstm); others --out holds stay")
     parser.add_argument("--rerun", action="store_true",
                         help="run every network again, not reading back those --out holds for these meta-params")
     args = parser.parse_args(argv)
@@ -217,7 +219,6 @@ def main(argv=None) -> int:
     known = [r.value for r in chosen]
     if args.only and not set(args.only) <= set(known):
         parser.error(f"--only names {args.only}; the networks are {known}")
-    chosen = [r for r in chosen if args.only is None or r.value in args.only]
     out = Path(args.out) if args.out else report.RESULTS
     name = "lopt_networks_large" if args.large else "lopt_networks"
     cache_path = out / f"{name}_baselines.json"
@@ -229,9 +230,16 @@ def main(argv=None) -> int:
     finished = {} if args.rerun else lopt_ladder.finished_rungs(out / f"{name}.json", digest, seeds, tuning)
     rows = []
     for rung in chosen:
-        print(f"[{rung.label}] {rung.task.label}, {rung.steps} steps", flush=True)
         earlier = finished.get((rung.label, rung.task.label, rung.steps))
-        if earlier is not None and "by_role" in earlier["learned"]:
+        if earlier is not None and "by_role" not in earlier["learned"]:
+            earlier = None
+        if args.only is not None and rung.value not in args.only:
+            # A network --only leaves out keeps the row an earlier run finished, so the table stays whole.
+            if earlier is not None:
+                rows.append(earlier)
+            continue
+        print(f"[{rung.label}] {rung.task.label}, {rung.steps} steps", flush=True)
+        if earlier is not None:
             print(f"  [{rung.label}] read back from {out / f'{name}.json'}", flush=True)
             rows.append(earlier)
         else:

@@ -125,10 +125,13 @@ def test_lopt_networks_reads_back_the_networks_a_run_finished_and_reruns_on_othe
 
     monkeypatch.setattr(lopt_networks, "learned_row", ran)
     monkeypatch.setattr(lopt_ladder, "tuned_baselines", ran)
-    assert lopt_networks.main(["--out", str(tmp_path), "--only", "mlp", "cnn"]) == 0
+    # The networks --only leaves out keep their finished rows, in the networks' order.
+    kept = [r for r in committed["rows"] if r["rung"] != "network=cnn"]
+    (tmp_path / "lopt_networks.json").write_text(json.dumps({**committed, "rows": kept}))
+    assert lopt_networks.main(["--out", str(tmp_path), "--only", "mlp", "lstm"]) == 0
     written = json.loads((tmp_path / "lopt_networks.json").read_text())
-    assert written["rows"] == [r for r in committed["rows"] if r["rung"] in ("network=mlp", "network=cnn")]
-    assert "network=cnn" in (tmp_path / "lopt_networks.md").read_text()
+    assert written["rows"] == kept
+    assert "network=cnn-flatten" in (tmp_path / "lopt_networks.md").read_text()
     written["meta_params_digest"] = "0" * 16
     (tmp_path / "lopt_networks.json").write_text(json.dumps(written))
     with pytest.raises(AssertionError, match="read back"):

@@ -76,7 +76,7 @@ def pretrained(name: str, *, total_steps: int, learning_rate=None, model: Any = 
 
     Any other network: the shipped rule reads labels only (no learned correction), so it serves any params whose
     weight-space ``spec`` is given (``unf.spec.from_flax(model)``, ``unf.spec.mlp(params)``, ``unf.spec.cnn(params)``,
-    ``unf.spec.from_labels(params, labels)``): each tensor's muP role, width and matrix view are read off its labels
+    ``unf.spec.from_labels(params, labels)``, or read off its computation: ``unf.spec.infer(model, *example_inputs)``): each tensor's muP role, width and matrix view are read off its labels
     (:mod:`unf.lopt.width`), and leaves whose first axis is labelled ``"layers"`` are stacked layers. A Flax model
     that is not a decoder of the hetnet make (projection biases, say) but names every axis logically is served so
     without ``spec``, from its names. Params it cannot serve are refused at ``init``.
@@ -103,8 +103,9 @@ def _by_labels(name: str, learned, meta_params, spec: Any, total_steps: int,
     from unf.lopt.adam_rules import EquivariantAdam
 
     if not isinstance(spec, spec_lib.WeightSpaceSpec):
-        raise TypeError("spec must be a unf.spec.WeightSpaceSpec (unf.spec.from_flax(model), unf.spec.mlp(params), "
-                        f"unf.spec.from_labels(params, labels)), got {type(spec).__name__}.")
+        raise TypeError("spec must be a unf.spec.WeightSpaceSpec (unf.spec.infer(model, *example_inputs), "
+                        "unf.spec.from_flax(model), unf.spec.mlp(params), unf.spec.from_labels(params, labels)), got "
+                        f"{type(spec).__name__}.")
     if not isinstance(learned, EquivariantAdam) or learned.correction:
         raise ValueError(f"spec: the shipped optimizer {name!r} has a learned correction whose coefficients belong to "
                          "the leaves of its own models; it serves those models only, not a spec of another.")
@@ -156,8 +157,10 @@ def _in_any_layout(learned, inner: optax.GradientTransformationExtraArgs, model:
                 # Unnamed leaves are listed already; names that are there but make no spec say why.
                 said = f" Nor do its logical names make a spec: {unreadable}" if _all_named(tree) else ""
                 raise ValueError(f"{not_decoder}{said} Any other network is served by its labels: give its "
-                                 "weight-space spec, pretrained(..., spec=unf.spec.from_labels(params, labels)) (or "
-                                 "unf.spec.mlp / unf.spec.cnn / unf.spec.from_flax).") from None
+                                 "weight-space spec, read off its computation by pretrained(..., "
+                                 "spec=unf.spec.infer(model, *example_inputs)) (or written as "
+                                 "unf.spec.from_labels(params, labels), unf.spec.mlp / unf.spec.cnn / "
+                                 "unf.spec.from_flax).") from None
             return by_labels(found)
 
     fixed = None if model is None else layout_or_labels(model)

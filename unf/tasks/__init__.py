@@ -1,7 +1,7 @@
 """Inner tasks (model + data + loss + spec) and the task families used for meta-training and evaluation."""
 
 from unf.tasks.base import Task, TaskFamily
-from unf.tasks.images import cnn_digits, mlp_digits
+from unf.tasks.images import cnn_digits, mlp_digits, resnet_digits
 from unf.tasks.text import lstm_lm, transformer_lm
 
 FAMILIES = {
@@ -21,4 +21,5 @@ def family(name: str) -> TaskFamily:
     return FAMILIES[name]
 
 
-__all__ = ["FAMILIES", "Task", "TaskFamily", "cnn_digits", "family", "lstm_lm", "mlp_digits", "transformer_lm"]
+__all__ = ["FAMILIES", "Task", "TaskFamily", "cnn_digits", "family", "lstm_lm", "mlp_digits", "resnet_digits",
+           "transformer_lm"]

@@ -1,5 +1,5 @@
-"""Image tasks on the embedded 8x8 digits: an MLP and small CNNs (a pooled or a flattened head), each with a held-out
-split (a fifth of the images, never trained on: ``sample_valid_batch``)."""
+"""Image tasks on the embedded 8x8 digits: an MLP, small CNNs (a pooled or a flattened head) and a residual CNN, each
+with a held-out split (a fifth of the images, never trained on: ``sample_valid_batch``)."""
 
 from __future__ import annotations
 
@@ -104,3 +104,65 @@ def cnn_digits(channels: int = 8, batch: int = 64, head: str = "pool") -> Task:
     spec = spec_lib.cnn(example, input_label="input", output_label="output")
     config = (("channels", channels), ("batch", batch)) + ((("head", head),) if head != "pool" else ())
     return Task("cnn_digits", config, init, loss, _sampler(batch, False), spec, _sampler(batch, False, "valid"))
+
+
+def _batch_norm(h, scale, bias):
+    """Normalises ``h: [batch, height, width, c]`` by its batch statistics per channel (BatchNorm in training mode,
+    also at evaluation: the task keeps no running averages)."""
+    mean = jnp.mean(h, axis=(0, 1, 2), keepdims=True)
+    var = jnp.mean(jnp.square(h - mean), axis=(0, 1, 2), keepdims=True)
+    return (h - mean) * jax.lax.rsqrt(var + 1e-5) * scale[None, None, None] + bias[None, None, None]
+
+
+def _conv(h, kernel, stride: int = 1):
+    return jax.lax.conv_general_dilated(h, kernel, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.lru_cache(maxsize=32)
+def resnet_digits(channels: int = 8, blocks: int = 2, batch: int = 64) -> Task:
+    """A residual CNN on the digits in the Flax imagenet example's form: a 3x3 stem conv of ``channels`` with
+    BatchNorm, then two stages of ``blocks`` residual blocks (two 3x3 convs with BatchNorm each, identity shortcuts;
+    the second stage doubles the channels and halves the map, its first block through a 1x1 projection shortcut),
+    global mean pooling and a dense layer to 10 classes. Its spec is read off the loss by :func:`unf.spec.infer`
+    (each stage's residual stream one group, each block's inner channels another)."""
+    for name, value in (("channels", channels), ("blocks", blocks), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    conv_init = jax.nn.initializers.lecun_normal(in_axis=(0, 1, 2), out_axis=3)
+
+    def norm(c):
+        return {"scale": jnp.ones((c,)), "bias": jnp.zeros((c,))}
+
+    def init(key):
+        keys = iter(jax.random.split(key, 4 * blocks + 4))
+        params = {"stem": {"kernel": conv_init(next(keys), (3, 3, 1, channels)), "norm": norm(channels)}}
+        for stage, c in enumerate((channels, 2 * channels)):
+            for b in range(blocks):
+                c_in = channels if stage == 1 and b == 0 else c
+                block = {"conv_0": conv_init(next(keys), (3, 3, c_in, c)), "norm_0": norm(c),
+                         "conv_1": conv_init(next(keys), (3, 3, c, c)), "norm_1": norm(c)}
+                if c_in != c:
+                    block["proj"] = conv_init(next(keys), (1, 1, c_in, c))
+                    block["norm_proj"] = norm(c)
+                params[f"stage_{stage}_block_{b}"] = block
+        params["head"] = {"w": _dense_init(next(keys), (2 * channels, 10)), "b": jnp.zeros((10,))}
+        return params
+
+    def loss(params, batch_):
+        stem = params["stem"]
+        h = jax.nn.relu(_batch_norm(_conv(batch_["x"], stem["kernel"]), **stem["norm"]))
+        for stage in range(2):
+            for b in range(blocks):
+                p = params[f"stage_{stage}_block_{b}"]
+                stride = 2 if stage == 1 and b == 0 else 1
+                y = jax.nn.relu(_batch_norm(_conv(h, p["conv_0"], stride), **p["norm_0"]))
+                y = _batch_norm(_conv(y, p["conv_1"]), **p["norm_1"])
+                shortcut = _batch_norm(_conv(h, p["proj"], stride), **p["norm_proj"]) if "proj" in p else h
+                h = jax.nn.relu(shortcut + y)
+        logits = jnp.mean(h, axis=(1, 2)) @ params["head"]["w"] + params["head"]["b"][None]
+        return _cross_entropy(logits, batch_["y"])
+
+    sample = _sampler(batch, False)
+    spec = spec_lib.infer(loss, jax.eval_shape(init, jax.random.key(0)), jax.eval_shape(sample, jax.random.key(0)))
+    return Task("resnet_digits", (("channels", channels), ("blocks", blocks), ("batch", batch)), init, loss, sample,
+                spec, _sampler(batch, False, "valid"))

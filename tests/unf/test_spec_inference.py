@@ -1,0 +1,273 @@
+"""unf.spec.infer: a spec read off the model's computation is a symmetry of the model (random group elements leave
+its output unchanged), matches the hand-written specs where those are exact, and pins what it cannot move."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+import unf
+from hetnet.axes import LAYERS, Nested
+from hetnet.config import TransformerConfig
+from hetnet.models import TransformerLM
+from tests.unf import flax_examples
+from unf import spec as spec_lib
+from unf.lopt import width
+
+KEY = jax.random.key(0)
+
+
+def canonical(spec) -> tuple:
+    """Returns the spec's labels with every group renamed by its first appearance (leaf order), so two specs that
+    partition the axes alike compare equal; None, UNPERMUTED_WIDTH, layers and nesting are kept, and a group of one
+    (a size-1 axis, which no permutation moves) reads as None."""
+    names: dict = {}
+    out = []
+    for labels, wide, shape in zip(spec.leaf_axes, spec.leaf_unpermuted_widths, spec.leaf_shapes):
+        row = []
+        for i, label in enumerate(labels):
+            if i in wide:
+                row.append("width")
+            elif label == LAYERS:
+                row.append(label)
+            elif label is None or shape[i] == 1:
+                row.append(None)
+            else:
+                row.append(("nested" if isinstance(label, Nested) else "group", names.setdefault(label, len(names))))
+        out.append(tuple(row))
+    return tuple(out)
+
+
+def assert_symmetry(fn, params, spec, *args):
+    changes = spec_lib.check_symmetry(fn, params, spec, *args, key=KEY, samples=2)
+    assert changes, "the inferred spec has no groups"
+    assert max(changes.values()) < 1e-5, changes
+
+
+class ResNetBlock(nn.Module):
+    """The Flax imagenet example's ResNet block: a projection shortcut where the shape changes."""
+
+    filters: int
+    strides: tuple = (1, 1)
+
+    @nn.compact
+    def __call__(self, x, train):
+        norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
+        residual = x
+        y = nn.relu(norm()(nn.Conv(self.filters, (3, 3), self.strides, use_bias=False)(x)))
+        y = norm()(nn.Conv(self.filters, (3, 3), use_bias=False)(y))
+        if residual.shape != y.shape:
+            residual = norm(name="norm_proj")(nn.Conv(self.filters, (1, 1), self.strides, use_bias=False,
+                                                      name="conv_proj")(residual))
+        return nn.relu(residual + y)
+
+
+class ResNet(nn.Module):
+    stages: tuple = (2, 1)
+    filters: int = 4
+
+    @nn.compact
+    def __call__(self, x, train=True):
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, name="bn_init")(
+            nn.Conv(self.filters, (3, 3), use_bias=False, name="conv_init")(x)))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+        for i, blocks in enumerate(self.stages):
+            for j in range(blocks):
+                x = ResNetBlock(self.filters * 2 ** i, (2, 2) if i > 0 and j == 0 else (1, 1))(x, train)
+        return nn.Dense(10)(jnp.mean(x, axis=(1, 2)))
+
+
+@pytest.fixture(scope="module")
+def resnet():
+    model = ResNet()
+    x = jax.random.normal(KEY, (2, 8, 8, 3))
+    variables = model.init(KEY, x)
+    return model, variables["params"], variables["batch_stats"], x
+
+
+def test_an_mlp_and_the_tutorial_cnn_get_the_hand_written_specs():
+    params = {"l0": {"kernel": jnp.ones((3, 8)), "bias": jnp.ones(8)},
+              "l1": {"kernel": jnp.ones((8, 6)), "bias": jnp.ones(6)},
+              "l2": {"kernel": jnp.ones((6, 2)), "bias": jnp.ones(2)}}
+
+    def mlp(p, x):
+        for name in ("l0", "l1"):
+            x = jax.nn.gelu(x @ p[name]["kernel"] + p[name]["bias"][None])
+        return x @ p["l2"]["kernel"] + p["l2"]["bias"][None]
+
+    assert canonical(spec_lib.infer(mlp, params, jnp.ones((4, 3)))) == canonical(spec_lib.mlp(params))
+    cnn = flax_examples.TutorialCNN(nnx.Rngs(0), side=8)
+    cnn_params = nnx.to_pure_dict(nnx.state(cnn, nnx.Param))
+    inferred = spec_lib.infer(flax_examples.nnx_apply(cnn), cnn_params, jnp.ones((2, 8, 8, 1)))
+    # The flatten ahead of the head: the second conv's channels and the flattened axis are width, unpermuted.
+    assert canonical(inferred) == canonical(spec_lib.cnn(cnn_params))
+    assert inferred.unpermuted_widths
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(),
+    dict(num_kv_heads=2, num_heads=4, ffn="swiglu", norm="layer"),
+    dict(attention="neutreno"),
+    dict(attention="linear"),
+], ids=["softmax", "gqa-swiglu-layernorm", "neutreno", "linear"])
+def test_a_scanned_hetnet_transformer_gets_its_own_labels_and_they_are_a_symmetry(cfg):
+    config = TransformerConfig(**{**dict(vocab_size=11, d_model=8, num_heads=2, num_layers=2, max_len=6), **cfg})
+    model = TransformerLM(config)
+    params = model.init(KEY)
+    tokens = jnp.arange(12).reshape(2, 6) % 11
+    inferred = spec_lib.infer(model.apply, params, tokens)
+    assert_symmetry(model.apply, params, inferred, tokens)
+    reference = spec_lib.from_hetnet(params, model.axes)
+    # Every axis the model's own labels permute across layers is one group here too (the residual stream), and a
+    # group the labels nest in the layers is nested: one permutation per layer.
+    assert inferred.fixed == (LAYERS,)
+    by_leaf = dict(zip(reference.leaf_names, zip(reference.leaf_axes, inferred.leaf_axes)))
+    embed = {b for a_row, b_row in by_leaf.values() for a, b in zip(a_row, b_row) if a == "embed"}
+    assert len(embed) == 1 and None not in embed
+    for a_row, b_row in by_leaf.values():
+        for a, b in zip(a_row, b_row):
+            if isinstance(b, Nested):
+                assert isinstance(a, Nested), (a_row, b_row)
+    if not cfg:  # no grouped heads: the inferred partition is the model's own, name for name
+        assert canonical(inferred) == canonical(reference)
+
+
+def test_the_flax_imagenet_resnet_keeps_each_stage_one_stream_and_is_a_symmetry(resnet):
+    model, params, batch_stats, x = resnet
+
+    def train_mode(p, x):  # batch statistics; the running averages it also computes are not returned
+        return model.apply({"params": p, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"])[0]
+
+    inferred = spec_lib.infer(train_mode, params, x)
+    assert_symmetry(train_mode, params, inferred, x)
+    labels = jax.tree.map(lambda a: a, inferred.axes_tree(), is_leaf=lambda a: isinstance(a, tuple))
+    stream = labels["conv_init"]["kernel"][3]
+    # Identity shortcuts keep the stream's channels; the projection shortcut starts the next stage's stream.
+    assert labels["ResNetBlock_0"]["Conv_1"]["kernel"][3] == stream == labels["ResNetBlock_1"]["Conv_0"]["kernel"][2]
+    assert labels["ResNetBlock_2"]["conv_proj"]["kernel"][2] == stream
+    nxt = labels["ResNetBlock_2"]["conv_proj"]["kernel"][3]
+    assert nxt not in (stream, None) and labels["Dense_0"]["kernel"] == (nxt, None)
+    assert labels["ResNetBlock_0"]["Conv_0"]["kernel"][3] not in (stream, nxt)
+    # Inference mode reads the running averages: given as state they move with the params, as constants they pin.
+    def eval_mode(p, s, x):
+        return model.apply({"params": p, "batch_stats": s}, x, train=False)
+
+    assert spec_lib.infer(eval_mode, params, x, state=batch_stats).leaf_axes == inferred.leaf_axes
+    pinned = spec_lib.infer(lambda p, x: eval_mode(p, batch_stats, x), params, x)
+    assert not pinned.permuted_sizes
+
+
+def test_constants_pin_what_they_touch_and_dead_code_pins_nothing():
+    lm = flax_examples.Lm1bLM()
+    tokens = jnp.arange(20).reshape(2, 10) % 31
+    params = nn.unbox(lm.init(KEY, tokens))["params"]
+    apply = lambda p, t: lm.apply({"params": p}, t)  # noqa: E731
+    inferred = spec_lib.infer(apply, params, tokens)
+    # The sinusoidal table is a constant added to the stream: no permutation of embed can leave it in place.
+    assert inferred.axes_tree()["Embed_0"]["embedding"] == (None, None)
+    assert_symmetry(apply, params, inferred, tokens)
+
+    params = {"w": jnp.ones((3, 5)), "v": jnp.ones((5, 2))}
+    table = jnp.arange(5.0)
+
+    def fn(p, x):
+        _unused = (x @ p["w"]) * table[None]  # computed, never returned
+        return jnp.tanh(x @ p["w"]) @ p["v"]
+
+    assert spec_lib.infer(fn, params, jnp.ones((1, 3))).axes_tree()["w"][1] is not None
+    used = lambda p, x: (jnp.tanh(x @ p["w"]) * table[None]) @ p["v"]  # noqa: E731
+    assert spec_lib.infer(used, params, jnp.ones((1, 3))).axes_tree()["w"] == (None, None)
+
+
+def test_patches_flattened_from_the_image_are_positions_not_width():
+    patch, d = 2, 6
+    params = {"embed": jnp.ones((patch * patch * 3, d)), "pos": jnp.ones((16, d)), "head": jnp.ones((d, 4))}
+
+    def vit(p, image):  # [b, 8, 8, 3] -> 16 patches of 2 x 2 x 3
+        b = image.shape[0]
+        x = image.reshape(b, 4, patch, 4, patch, 3).transpose(0, 1, 3, 2, 4, 5).reshape(b, 16, patch * patch * 3)
+        x = x @ p["embed"] + p["pos"][None]
+        return jnp.mean(jax.nn.relu(x), axis=1) @ p["head"]
+
+    inferred = spec_lib.infer(vit, params, jnp.ones((2, 8, 8, 3)))
+    labels = inferred.axes_tree()
+    assert labels["pos"][0] is None and labels["embed"][0] is None
+    assert not inferred.unpermuted_widths
+    assert labels["embed"][1] == labels["pos"][1] == labels["head"][0] is not None
+    assert_symmetry(vit, params, inferred, jax.random.normal(KEY, (2, 8, 8, 3)))
+
+
+def test_an_operation_it_does_not_know_is_named_and_pins_its_axes():
+    params = {"w": jnp.ones((3, 5)), "v": jnp.ones((5, 2))}
+    fn = lambda p, x: jnp.sort(x @ p["w"], axis=-1) @ p["v"]  # noqa: E731
+    with pytest.warns(UserWarning, match="sort"):
+        inferred = spec_lib.infer(fn, params, jnp.ones((1, 3)))
+    assert inferred.axes_tree() == {"w": (None, None), "v": (None, None)}
+
+
+def test_an_nnx_model_with_batchnorm_is_inferred_in_one_call_and_served_by_the_shipped_rule():
+    class CNN(nnx.Module):
+        def __init__(self, rngs, c=8):
+            self.conv1 = nnx.Conv(1, c, kernel_size=(3, 3), rngs=rngs)
+            self.bn1 = nnx.BatchNorm(c, rngs=rngs)
+            self.conv2 = nnx.Conv(c, 2 * c, kernel_size=(3, 3), rngs=rngs)
+            self.bn2 = nnx.BatchNorm(2 * c, rngs=rngs)
+            self.head = nnx.Linear(2 * c, 10, rngs=rngs)
+
+        def __call__(self, x):
+            x = nnx.relu(self.bn1(self.conv1(x)))
+            x = nnx.relu(self.bn2(self.conv2(x)))
+            return self.head(x.mean(axis=(1, 2)))
+
+    model = CNN(nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (8, 8, 8, 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # every operation of the model is known
+        inferred = spec_lib.infer(model, x)
+    model.eval()
+    assert spec_lib.infer(model, x).leaf_axes == inferred.leaf_axes
+    model.train()
+    by_name = dict(zip(inferred.leaf_names, width.roles(inferred, [False] * inferred.num_leaves)))
+    assert width.ROLES[by_name["['conv2']['kernel']"][0]] == "hidden"
+    assert width.ROLES[by_name["['conv1']['kernel']"][0]] == "input"
+    assert width.ROLES[by_name["['head']['kernel']"][0]] == "output"
+    optimizer = nnx.Optimizer(model, unf.lopt.pretrained("transformer-lm", total_steps=20, spec=inferred),
+                              wrt=nnx.Param)
+    labels = jnp.arange(8) % 10
+    loss = lambda m: optax.softmax_cross_entropy_with_integer_labels(m(x), labels).mean()  # noqa: E731
+    before = float(loss(model))
+    for _ in range(20):
+        optimizer.update(model, nnx.grad(loss)(model))
+    assert np.isfinite(float(loss(model))) and float(loss(model)) < 0.5 * before
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(TypeError, match="fn must be callable"):
+        spec_lib.infer("model", {"w": jnp.ones(3)})
+    with pytest.raises(ValueError, match="params holds no arrays"):
+        spec_lib.infer(lambda p, x: x, {}, jnp.ones(3))
+    with pytest.raises(TypeError, match=r"params leaf \['w'\] is a str"):
+        spec_lib.infer(lambda p, x: x, {"w": "weights"}, jnp.ones(3))
+
+
+def test_the_residual_digits_task_reads_its_spec_off_its_loss_and_it_is_a_symmetry():
+    from unf.tasks import resnet_digits
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the loss's take_along_axis gather is known
+        task = resnet_digits(channels=4, blocks=1, batch=8)
+    params = task.init(KEY)
+    batch = task.sample_batch(jax.random.key(1))
+    assert_symmetry(task.loss, params, task.spec, batch)
+    labels = task.spec.axes_tree()
+    assert labels["stage_1_block_0"]["proj"][2:] == (labels["stem"]["kernel"][3], labels["head"]["w"][0])
+    with pytest.raises(ValueError, match="blocks must be a positive int"):
+        resnet_digits(blocks=0)

@@ -1,0 +1,155 @@
+"""A weight-space spec read off the model's own computation: :func:`infer` traces ``fn(params, *args)`` to a jaxpr
+and finds which parameter axes one permutation must move together for the output to stay the same.
+
+Every axis of every value in the trace is a node; an operation joins the nodes it ties (an elementwise op its
+operands' axes, a contraction the two contracted axes, a conv its channels). A group of joined nodes is a
+permutation group of the model when nothing *pins* its positions: the data given and the output returned, constants
+(a sinusoidal position table, a causal mask), indices (a gather's, an ``iota``'s), spatial and scanned axes, and any
+operation the inference does not know. An axis that a reshape or concatenation merges or splits is no longer
+permuted; when a width-sized group sits on one side of it (a conv feature map flattened ahead of a dense head, a
+projection split into heads), the axis is :data:`unf.spec.UNPERMUTED_WIDTH`. Dead code is dropped first, so the
+running-average updates of a BatchNorm in training mode pin nothing.
+
+The result is conservative: every group it gives is a symmetry of ``fn`` (check it with
+:func:`unf.spec.check_symmetry`), though it may miss one a human would see (a head split's block structure).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from hetnet.axes import LAYERS, Nested
+from unf.spec.axis_graph import AxisGraph, Walker, nodes_of, size_of
+from unf.spec.core import UNPERMUTED_WIDTH, WeightSpaceSpec, from_labels
+
+
+def _resolve(g: AxisGraph) -> tuple[set, set]:
+    """Returns the roots of the classes that are pinned and of those that are unpermuted but grow with the width.
+
+    A merge, split or cut fixes positions on both sides. When every class on one side is pinned, so is the other
+    side (a flattened image's positions, a slice of the position table); otherwise the classes it touches that are
+    not pinned keep the width of the group that feeds them.
+    """
+    pinned = {g.find(n) for n in g.pinned}
+    changed = True
+    while changed:
+        changed = False
+        for a, b in g.relations:
+            ra, rb = {g.find(n) for n in a}, {g.find(n) for n in b}
+            for side, other in ((ra, rb), (rb, ra)):
+                if side and side <= pinned and not other <= pinned:
+                    pinned |= other
+                    changed = True
+    wide = set()
+    for a, b in g.relations:
+        wide |= {g.find(n) for n in a + b} - pinned
+    return pinned, wide
+
+
+def _leaf_label_name(path, axis: int) -> str:
+    keys = [str(getattr(k, "key", getattr(k, "idx", getattr(k, "name", k)))) for k in path]
+    return f"{'/'.join(keys) or 'params'}:{axis}"
+
+
+def infer(fn: Callable[..., Any], params: Any, *args: Any, state: Any = None) -> WeightSpaceSpec:
+    """Returns the weight-space spec of ``params`` read off ``fn``'s computation (see the module docs).
+
+    fn: ``fn(params, *args)`` returning what the model's symmetry leaves unchanged (logits, a loss), in inference
+    mode (dropout off); a BatchNorm in training mode is fine: its running-average updates are not returned.
+    args: example inputs (arrays or pytrees; their values do not matter, their shapes do). state: variables that
+    move with the params but are not trained (BatchNorm's ``batch_stats`` in inference mode); given, ``fn`` is called
+    as ``fn(params, state, *args)`` and the spec is of ``params`` alone. An nnx Module is inferred as
+    ``infer(model, *args)``: the spec is of its ``nnx.Param`` state (as ``nnx.to_pure_dict`` writes it, the tree
+    ``nnx.Optimizer`` hands the optimizer), every other variable moving with it.
+
+    Axes that no permutation can move are ``None``; those a merge or split keeps from a width-sized group are
+    :data:`unf.spec.UNPERMUTED_WIDTH`; the axis a ``lax.scan`` iterates over is ``"layers"`` (fixed), and a group
+    that lives inside one iteration only is :class:`hetnet.axes.Nested` in it (one permutation per layer). Warns
+    naming the operations it does not know; the axes they touch are pinned.
+    """
+    from flax import nnx
+
+    if isinstance(fn, nnx.Module):  # infer(model, *args): its Params, the rest (BatchStat) moving with them
+        graphdef, param_state, rest = nnx.split(fn, nnx.Param, ...)
+        args = (params,) + args
+
+        def fn(p, s, *inputs):
+            replaced = jax.tree.map(lambda v: v, param_state)
+            nnx.replace_by_pure_dict(replaced, p)
+            return nnx.merge(graphdef, replaced, s)(*inputs)
+
+        params, state = nnx.to_pure_dict(param_state), rest
+    if not callable(fn):
+        raise TypeError(f"fn must be callable as fn(params, *args), got {type(fn).__name__}.")
+    flat, _ = jax.tree_util.tree_flatten_with_path(params)
+    if not flat:
+        raise ValueError("params holds no arrays; pass the params tree fn reads.")
+    for path, leaf in flat:
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+            raise TypeError(f"params leaf {jax.tree_util.keystr(path) or '<root>'} is a {type(leaf).__name__}; "
+                            "params must be a pytree of arrays.")
+    free = (params,) if state is None else (params, state)
+    closed = jax.make_jaxpr(lambda free_trees, rest: fn(*free_trees, *rest))(free, args)
+    jaxpr = closed.jaxpr
+    n_params, n_free = len(flat), len(jax.tree.leaves(free))
+    g = AxisGraph()
+    walker = Walker(g)
+    for var in jaxpr.invars[n_free:]:
+        walker.pin_atom(0, var)
+    for var in jaxpr.outvars:
+        walker.pin_atom(0, var)
+    walker.walk(jaxpr, closed.consts, 0)
+    if g.unknown:
+        warnings.warn(f"unf.spec.infer: {sorted(g.unknown)} are not operations it knows; every axis they touch is "
+                      "kept unpermuted.", stacklevel=2)
+    pinned, wide = _resolve(g)
+    scan_roots = _layers_roots(g)
+    labels, named = [], {}
+    for (path, leaf), var in zip(flat, jaxpr.invars[:n_params]):
+        leaf_labels = []
+        for axis, node in enumerate(nodes_of(0, var)):
+            root = g.find(node)
+            if root in scan_roots:
+                leaf_labels.append(LAYERS)
+            elif size_of(node) == 1 or root in pinned:
+                leaf_labels.append(None)
+            elif root in wide:
+                leaf_labels.append(UNPERMUTED_WIDTH)
+            else:
+                if root not in named:
+                    name = _leaf_label_name(path, axis)
+                    scan = _nested_in(g, root, scan_roots)
+                    named[root] = name if scan is None else Nested(name)
+                leaf_labels.append(named[root])
+        labels.append(tuple(leaf_labels))
+    fixed = (LAYERS,) if any(LAYERS in a for a in labels) else ()
+    return from_labels(params, jax.tree.unflatten(jax.tree.structure(params), labels), fixed=fixed)
+
+
+def _layers_roots(g: AxisGraph) -> dict:
+    """Returns ``{root of a scanned axis: scan id}`` for the scans whose length is the first scan's (one ``layers``
+    label has one size; a scan of another length keeps its axis unlabelled)."""
+    out: dict = {}
+    lengths = [length for _, anchor, length in g.scans if anchor is not None]
+    for scan_id, anchor, length in g.scans:
+        if anchor is not None and length == lengths[0]:
+            out.setdefault(g.find(anchor), scan_id)
+    return out
+
+
+def _nested_in(g: AxisGraph, root, scan_roots: dict) -> int | None:
+    """Returns the scan a class lives in one iteration of (its every node is inside the scan's body, or an axis
+    after the scanned one of a value stacked over that scan), or None."""
+    members = g.members(root)
+    for layers_root, scan_id in scan_roots.items():
+        def inside(node, scan_id=scan_id, layers_root=layers_root):
+            if scan_id in g.scopes[node[0]]:
+                return True
+            return node[2] >= 1 and g.find((node[0], node[1], 0)) == layers_root
+        if all(inside(n) for n in members):
+            return scan_id
+    return None
