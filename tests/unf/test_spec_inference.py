@@ -213,6 +213,34 @@ def test_an_operation_it_does_not_know_is_named_and_pins_its_axes():
     assert inferred.axes_tree() == {"w": (None, None), "v": (None, None)}
 
 
+def test_a_message_passing_network_keeps_its_hidden_units_through_gathers_and_scatters():
+    ks = jax.random.split(KEY, 4)
+    params = {"enc": jax.random.normal(ks[0], (5, 8)), "msg": jax.random.normal(ks[1], (8, 8)),
+              "upd": jax.random.normal(ks[2], (8, 8)), "out": jax.random.normal(ks[3], (8, 2))}
+
+    def gnn(p, graph):  # messages gathered at the senders, summed at the receivers (jraph's segment_sum)
+        h = jnp.tanh(graph["nodes"] @ p["enc"])
+        messages = jnp.tanh(h[graph["senders"]] @ p["msg"])
+        h = jnp.tanh((h + jax.ops.segment_sum(messages, graph["receivers"], num_segments=h.shape[0])) @ p["upd"])
+        return jax.ops.segment_sum(h, graph["graph"], num_segments=2) @ p["out"]
+
+    graph = {"nodes": jax.random.normal(KEY, (6, 5)), "senders": jnp.array([0, 1, 2, 3, 4, 5, 0]),
+             "receivers": jnp.array([1, 2, 0, 4, 5, 3, 2]), "graph": jnp.array([0, 0, 0, 1, 1, 1])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scatter-add is known
+        inferred = spec_lib.infer(gnn, params, graph)
+    assert_symmetry(gnn, params, inferred, graph)
+    labels = inferred.axes_tree()
+    # The node state is one group through the gather and the sum (the message adds to it); the update's output
+    # is another, carried through the sum over each graph into the readout.
+    assert labels["enc"][1] == labels["msg"][1] == labels["upd"][0] is not None
+    assert labels["upd"][1] == labels["out"][0] not in (None, labels["enc"][1])
+    assert labels["enc"][0] is None and labels["out"][1] is None
+    # A write at a fixed position pins the axis it indexes.
+    written = lambda p, x: (x @ p["enc"]).at[:, 0].set(0.0) @ p["out"]  # noqa: E731
+    assert spec_lib.infer(written, params, jnp.ones((2, 5))).axes_tree()["enc"] == (None, None)
+
+
 def test_an_nnx_model_with_batchnorm_is_inferred_in_one_call_and_served_by_the_shipped_rule():
     class CNN(nnx.Module):
         def __init__(self, rngs, c=8):

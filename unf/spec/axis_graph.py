@@ -436,7 +436,38 @@ class Walker:
                     self.g.join(xn[k], on[k])
         self.g.relations.append(([xn[axis]], [nodes(out)[axis] for out in eqn.outvars]))
 
+    def _scatter(self, eqn, ctx, nodes):
+        """A scatter writes ``updates`` into ``operand`` at ``indices`` (``x.at[i].set``, ``segment_sum``): the
+        indexed operand axes are pinned, the others run through to the result, each window axis of the updates
+        joins the operand axis it fills whole, and the updates' scatter axes join the indices' batch axes."""
+        operand, indices, updates = eqn.invars[:3]
+        (out,) = eqn.outvars
+        dn = eqn.params["dimension_numbers"]
+        xn, idx, un, on = nodes(operand), nodes(indices), nodes(updates), nodes(out)
+        if dn.operand_batching_dims or not un or len(xn) != len(on):
+            self.fallback(eqn, ctx)
+            return
+        indexed = set(dn.scatter_dims_to_operand_dims)
+        for k, (x, o) in enumerate(zip(xn, on)):
+            if k in indexed:
+                self.pin([x, o])
+            else:
+                self.g.join(x, o)
+        window_operand = [k for k in range(len(on)) if k not in dn.inserted_window_dims]
+        for k, j in zip(window_operand, dn.update_window_dims):
+            if k in indexed or updates.aval.shape[j] != out.aval.shape[k]:
+                self.pin([un[j], on[k]])
+            else:
+                self.g.join(un[j], on[k])
+        scatter_axes = [j for j in range(len(un)) if j not in dn.update_window_dims]
+        for i, j in zip(range(len(idx) - 1), scatter_axes):
+            self.g.join(idx[i], un[j])
+        self.pin(idx[-1:])
 
+
+for _name in ("scatter", "scatter-add", "scatter_add", "scatter-mul", "scatter_mul", "scatter-min", "scatter_min",
+              "scatter-max", "scatter_max"):
+    setattr(Walker, "op_" + _name, Walker._scatter)
 for _name in _REDUCTIONS:
     setattr(Walker, "op_" + _name, lambda self, eqn, ctx, nodes: self._reduce(eqn, ctx, nodes, False))
 for _name in _ORDERED_ALONG_AXIS:

@@ -2,13 +2,14 @@
 and finds which parameter axes one permutation must move together for the output to stay the same.
 
 Every axis of every value in the trace is a node; an operation joins the nodes it ties (an elementwise op its
-operands' axes, a contraction the two contracted axes, a conv its channels). A group of joined nodes is a
-permutation group of the model when nothing *pins* its positions: the data given and the output returned, constants
-(a sinusoidal position table, a causal mask), indices (a gather's, an ``iota``'s), spatial and scanned axes, and any
-operation the inference does not know. An axis that a reshape or concatenation merges or splits is no longer
-permuted; when a width-sized group sits on one side of it (a conv feature map flattened ahead of a dense head, a
-projection split into heads), the axis is :data:`unf.spec.UNPERMUTED_WIDTH`. Dead code is dropped first, so the
-running-average updates of a BatchNorm in training mode pin nothing.
+operands' axes, a contraction the two contracted axes, a conv its channels, a gather or scatter the axes it carries
+whole). A group of joined nodes is a permutation group of the model when nothing *pins* its positions: the data
+given and the output returned, constants (a sinusoidal position table, a causal mask), indices (a gather's, an
+``iota``'s), spatial and scanned axes, and any operation the inference does not know. An axis that a reshape or
+concatenation merges or splits is no longer permuted; when a width-sized group sits on one side of it (a conv
+feature map flattened ahead of a dense head, a projection split into heads), the axis is
+:data:`unf.spec.UNPERMUTED_WIDTH`. Dead code is dropped first, so the running-average updates of a BatchNorm in
+training mode pin nothing.
 
 The result is conservative: every group it gives is a symmetry of ``fn`` (check it with
 :func:`unf.spec.check_symmetry`), though it may miss one a human would see (a head split's block structure).
