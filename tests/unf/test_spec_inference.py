@@ -262,6 +262,8 @@ def test_an_nnx_model_with_batchnorm_is_inferred_in_one_call_and_served_by_the_s
         inferred = spec_lib.infer(model, x)
     model.eval()
     assert spec_lib.infer(model, x).leaf_axes == inferred.leaf_axes
+    with pytest.raises(ValueError, match=r"call infer\(model, \*args\)"):
+        spec_lib.infer(model, x, state=nnx.state(model, nnx.BatchStat))
     model.train()
     by_name = dict(zip(inferred.leaf_names, width.roles(inferred, [False] * inferred.num_leaves)))
     assert width.ROLES[by_name["['conv2']['kernel']"][0]] == "hidden"

@@ -75,6 +75,9 @@ def infer(fn: Callable[..., Any], params: Any, *args: Any, state: Any = None) ->
     from flax import nnx
 
     if isinstance(fn, nnx.Module):  # infer(model, *args): its Params, the rest (BatchStat) moving with them
+        if state is not None:
+            raise ValueError("state applies to infer(fn, params, *args, state=...); an nnx model's variables other "
+                             "than its nnx.Param already move with them: call infer(model, *args).")
         graphdef, param_state, rest = nnx.split(fn, nnx.Param, ...)
         args = (params,) + args
 
