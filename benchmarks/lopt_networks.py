@@ -1,4 +1,4 @@
-"""The shipped learned optimizer on networks that are not transformers, given only their weight-space spec.
+"""The shipped learned optimizer on networks it was not meta-trained on, given only their weight-space spec.
 
 The ``transformer-lm`` rule was meta-trained on hetnet TransformerLMs, but it reads nothing of them except each
 tensor's labels (no learned correction ships): a spec of any network tells it each tensor's muP role, width and
@@ -6,7 +6,8 @@ matrix view. Here it trains an MLP and a CNN on the embedded digits and a byte-l
 would call it: ``unf.lopt.pretrained("transformer-lm", total_steps=T, spec=unf.spec.mlp(params))`` (or ``cnn``, for
 a CNN with a pooled head and one shaped like the Flax tutorial's, whose flattened head ``cnn`` marks as unpermuted
 width axes; the LSTM task's spec labels its cell by :func:`unf.spec.rnn`; the residual CNN's, shaped like the Flax
-imagenet example's ResNet, is read off its loss by :func:`unf.spec.infer`), nothing tuned. The baselines are tuned as on
+imagenet example's ResNet, and that of a decoder written with Flax nnx layers (``nnx.MultiHeadAttention``, biases,
+LayerNorm; no axis named) are read off their losses by :func:`unf.spec.infer`), nothing tuned. The baselines are tuned as on
 :mod:`benchmarks.lopt_ladder`'s rungs (AdamW + warm-up + cosine, constant Adam, Muon on the spec's hidden matrices
 with AdamW elsewhere; each learning-rate grid extended until its best value is interior, on seeds never evaluated),
 and every optimizer is scored by its final loss on held-out data (a fifth of the digits; held-out files of the
@@ -37,7 +38,7 @@ from benchmarks import lopt_ladder, report, timing
 from unf import baselines, evaluate, lopt
 from unf.lopt import shipped, width
 from unf import spec as spec_lib
-from unf.tasks import cnn_digits, lstm_lm, mlp_digits, resnet_digits
+from unf.tasks import cnn_digits, lstm_lm, mlp_digits, nnx_gpt_lm, resnet_digits
 from unf.tasks.base import Task
 
 
@@ -57,6 +58,8 @@ def networks(large: bool, steps: int | None) -> list[lopt_ladder.Rung]:
                          _with_spec(cnn_digits(channels=16 * scale, head="flatten"), spec_lib.cnn), steps),
         lopt_ladder.Rung("network", "resnet", resnet_digits(channels=16 * scale, blocks=2), steps),
         lopt_ladder.Rung("network", "lstm", lstm_lm(hidden=128 * scale, embed=32 * scale, seq=32, batch=16), steps),
+        lopt_ladder.Rung("network", "nnx-gpt", nnx_gpt_lm(d_model=64 * scale, layers=2, heads=4, seq=64, batch=8),
+                         steps),
     ]
 
 
@@ -175,7 +178,12 @@ def figure(rows: list[dict]):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 1 + len(rows), figsize=(5 * (1 + len(rows)), 4))
+    columns = min(4, 1 + len(rows))
+    grid_rows = -(-(1 + len(rows)) // columns)
+    fig, grid = plt.subplots(grid_rows, columns, figsize=(5 * columns, 4 * grid_rows), squeeze=False)
+    axes = grid.ravel()
+    for ax in axes[1 + len(rows):]:
+        ax.set_visible(False)
     names = [r["rung"].split("=", 1)[1] for r in rows]
     x = np.arange(len(rows))
     for k, base in enumerate(("adamw+cosine", "adam", "muon")):
@@ -186,7 +194,9 @@ def figure(rows: list[dict]):
     axes[0].set_title("shipped transformer-lm rule, by spec")
     axes[0].legend(fontsize=8)
     for ax, r, name in zip(axes[1:], rows, names):
-        entries = [*r["baselines"].items(), ("learned (shipped)", r["learned"]),
+        # Baselines in one order, so each keeps its colour from panel to panel.
+        entries = [*((n, r["baselines"][n]) for n in lopt_ladder.BASELINES if n in r["baselines"]),
+                   ("learned (shipped)", r["learned"]),
                    (f"learned, scale {r['learned']['scaled']['hyper'][0]:.3g}", r["learned"]["scaled"]),
                    ("learned, hidden and other scaled ({:.3g}, {:.3g})".format(
                        *(float(x) for x in r["learned"]["by_role"]["hyper"].split(","))), r["learned"]["by_role"])]
@@ -207,7 +217,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tuning-seeds", type=int, default=1, help="seeds for tuning the baselines (never evaluated)")
     parser.add_argument("--steps", type=int, default=None, help="run length (default 500; 1,000 with --large)")
     parser.add_argument("--only", nargs="+", default=None,
-                        help="networks to run, by name (mlp, cnn, cnn-flatten, resnet, lstm); others --out holds stay")
+                        help="networks to run, by name (mlp, cnn, cnn-flatten, resnet, lstm, nnx-gpt); others --out holds stay")
     parser.add_argument("--rerun", action="store_true",
                         help="run every network again, not reading back those --out holds for these meta-params")
     args = parser.parse_args(argv)
@@ -228,28 +238,11 @@ def main(argv=None) -> int:
     digest = lopt_ladder.fingerprint(lopt.load_pretrained("transformer-lm")[1])
     # A network an earlier run finished for the same meta-params and seeds is read back, so a cut run loses nothing.
     finished = {} if args.rerun else lopt_ladder.finished_rungs(out / f"{name}.json", digest, seeds, tuning)
-    rows = []
-    for rung in chosen:
-        earlier = finished.get((rung.label, rung.task.label, rung.steps))
-        if earlier is not None and "by_role" not in earlier["learned"]:
-            earlier = None
-        if args.only is not None and rung.value not in args.only:
-            # A network --only leaves out keeps the row an earlier run finished, so the table stays whole.
-            if earlier is not None:
-                rows.append(earlier)
-            continue
-        print(f"[{rung.label}] {rung.task.label}, {rung.steps} steps", flush=True)
-        if earlier is not None:
-            print(f"  [{rung.label}] read back from {out / f'{name}.json'}", flush=True)
-            rows.append(earlier)
-        else:
-            base = lopt_ladder.tuned_baselines(rung, seeds, tuning, cache)
-            out.mkdir(parents=True, exist_ok=True)
-            cache_path.write_text(json.dumps(cache, indent=1, default=float) + "\n")
-            rows.append(lopt_ladder.summarise(rung, base, learned_row(rung, seeds, tuning)))
+    def publish(done: dict) -> dict:
+        """Writes the table of every network in ``done`` (by network), in the networks' order."""
+        rows = [done[r.value] for r in chosen if r.value in done]
         payload = {"device": timing.device_description(), "command": command, "shipped": shipped.info("transformer-lm"),
                    "meta_params_digest": digest, "seeds": seeds, "tuning_seeds": tuning, "rows": rows}
-        # Published after every network, so a run cut short keeps the ones it finished.
         fig = figure(rows)
         tables = "\n\n".join([
             lopt_ladder.table(rows),
@@ -258,8 +251,31 @@ def main(argv=None) -> int:
             f"With the hidden matrices' steps scaled by one of {_listed(HIDDEN_SCALES)} and every other tensor's by "
             f"one of {_listed(OTHER_SCALES)}, the pair tuned like the baselines (* at the grid's edge):",
             by_role_table(rows)])
-        paths = report.write(name, payload, tables, fig, out)
+        written = report.write(name, payload, tables, fig, out)
         fig.clf()
+        return written
+
+    def finished_row(rung: lopt_ladder.Rung) -> dict | None:
+        row = finished.get((rung.label, rung.task.label, rung.steps))
+        return row if row is not None and "by_role" in row["learned"] else None
+
+    # A network --only leaves out keeps the row an earlier run finished, so the table stays whole.
+    done = {r.value: finished_row(r) for r in chosen if args.only is not None and r.value not in args.only}
+    done = {value: row for value, row in done.items() if row is not None}
+    for rung in chosen:
+        if args.only is not None and rung.value not in args.only:
+            continue
+        print(f"[{rung.label}] {rung.task.label}, {rung.steps} steps", flush=True)
+        earlier = finished_row(rung)
+        if earlier is not None:
+            print(f"  [{rung.label}] read back from {out / f'{name}.json'}", flush=True)
+            done[rung.value] = earlier
+        else:
+            base = lopt_ladder.tuned_baselines(rung, seeds, tuning, cache)
+            out.mkdir(parents=True, exist_ok=True)
+            cache_path.write_text(json.dumps(cache, indent=1, default=float) + "\n")
+            done[rung.value] = lopt_ladder.summarise(rung, base, learned_row(rung, seeds, tuning))
+        paths = publish(done)  # after every network, so a run cut short keeps the ones it finished
     print(paths["md"].read_text())
     print("wrote", ", ".join(str(p) for p in paths.values()))
     return 0

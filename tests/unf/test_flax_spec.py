@@ -211,3 +211,22 @@ def test_feedforward_specs_take_an_nnx_model_its_state_and_boxed_linen_variables
     variables = Boxed().init(jax.random.key(0), jnp.ones((1, 5, 5, 1)))
     assert isinstance(variables["params"]["Dense_0"]["kernel"], nn.LogicallyPartitioned)
     assert spec_lib.cnn(variables).leaf_axes == spec_lib.cnn(nn.meta.unbox(variables)).leaf_axes
+
+
+def test_a_named_attention_bias_is_no_matrix_for_the_learned_rules():
+    from unf.lopt import width
+
+    named = lambda init, *names: nnx.with_partitioning(init, names, eager_sharding=False)  # noqa: E731
+    attention = nnx.MultiHeadAttention(
+        num_heads=2, in_features=8, decode=False, rngs=nnx.Rngs(0),
+        kernel_init=named(nnx.initializers.lecun_normal(), "embed", "heads", "kv"),
+        out_kernel_init=named(nnx.initializers.lecun_normal(), "heads", "kv", "embed"),
+        bias_init=named(nnx.initializers.zeros_init(), "heads", "kv"),
+        out_bias_init=named(nnx.initializers.zeros_init(), "embed"))
+    spec = spec_lib.from_flax(attention)
+    roles = {n: width.ROLES[r] for n, (r, _) in zip(spec.leaf_names, width.roles(spec, [False] * spec.num_leaves))}
+    views = dict(zip(spec.leaf_names, width.matrix_views(spec, [False] * spec.num_leaves)))
+    # Flax adds a bias, never contracts it: [heads, kv] is two width axes but no matrix to orthogonalise.
+    assert roles["['query']['bias']"] == "vector" and views["['query']['bias']"] is None
+    assert roles["['query']['kernel']"] == "hidden" and views["['out']['kernel']"] == ((0, 1), (2,))
+    assert roles["['out']['bias']"] == "vector"

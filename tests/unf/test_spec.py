@@ -159,3 +159,22 @@ def test_unpermuted_width_axes_are_unpermuted_labels_kept_through_relabel_and_la
         dataclasses.replace(spec, unpermuted_widths=((2,), ()))
     with pytest.raises(ValueError, match="unpermuted_widths has 1 entries; the weight space has 2 leaves"):
         dataclasses.replace(spec, unpermuted_widths=((1,),))
+
+
+def test_a_fan_in_is_kept_through_relabel_and_layer_view_and_refused_when_it_names_no_axis():
+    import dataclasses
+
+    params = {"blocks": {"w": np.zeros((3, 4, 6)), "b": np.zeros((3, 6))}, "head": np.zeros((6, 2))}
+    spec = spec_lib.from_labels(params, {"blocks": {"w": ("layers", "d", "h"), "b": ("layers", "h")},
+                                         "head": ("h", None)}, fixed=("layers",))
+    assert spec.fan_in == () and spec.leaf_fan_in == (None, None, None)
+    known = dataclasses.replace(spec, fan_in=((), (1,), None))  # leaves in order: b, w, head
+    wider = spec_lib.relabel(known, {"blocks": {"w": np.zeros((3, 8, 12)), "b": np.zeros((3, 12))},
+                                     "head": np.zeros((12, 2))})
+    assert wider.fan_in == ((), (1,), None)
+    assert spec_lib.relabel(known, {"head": np.zeros((6, 2))}).fan_in == ()  # the one left is not known
+    assert spec_lib.layer_view(known, "blocks").fan_in == ((), (0,), None)
+    with pytest.raises(ValueError, match=r"fan_in names axes \(3,\) of leaf \['blocks'\]\['w'\], which has 3"):
+        dataclasses.replace(spec, fan_in=((), (3,), None))
+    with pytest.raises(ValueError, match="fan_in has 1 entries; the weight space has 3 leaves"):
+        dataclasses.replace(spec, fan_in=((1,),))

@@ -301,3 +301,51 @@ def test_the_residual_digits_task_reads_its_spec_off_its_loss_and_it_is_a_symmet
     assert labels["stage_1_block_0"]["proj"][2:] == (labels["stem"]["kernel"][3], labels["head"]["w"][0])
     with pytest.raises(ValueError, match="blocks must be a positive int"):
         resnet_digits(blocks=0)
+
+
+def test_the_fan_in_read_off_the_computation_sets_each_leafs_role_and_matrix_view():
+    from unf.tasks.text import nnx_gpt_lm
+
+    task = nnx_gpt_lm(d_model=8, layers=1, heads=2, seq=6, batch=2)
+    params = task.init(KEY)
+    assert_symmetry(task.loss, params, task.spec, task.sample_batch(jax.random.key(1)))
+    spec = task.spec
+    fan_in = dict(zip(spec.leaf_names, spec.leaf_fan_in))
+    view = dict(zip(spec.leaf_names, width.matrix_views(spec, [False] * spec.num_leaves)))
+    role = {n: width.ROLES[r] for n, (r, _) in zip(spec.leaf_names, width.roles(spec, [False] * spec.num_leaves))}
+    attention = "['blocks'][0]['attention']"
+    # nnx.MultiHeadAttention's output kernel [heads, head_dim, features] contracts its first two axes: its matrix
+    # is [heads x head_dim, features], as Muon would take it, not [heads, head_dim x features].
+    assert fan_in[attention + "['out']['kernel']"] == (0, 1)
+    assert view[attention + "['out']['kernel']"] == ((0, 1), (2,))
+    assert view[attention + "['query']['kernel']"] == ((0,), (1, 2))
+    # A [heads, head_dim] bias has two width axes but is added, never contracted: no matrix.
+    assert fan_in[attention + "['query']['bias']"] == ()
+    assert role[attention + "['query']['bias']"] == "vector" and view[attention + "['query']['bias']"] is None
+    assert role["['token_embed']['embedding']"] == "input" and role["['readout']['kernel']"] == "output"
+    assert role["['norm']['scale']"] == "vector"
+    # The Muon baseline reads the same views.
+    from unf import baselines
+
+    dims = jax.tree.leaves(baselines.muon_dimensions(spec), is_leaf=lambda x: x is None or hasattr(x, "reduction_axis"))
+    muon = dict(zip(spec.leaf_names, dims))
+    assert muon[attention + "['out']['kernel']"].reduction_axis == (0, 1)
+    assert muon[attention + "['out']['kernel']"].output_axis == (2,)
+    assert muon[attention + "['query']['bias']"] is None
+    # Width axes on one side of the fan-in only: a first layer over fixed-size features is an input, a readout an
+    # output; a leaf never contracted keeps the role its labels give, a vector where they would make a matrix.
+    assert width.leaf_role((None, None, None, "c"), (3, 3, 1, 8), fan_in=(0, 1, 2)) == (width.ROLES.index("input"), 8)
+    assert width.leaf_role(("h", "k", None), (4, 2, 10), fan_in=(0, 1)) == (width.ROLES.index("output"), 8)
+    assert width.leaf_role(("h", "k"), (4, 2), fan_in=()) == (width.ROLES.index("vector"), 8)
+    assert width.leaf_role(("h", "k"), (4, 2)) == (width.ROLES.index("hidden"), np.sqrt(8))
+    assert width.matrix_axes(("h", "k", "d"), fan_in=(0, 1)) == ((0, 1), (2,))
+    assert width.matrix_axes(("h", "k", "d")) == ((0,), (1, 2))
+
+    def tied_and_normalised(p, tokens):  # an embedding looked up and contracted; a kernel weight-normalised first
+        x = p["embed"][tokens]
+        kernel = p["w"] / jnp.linalg.norm(p["w"], axis=0, keepdims=True)
+        return jnp.tanh(x @ kernel + p["b"][None, None]) @ p["embed"].T
+
+    tied = {"embed": jnp.ones((11, 4)), "w": jnp.ones((4, 4)), "b": jnp.ones(4)}
+    inferred = spec_lib.infer(tied_and_normalised, tied, jnp.zeros((2, 3), jnp.int32))
+    assert dict(zip(inferred.leaf_names, inferred.leaf_fan_in)) == {"['b']": (), "['embed']": None, "['w']": (0,)}

@@ -21,6 +21,13 @@ labels and other ``None`` axes are not.
   size.
 - ``hidden``: two or more width axes; ``n = sqrt(prod of their sizes)``, which grows like the width for ``[d, 4d]``
   matrices, ``[d, heads, head_dim]`` projections (heads or head dims growing) and conv kernels alike.
+
+Where the spec knows a leaf's fan-in (``spec.fan_in``, read off the model's computation by :func:`unf.spec.infer`),
+it decides instead of the axes' order: a leaf is ``hidden`` when width axes sit on both sides of its fan-in, its
+matrix view is ``[width fan-in axes, other width axes]`` (an output projection ``[heads, head_dim, d]`` contracts
+its first two), a leaf whose width axes are all fan-in is an ``output``, one with a fixed-size fan-in (a first
+layer, a first conv) an ``input``, and one the model never contracts (a ``[heads, head_dim]`` bias) is no matrix:
+it keeps the role its labels give it, a ``vector`` where they would make it ``hidden``.
 """
 
 from __future__ import annotations
@@ -48,21 +55,37 @@ def stacked_by_labels(spec: WeightSpaceSpec) -> list[bool]:
     return [bool(labels) and labels[0] == hetnet_axes.LAYERS for labels in spec.leaf_axes]
 
 
-def _within_layer(labels: Sequence, wide: Sequence[int], per_layer: bool) -> tuple[Sequence, tuple[int, ...]]:
-    """Returns a leaf's labels and unpermuted width axes without its stacking axis where it is ``per_layer``."""
-    return (labels[1:], tuple(i - 1 for i in wide)) if per_layer else (labels, tuple(wide))
+def _within_layer(labels: Sequence, wide: Sequence[int], fan_in: Sequence[int] | None,
+                  per_layer: bool) -> tuple[Sequence, tuple[int, ...], tuple[int, ...] | None]:
+    """Returns a leaf's labels, unpermuted width axes and fan-in without its stacking axis where it is
+    ``per_layer``."""
+    if not per_layer:
+        return labels, tuple(wide), None if fan_in is None else tuple(fan_in)
+    return labels[1:], tuple(i - 1 for i in wide), None if fan_in is None else tuple(i - 1 for i in fan_in if i > 0)
 
 
 def _width_axes(labels: Sequence, fixed: Sequence, unpermuted_widths: Sequence[int]) -> list[int]:
     return [i for i, label in enumerate(labels) if i in unpermuted_widths or is_width_label(label, fixed)]
 
 
-def leaf_role(labels: Sequence, shape: Sequence[int], fixed: Sequence = (),
-              unpermuted_widths: Sequence[int] = ()) -> tuple[int, float]:
+def leaf_role(labels: Sequence, shape: Sequence[int], fixed: Sequence = (), unpermuted_widths: Sequence[int] = (),
+              fan_in: Sequence[int] | None = None) -> tuple[int, float]:
     """Returns ``(role index into ROLES, effective width n)`` of one leaf (labels and shape without a stacking axis;
-    ``unpermuted_widths``: the indices of its unpermuted axes that grow with the width)."""
+    ``unpermuted_widths``: the indices of its unpermuted axes that grow with the width; ``fan_in``: the axes the
+    model contracts with its input, None where not known)."""
     width = _width_axes(labels, fixed, unpermuted_widths)
     sizes = [int(shape[i]) for i in width]
+    if fan_in is not None and width:
+        inputs = [int(shape[i]) for i in width if i in fan_in]
+        outputs = [int(shape[i]) for i in width if i not in fan_in]
+        if inputs and outputs:
+            return ROLES.index("hidden"), math.sqrt(math.prod(sizes))
+        if inputs:
+            return ROLES.index("output"), float(math.prod(inputs))
+        if fan_in:
+            return ROLES.index("input"), float(math.prod(outputs))
+        if len(width) >= 2:  # never contracted: a bias or a table, not a matrix
+            return ROLES.index("vector"), float(math.prod(sizes))
     if len(width) >= 2:
         return ROLES.index("hidden"), math.sqrt(math.prod(sizes))
     if not width:
@@ -77,10 +100,10 @@ def roles(spec: WeightSpaceSpec, stacked: Any) -> list[tuple[int, float]]:
     """Returns ``[(role, n)]`` per leaf of ``spec`` in leaf order; ``stacked``: one bool per leaf, True where the
     leaf leads with a stacking axis (dropped before the role is read)."""
     out = []
-    for labels, shape, per_layer, wide in zip(spec.leaf_axes, spec.leaf_shapes, stacked,
-                                              spec.leaf_unpermuted_widths):
-        labels, wide = _within_layer(labels, wide, per_layer)
-        out.append(leaf_role(labels, shape[1:] if per_layer else shape, spec.fixed, wide))
+    for labels, shape, per_layer, wide, fan_in in zip(spec.leaf_axes, spec.leaf_shapes, stacked,
+                                                      spec.leaf_unpermuted_widths, spec.leaf_fan_in):
+        labels, wide, fan_in = _within_layer(labels, wide, fan_in, per_layer)
+        out.append(leaf_role(labels, shape[1:] if per_layer else shape, spec.fixed, wide, fan_in))
     return out
 
 
@@ -89,18 +112,25 @@ def matrix_views(spec: WeightSpaceSpec,
     """Returns per leaf of ``spec`` (leaf order) its :func:`matrix_axes` within one layer: ``stacked``, one bool per
     leaf, is True where the leaf leads with a stacking axis, which the axes then do not count."""
     out = []
-    for labels, per_layer, wide in zip(spec.leaf_axes, stacked, spec.leaf_unpermuted_widths):
-        labels, wide = _within_layer(labels, wide, per_layer)
-        out.append(matrix_axes(labels, spec.fixed, wide))
+    for labels, per_layer, wide, fan_in in zip(spec.leaf_axes, stacked, spec.leaf_unpermuted_widths,
+                                               spec.leaf_fan_in):
+        labels, wide, fan_in = _within_layer(labels, wide, fan_in, per_layer)
+        out.append(matrix_axes(labels, spec.fixed, wide, fan_in))
     return out
 
 
-def matrix_axes(labels: Sequence, fixed: Sequence = (),
-                unpermuted_widths: Sequence[int] = ()) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+def matrix_axes(labels: Sequence, fixed: Sequence = (), unpermuted_widths: Sequence[int] = (),
+                fan_in: Sequence[int] | None = None) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """Returns ``(input axes, output axes)`` of a hidden tensor seen as a matrix (Muon's view), or None for a tensor
-    with fewer than two width axes. The residual stream's ``embed`` axes are the input when they lead and the output
-    when they close the tensor; a tensor without ``embed`` last reads its first width axis. Other axes are batch."""
+    with fewer than two width axes. With ``fan_in`` known, the input is its width axes and the output the other width
+    axes (None unless both exist). Else the residual stream's ``embed`` axes are the input when they lead and the
+    output when they close the tensor; a tensor without ``embed`` last reads its first width axis. Other axes are
+    batch."""
     width_axes = _width_axes(labels, fixed, unpermuted_widths)
+    if fan_in is not None:
+        inputs = tuple(i for i in width_axes if i in fan_in)
+        outputs = tuple(i for i in width_axes if i not in fan_in)
+        return (inputs, outputs) if inputs and outputs else None
     if len(width_axes) < 2:
         return None
     if labels[width_axes[-1]] == "embed":

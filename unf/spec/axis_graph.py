@@ -55,6 +55,14 @@ class AxisGraph:
         self.scopes: dict[int, tuple[int, ...]] = {0: ()}  # context -> the scans enclosing it
         self.scans: list[tuple[int, Any, int]] = []  # (scan id, a node of its scanned axis, its length)
         self.unknown: set[str] = set()
+        # Which parameter axes a node's values are a view of (through transposes, elementwise ops, calls and
+        # scans): {node: {(leaf, axis)}}, and how each leaf is read: {leaf: {("contract", axes) | ("gather",) |
+        # ("other",)}}; together they give each leaf's fan-in.
+        self.origins: dict = {}
+        self.uses: dict[int, set] = {}
+        # Values that depend on the data (``(context, var)``): an elementwise op with one among its operands (a
+        # bias added to an activation) makes a value of the data, not a view of the parameter.
+        self.data: set = set()
         self._members: dict | None = None
         self._contexts = itertools.count(1)
 
@@ -110,7 +118,40 @@ class Walker:
 
     def join_atoms(self, ctx_a, a, ctx_b, b) -> None:
         for na, nb in zip(nodes_of(ctx_a, a), nodes_of(ctx_b, b)):
-            self.g.join(na, nb)
+            self.view(na, nb)
+
+    def view(self, a, b) -> None:
+        """Joins ``a`` to ``b``, whose values are ``a``'s in another place (a transpose, an elementwise op, a call's
+        operand), so ``b`` is a view of the parameter axes ``a`` is."""
+        self.g.join(a, b)
+        if a in self.g.origins:
+            self.g.origins[b] = self.g.origins.get(b, frozenset()) | self.g.origins[a]
+
+    def carry_data(self, ctx_a, a, ctx_b, b) -> None:
+        """Marks ``b`` as data where ``a``, whose value it takes, is."""
+        if isinstance(a, jcore.Var) and (ctx_a, a) in self.g.data:
+            self.g.data.add((ctx_b, b))
+
+    def record_reads(self, nodes_, contracted: Sequence[int], batch: Sequence[int] = ()) -> None:
+        """Records, for each parameter leaf ``nodes_`` (one operand's axes) are a view of, the leaf axes this
+        contraction contracts; a leaf read along a batch axis is recorded as read some other way."""
+        by_leaf: dict[int, set] = {}
+        batched = set()
+        for k, node in enumerate(nodes_):
+            for leaf, axis in self.g.origins.get(node, ()):
+                axes = by_leaf.setdefault(leaf, set())
+                if k in contracted:
+                    axes.add(axis)
+                if k in batch:
+                    batched.add(leaf)
+        for leaf, axes in by_leaf.items():
+            self.g.uses.setdefault(leaf, set()).add(("other",) if leaf in batched else ("contract",
+                                                                                        tuple(sorted(axes))))
+
+    def record_gather(self, nodes_) -> None:
+        for node in nodes_:
+            for leaf, _ in self.g.origins.get(node, ()):
+                self.g.uses.setdefault(leaf, set()).add(("gather",))
 
     def walk(self, jaxpr, consts: Sequence, ctx: int, live_out: Sequence[bool] | None = None) -> None:
         """Walks one jaxpr instance in context ``ctx``; its constvars are pinned (values fixed in the trace)."""
@@ -129,13 +170,14 @@ class Walker:
         outvars = eqn.outvars if outvars is None else outvars
         for outer, var in zip(invars, inner.invars):
             self.join_atoms(ctx, outer, sub_ctx, var)
+            self.carry_data(ctx, outer, sub_ctx, var)
             if not isinstance(outer, jcore.Var):
                 self.pin_atom(sub_ctx, var)
-        for outer, var in zip(outvars, inner.outvars):
-            self.join_atoms(ctx, outer, sub_ctx, var)
+        self.walk(inner, consts, sub_ctx)
+        for outer, var in zip(outvars, inner.outvars):  # after the walk, so the results' views are known
+            self.join_atoms(sub_ctx, var, ctx, outer)
             if not isinstance(var, jcore.Var):
                 self.pin_atom(ctx, outer)
-        self.walk(inner, consts, sub_ctx)
         return sub_ctx
 
     def equation(self, eqn, ctx) -> None:
@@ -145,6 +187,8 @@ class Walker:
         def nodes(atom):
             return nodes_of(ctx, atom)
 
+        if any(isinstance(a, jcore.Var) and (ctx, a) in self.g.data for a in ins):
+            self.g.data.update((ctx, v) for v in outs)
         if name in _ELEMENTWISE:
             (out,) = outs
             shape = out.aval.shape
@@ -152,10 +196,14 @@ class Walker:
             if any(len(a.aval.shape) not in (0, len(shape)) for a in ins):
                 self.fallback(eqn, ctx)
                 return
+            of_data = (ctx, out) in self.g.data
             for atom in ins:
                 for node, out_node in zip(nodes_of(ctx, atom), nodes_of(ctx, out)):
                     if size_of(node) == size_of(out_node):
-                        self.g.join(node, out_node)
+                        if of_data:
+                            self.g.join(node, out_node)
+                        else:
+                            self.view(node, out_node)
             return
         if name in _CALLS and _CALLS[name] in p:
             self.call(eqn, ctx, p[_CALLS[name]])
@@ -178,19 +226,19 @@ class Walker:
         # A new axis, or one broadcast from size 1, repeats the same values: any permutation leaves it as it was.
         for i, j in enumerate(eqn.params["broadcast_dimensions"]):
             if isinstance(x, jcore.Var) and x.aval.shape[i] == out.aval.shape[j]:
-                self.g.join(nodes(x)[i], nodes(out)[j])
+                self.view(nodes(x)[i], nodes(out)[j])
 
     def op_transpose(self, eqn, ctx, nodes):
         (x,), (out,) = eqn.invars, eqn.outvars
         for j, i in enumerate(eqn.params["permutation"]):
-            self.g.join(nodes(x)[i], nodes(out)[j])
+            self.view(nodes(x)[i], nodes(out)[j])
 
     def op_squeeze(self, eqn, ctx, nodes):
         (x,), (out,) = eqn.invars, eqn.outvars
         kept = [i for i in range(len(x.aval.shape)) if i not in {d % len(x.aval.shape) for d in
                                                                  eqn.params["dimensions"]}]
         for i, j in zip(kept, range(len(out.aval.shape))):
-            self.g.join(nodes(x)[i], nodes(out)[j])
+            self.view(nodes(x)[i], nodes(out)[j])
 
     def _reduce(self, eqn, ctx, nodes, pin_reduced: bool):
         (x,), (out,) = eqn.invars, eqn.outvars
@@ -227,6 +275,8 @@ class Walker:
         if not ln or not rn:
             self.fallback(eqn, ctx)
             return
+        self.record_reads(ln, lc, lb)
+        self.record_reads(rn, rc, rb)
         for i, j in zip(lc, rc):
             self.g.join(ln[i], rn[j])
         for k, (i, j) in enumerate(zip(lb, rb)):
@@ -246,6 +296,8 @@ class Walker:
         if p["batch_group_count"] != 1 or not ln or not rn:
             self.fallback(eqn, ctx)
             return
+        self.record_reads(rn, (dn.rhs_spec[1],) + tuple(dn.rhs_spec[2:]))
+        self.record_reads(ln, (dn.lhs_spec[1],) + tuple(dn.lhs_spec[2:]), (dn.lhs_spec[0],))
         self.g.join(ln[dn.lhs_spec[0]], on[dn.out_spec[0]])
         self.pin([ln[i] for i in dn.lhs_spec[2:]] + [rn[i] for i in dn.rhs_spec[2:]] + [on[i] for i in dn.out_spec[2:]])
         if p["feature_group_count"] == 1:
@@ -287,7 +339,7 @@ class Walker:
                     b.append(j)
                     pb *= os[j]
             if len(a) == 1 and len(b) == 1:
-                self.g.join(xn[a[0]], on[b[0]])
+                self.view(xn[a[0]], on[b[0]])
             else:
                 self.g.relations.append(([xn[k] for k in a if xs[k] > 1], [on[k] for k in b if os[k] > 1]))
             i, j = a[-1] + 1, b[-1] + 1
@@ -347,6 +399,7 @@ class Walker:
             self.fallback(eqn, ctx)
             return
         on, xn, idx = nodes(out), nodes(operand), nodes(indices)
+        self.record_gather(xn)
         for k, i in zip(dn.operand_batching_dims, dn.start_indices_batching_dims):  # take_along_axis's batch
             self.g.join(xn[k], idx[i])
         offset_operand = [k for k in range(len(xn))
@@ -394,22 +447,26 @@ class Walker:
         carry_in = eqn.invars[n_consts:n_consts + n_carry]
         for outer, var in zip(list(eqn.invars[:n_consts]) + list(carry_in), inner.invars):
             self.join_atoms(ctx, outer, body, var)
+            self.carry_data(ctx, outer, body, var)
             if not isinstance(outer, jcore.Var):
                 self.pin_atom(body, var)
+        # A carry changes from one iteration to the next: it is read as data, never as a view of a parameter.
+        self.g.data.update((body, var) for var in inner.invars[n_consts:n_consts + n_carry])
         for outer, var in zip(xs, inner.invars[n_consts + n_carry:]):
-            for a, b in zip(nodes(outer)[1:], nodes_of(body, var)):
-                self.g.join(a, b)
-        for k, (outer, var) in enumerate(zip(eqn.outvars, inner.outvars)):
+            self.carry_data(ctx, outer, body, var)
+            for a, b in zip(nodes(outer)[1:], nodes_of(body, var)):  # one slice of a stacked leaf per iteration
+                self.view(a, b)
+        self.walk(inner, consts, body)
+        for k, (outer, var) in enumerate(zip(eqn.outvars, inner.outvars)):  # after the walk: the results' views
             if k < n_carry:
-                self.join_atoms(ctx, outer, body, var)
+                self.join_atoms(body, var, ctx, outer)
                 self.join_atoms(ctx, carry_in[k], body, var)
                 self.join_atoms(body, inner.invars[n_consts + k], body, var)
             else:
-                for a, b in zip(nodes(outer)[1:], nodes_of(body, var)):
-                    self.g.join(a, b)
+                for a, b in zip(nodes_of(body, var), nodes(outer)[1:]):
+                    self.view(a, b)
             if not isinstance(var, jcore.Var):
                 self.pin_atom(ctx, outer)
-        self.walk(inner, consts, body)
 
     def op_while(self, eqn, ctx, nodes):
         p = eqn.params

@@ -12,6 +12,11 @@ An unpermuted axis that still grows with the model's width (a conv feature map f
 the channels of the conv layer feeding it) is labelled :data:`UNPERMUTED_WIDTH` when the spec is built: it is
 stored as ``None`` (no permutation acts on it) and listed in ``spec.unpermuted_widths``, which the learned
 optimizers read to give such tensors the step of a hidden matrix rather than an embedding's.
+
+A spec read off the model's computation (:func:`unf.spec.infer`) also knows each leaf's *fan-in*: the axes the model
+contracts with its input (a kernel's input features, a conv kernel's taps and input channels; none for a bias, a norm
+scale or a lookup table). The learned optimizers and the Muon baseline read it, where it is known, to tell a matrix's
+input axes from its output axes rather than guess them from the labels' order.
 """
 
 from __future__ import annotations
@@ -53,7 +58,9 @@ class WeightSpaceSpec:
     treedef: structure of the params tree; leaf_axes: one label tuple per leaf; leaf_shapes: array shapes;
     leaf_names: readable paths; sizes: the size of every label, as ``((label, size), ...)``; fixed: labels no
     permutation acts on that nested labels hang from; unpermuted_widths: per leaf, the axes labelled ``None`` that
-    grow with the model's width (``()`` when no leaf has one).
+    grow with the model's width (``()`` when no leaf has one); fan_in: per leaf, the axes the model contracts with
+    its input (``()`` for a leaf it never contracts, ``None`` where that is not known), or ``()`` when no leaf's is
+    known.
     """
 
     treedef: Any
@@ -63,8 +70,17 @@ class WeightSpaceSpec:
     sizes: tuple[tuple[Label, int], ...]
     fixed: tuple[Label, ...] = ()
     unpermuted_widths: tuple[tuple[int, ...], ...] = ()
+    fan_in: tuple[tuple[int, ...] | None, ...] = ()
 
     def __post_init__(self):
+        if self.fan_in:
+            if len(self.fan_in) != len(self.leaf_axes):
+                raise ValueError(f"fan_in has {len(self.fan_in)} entries; the weight space has {len(self.leaf_axes)} "
+                                 "leaves.")
+            for axes, labels, name in zip(self.fan_in, self.leaf_axes, self.leaf_names):
+                if axes is not None and not all(isinstance(a, int) and 0 <= a < len(labels) for a in axes):
+                    raise ValueError(f"fan_in names axes {axes} of leaf {name}, which has {len(labels)}; each must "
+                                     "be an axis index of the leaf, or the entry None.")
         if self.unpermuted_widths:
             if len(self.unpermuted_widths) != len(self.leaf_axes):
                 raise ValueError(f"unpermuted_widths has {len(self.unpermuted_widths)} entries; the weight space has "
@@ -119,6 +135,12 @@ class WeightSpaceSpec:
     def leaf_unpermuted_widths(self) -> tuple[tuple[int, ...], ...]:
         """Per leaf, the unpermuted axes that grow with the width (empty tuples where the spec lists none)."""
         return self.unpermuted_widths or ((),) * len(self.leaf_axes)
+
+    @property
+    def leaf_fan_in(self) -> tuple[tuple[int, ...] | None, ...]:
+        """Per leaf, the axes the model contracts with its input; None where not known (every leaf, unless the spec
+        was read off the model's computation)."""
+        return self.fan_in or (None,) * len(self.leaf_axes)
 
     def leaves(self, tree: Any, name: str = "tree") -> list:
         """Returns the leaves of ``tree`` after checking it has this spec's structure."""
@@ -227,6 +249,7 @@ def relabel(reference: WeightSpaceSpec, params: Any) -> WeightSpaceSpec:
     """
     by_name = dict(zip(reference.leaf_names, reference.leaf_axes))
     wide_by_name = dict(zip(reference.leaf_names, reference.leaf_unpermuted_widths))
+    fan_in_by_name = dict(zip(reference.leaf_names, reference.leaf_fan_in))
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
     names, axes, shapes, sizes = [], [], [], {}
     for path, leaf in flat:
@@ -244,9 +267,11 @@ def relabel(reference: WeightSpaceSpec, params: Any) -> WeightSpaceSpec:
         axes.append(labels)
         shapes.append(shape)
     wide = tuple(wide_by_name[name] for name in names)
+    fan_in = tuple(fan_in_by_name[name] for name in names)
     return WeightSpaceSpec(treedef, tuple(axes), tuple(shapes), tuple(names),
                            tuple(sorted(sizes.items(), key=lambda kv: repr(kv[0]))),
-                           tuple(label for label in reference.fixed if label in sizes), wide if any(wide) else ())
+                           tuple(label for label in reference.fixed if label in sizes), wide if any(wide) else (),
+                           fan_in if any(a is not None for a in fan_in) else ())
 
 
 LAYERS_MODES = ("exact", "tied")
@@ -287,9 +312,9 @@ def layer_view(spec: WeightSpaceSpec, layer_key: str) -> WeightSpaceSpec:
     if not any(n.startswith(prefix) for n in spec.leaf_names):
         raise ValueError(f"layer_key={layer_key!r}: the spec has no leaves under {prefix}; it names "
                          f"{list(spec.leaf_names)}.")
-    axes, shapes, sizes, wide = [], [], {}, []
-    for labels, shape, name, widths in zip(spec.leaf_axes, spec.leaf_shapes, spec.leaf_names,
-                                           spec.leaf_unpermuted_widths):
+    axes, shapes, sizes, wide, fan_ins = [], [], {}, [], []
+    for labels, shape, name, widths, fan_in in zip(spec.leaf_axes, spec.leaf_shapes, spec.leaf_names,
+                                                   spec.leaf_unpermuted_widths, spec.leaf_fan_in):
         if name.startswith(prefix):
             stacking = labels[0] if labels else None
             if stacking is None or not (stacking == hetnet_axes.LAYERS or any(
@@ -299,12 +324,15 @@ def layer_view(spec: WeightSpaceSpec, layer_key: str) -> WeightSpaceSpec:
             labels = tuple(l.name if isinstance(l, Nested) else l for l in labels[1:])
             shape = shape[1:]
             widths = tuple(i - 1 for i in widths)
+            fan_in = None if fan_in is None else tuple(i - 1 for i in fan_in if i > 0)
         for label, n in zip(labels, shape):
             if label is not None:
                 sizes[label] = n
         axes.append(labels)
         shapes.append(shape)
         wide.append(widths)
+        fan_ins.append(fan_in)
     return WeightSpaceSpec(spec.treedef, tuple(axes), tuple(shapes), spec.leaf_names,
                            tuple(sorted(sizes.items(), key=lambda kv: repr(kv[0]))),
-                           tuple(label for label in spec.fixed if label in sizes), tuple(wide) if any(wide) else ())
+                           tuple(label for label in spec.fixed if label in sizes), tuple(wide) if any(wide) else (),
+                           spec.fan_in and tuple(fan_ins))

@@ -26,6 +26,8 @@ mesh axes for sharding) sees the logical names. Only parameters are described: n
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -195,7 +197,14 @@ def from_flax(model_or_variables: Any, rules: Mapping[str, str] | None = None,
 
     label_tree = jax.tree.unflatten(jax.tree.structure(params), [labels(p, names) for p, names in named])
     present = any(LAYERS in names for _, names in named)
-    return from_labels(params, label_tree, fixed=(LAYERS,) if present and layers == "exact" else ())
+    spec = from_labels(params, label_tree, fixed=(LAYERS,) if present and layers == "exact" else ())
+    # Flax's layers add a bias and multiply a norm's scale, never contract them: a [heads, head_dim] bias is no
+    # matrix, whatever its names. Every other leaf's fan-in is left to its names' order.
+    fan_in = tuple(() if p and p[-1] in _NEVER_CONTRACTED else None for p, _ in named)
+    return dataclasses.replace(spec, fan_in=fan_in) if any(f is not None for f in fan_in) else spec
+
+
+_NEVER_CONTRACTED = frozenset({"bias", "scale"})
 
 
 def _naming_error(unlabelled: list[str], unknown: dict[str, str], rules: Mapping[str, str]) -> str:

@@ -17,6 +17,7 @@ The result is conservative: every group it gives is a symmetry of ``fn`` (check 
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -69,8 +70,10 @@ def infer(fn: Callable[..., Any], params: Any, *args: Any, state: Any = None) ->
 
     Axes that no permutation can move are ``None``; those a merge or split keeps from a width-sized group are
     :data:`unf.spec.UNPERMUTED_WIDTH`; the axis a ``lax.scan`` iterates over is ``"layers"`` (fixed), and a group
-    that lives inside one iteration only is :class:`hetnet.axes.Nested` in it (one permutation per layer). Warns
-    naming the operations it does not know; the axes they touch are pinned.
+    that lives inside one iteration only is :class:`hetnet.axes.Nested` in it (one permutation per layer). The
+    spec's ``fan_in`` gives each leaf's contracted axes as the model reads it (a view of the leaf through transposes,
+    casts and parameter-only arithmetic such as a weight norm counts; a sum with the data does not). Warns naming the
+    operations it does not know; the axes they touch are pinned.
     """
     from flax import nnx
 
@@ -102,10 +105,15 @@ def infer(fn: Callable[..., Any], params: Any, *args: Any, state: Any = None) ->
     n_params, n_free = len(flat), len(jax.tree.leaves(free))
     g = AxisGraph()
     walker = Walker(g)
+    for var in jaxpr.invars[n_params:]:
+        g.data.add((0, var))  # the inputs, and the state that is not trained
     for var in jaxpr.invars[n_free:]:
         walker.pin_atom(0, var)
     for var in jaxpr.outvars:
         walker.pin_atom(0, var)
+    for i, var in enumerate(jaxpr.invars[:n_params]):
+        for axis, node in enumerate(nodes_of(0, var)):
+            g.origins[node] = frozenset({(i, axis)})
     walker.walk(jaxpr, closed.consts, 0)
     if g.unknown:
         warnings.warn(f"unf.spec.infer: {sorted(g.unknown)} are not operations it knows; every axis they touch is "
@@ -131,7 +139,18 @@ def infer(fn: Callable[..., Any], params: Any, *args: Any, state: Any = None) ->
                 leaf_labels.append(named[root])
         labels.append(tuple(leaf_labels))
     fixed = (LAYERS,) if any(LAYERS in a for a in labels) else ()
-    return from_labels(params, jax.tree.unflatten(jax.tree.structure(params), labels), fixed=fixed)
+    spec = from_labels(params, jax.tree.unflatten(jax.tree.structure(params), labels), fixed=fixed)
+    return dataclasses.replace(spec, fan_in=tuple(_fan_in(g.uses.get(i, set())) for i in range(n_params)))
+
+
+def _fan_in(uses: set) -> tuple[int, ...] | None:
+    """Returns a leaf's fan-in from the ways the model reads it: the axes its contractions contract when they all
+    contract the same ones, ``()`` when it is never contracted (a bias, a norm scale, a lookup table), None when it
+    is read in more than one way (a tied embedding, looked up and contracted) or along a batch axis."""
+    contracted = {use[1] for use in uses if use[0] == "contract"}
+    if ("other",) in uses or len(contracted) > 1 or (contracted and ("gather",) in uses):
+        return None
+    return next(iter(contracted), ())
 
 
 def _layers_roots(g: AxisGraph) -> dict:

@@ -2,7 +2,7 @@
 
 from unf.tasks.base import Task, TaskFamily
 from unf.tasks.images import cnn_digits, mlp_digits, resnet_digits
-from unf.tasks.text import lstm_lm, transformer_lm
+from unf.tasks.text import lstm_lm, nnx_gpt_lm, transformer_lm
 
 FAMILIES = {
     "mlp": TaskFamily("mlp", mlp_digits, ({"width": 32},), ({"width": 32}, {"width": 64})),
@@ -21,5 +21,5 @@ def family(name: str) -> TaskFamily:
     return FAMILIES[name]
 
 
-__all__ = ["FAMILIES", "Task", "TaskFamily", "cnn_digits", "family", "lstm_lm", "mlp_digits", "resnet_digits",
-           "transformer_lm"]
+__all__ = ["FAMILIES", "Task", "TaskFamily", "cnn_digits", "family", "lstm_lm", "mlp_digits", "nnx_gpt_lm",
+           "resnet_digits", "transformer_lm"]

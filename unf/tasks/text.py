@@ -1,4 +1,5 @@
-"""Language-model tasks on the embedded standard-library text: a character LSTM and a hetnet TransformerLM."""
+"""Language-model tasks on the embedded standard-library text: a character LSTM, a hetnet TransformerLM and a decoder
+written with Flax nnx layers."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
 from hetnet import data
 from hetnet.config import TransformerConfig
@@ -89,3 +91,67 @@ def transformer_lm(
     config += tuple((k, v) for (k, v), default in zip(extras, (None, "gelu", "rms", TEXT_BYTES)) if v != default)
     return Task("transformer_lm", config, model.init, model.loss, _window_sampler(batch, seq + 1, text_bytes=text_bytes),
                 spec, _window_sampler(batch, seq + 1, "valid", text_bytes))
+
+
+class _NnxBlock(nnx.Module):
+    """A pre-norm decoder block as Flax's nnx examples write it: nnx.MultiHeadAttention and a GELU MLP."""
+
+    def __init__(self, d_model: int, heads: int, rngs: nnx.Rngs):
+        self.attention_norm = nnx.LayerNorm(d_model, rngs=rngs)
+        self.attention = nnx.MultiHeadAttention(num_heads=heads, in_features=d_model, decode=False, rngs=rngs)
+        self.mlp_norm = nnx.LayerNorm(d_model, rngs=rngs)
+        self.mlp_in = nnx.Linear(d_model, 4 * d_model, rngs=rngs)
+        self.mlp_out = nnx.Linear(4 * d_model, d_model, rngs=rngs)
+
+    def __call__(self, x, mask):
+        x = x + self.attention(self.attention_norm(x), mask=mask)
+        return x + self.mlp_out(nnx.gelu(self.mlp_in(self.mlp_norm(x))))
+
+
+class _NnxGPT(nnx.Module):
+    """Token and learned position embeddings, ``layers`` blocks (a Python loop, not a scan), a final LayerNorm and an
+    untied readout: the shape of Flax's nnx MiniGPT example."""
+
+    def __init__(self, d_model: int, layers: int, heads: int, seq: int, rngs: nnx.Rngs):
+        self.token_embed = nnx.Embed(data.BYTE_VOCAB, d_model, rngs=rngs)
+        self.position_embed = nnx.Embed(seq, d_model, rngs=rngs)
+        self.blocks = nnx.List([_NnxBlock(d_model, heads, rngs) for _ in range(layers)])
+        self.norm = nnx.LayerNorm(d_model, rngs=rngs)
+        self.readout = nnx.Linear(d_model, data.BYTE_VOCAB, rngs=rngs)
+
+    def __call__(self, tokens):
+        x = self.token_embed(tokens) + self.position_embed(jnp.arange(tokens.shape[1]))[None]
+        mask = nnx.make_causal_mask(tokens)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.readout(self.norm(x))
+
+
+@functools.lru_cache(maxsize=16)
+def nnx_gpt_lm(d_model: int = 16, layers: int = 1, heads: int = 2, seq: int = 16, batch: int = 8) -> Task:
+    """A byte-level decoder written with Flax nnx layers (``nnx.MultiHeadAttention``, ``nnx.LayerNorm``, learned
+    positions, an untied readout; Flax's nnx MiniGPT example in form), not of the hetnet make: its params are the
+    ``nnx.Param`` state as ``nnx.to_pure_dict`` writes it (the tree ``nnx.Optimizer`` hands an optimizer), and no
+    axis is named, so its spec is read off the loss by :func:`unf.spec.infer`."""
+    for name, value in (("d_model", d_model), ("layers", layers), ("heads", heads), ("seq", seq), ("batch", batch)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    if d_model % heads:
+        raise ValueError(f"heads must divide d_model, got d_model={d_model} and heads={heads}.")
+    graphdef, template = nnx.split(nnx.eval_shape(lambda: _NnxGPT(d_model, layers, heads, seq, nnx.Rngs(0))),
+                                   nnx.Param)
+
+    def init(key):
+        return nnx.to_pure_dict(nnx.state(_NnxGPT(d_model, layers, heads, seq, nnx.Rngs(key)), nnx.Param))
+
+    def loss(params, batch_):
+        tokens = batch_["tokens"]
+        state = jax.tree.map(lambda v: v, template)
+        nnx.replace_by_pure_dict(state, params)
+        logits = nnx.merge(graphdef, state)(tokens[:, :-1])
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]))
+
+    sample = _window_sampler(batch, seq + 1)
+    spec = spec_lib.infer(loss, jax.eval_shape(init, jax.random.key(0)), jax.eval_shape(sample, jax.random.key(0)))
+    config = (("d_model", d_model), ("layers", layers), ("heads", heads), ("seq", seq), ("batch", batch))
+    return Task("nnx_gpt_lm", config, init, loss, sample, spec, _window_sampler(batch, seq + 1, "valid"))
