@@ -349,3 +349,15 @@ def test_the_fan_in_read_off_the_computation_sets_each_leafs_role_and_matrix_vie
     tied = {"embed": jnp.ones((11, 4)), "w": jnp.ones((4, 4)), "b": jnp.ones(4)}
     inferred = spec_lib.infer(tied_and_normalised, tied, jnp.zeros((2, 3), jnp.int32))
     assert dict(zip(inferred.leaf_names, inferred.leaf_fan_in)) == {"['b']": (), "['embed']": None, "['w']": (0,)}
+
+
+def test_an_nnx_scan_over_stacked_layers_gives_the_views_and_roles_its_logical_names_give():
+    model = flax_examples.ScanGPT(nnx.Rngs(0))
+    tokens = jnp.arange(10).reshape(2, 5) % 23
+    inferred, named = spec_lib.infer(model, tokens), spec_lib.from_flax(model)
+    assert inferred.leaf_names == named.leaf_names and inferred.fixed == (LAYERS,)
+    stacked = width.stacked_by_labels(inferred)
+    assert stacked == width.stacked_by_labels(named)
+    assert width.matrix_views(inferred, stacked) == width.matrix_views(named, stacked)
+    assert width.roles(inferred, stacked) == width.roles(named, stacked)
+    assert_symmetry(flax_examples.nnx_apply(model), nnx.to_pure_dict(nnx.state(model, nnx.Param)), inferred, tokens)
