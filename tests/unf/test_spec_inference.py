@@ -361,3 +361,24 @@ def test_an_nnx_scan_over_stacked_layers_gives_the_views_and_roles_its_logical_n
     assert width.matrix_views(inferred, stacked) == width.matrix_views(named, stacked)
     assert width.roles(inferred, stacked) == width.roles(named, stacked)
     assert_symmetry(flax_examples.nnx_apply(model), nnx.to_pure_dict(nnx.state(model, nnx.Param)), inferred, tokens)
+
+
+def test_a_dropout_mask_drawn_in_training_mode_pins_nothing():
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.hidden = nnx.Linear(4, 8, rngs=rngs)
+            self.dropout = nnx.Dropout(0.5, rngs=rngs)
+            self.out = nnx.Linear(8, 2, rngs=rngs)
+
+        def __call__(self, x):
+            return self.out(self.dropout(nnx.relu(self.hidden(x))))
+
+    model = MLP(nnx.Rngs(0))
+    x = jnp.ones((3, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the random draw is known
+        training = spec_lib.infer(model, x)
+    model.eval()
+    # i.i.d. noise is as likely under any permutation: the hidden units stay one group, as without dropout.
+    assert training.leaf_axes == spec_lib.infer(model, x).leaf_axes
+    assert training.axes_tree()["hidden"]["kernel"][1] is not None

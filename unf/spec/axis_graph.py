@@ -18,6 +18,10 @@ logistic lt max min mul ne neg nextafter not or population_count pow real reduce
 select_n shift_left shift_right_arithmetic shift_right_logical sign sin sinh sqrt square stop_gradient sub tan tanh
 xor
 """.split())
+# Random draws (a dropout mask): i.i.d. noise, which any permutation of its axes leaves as likely, so they tie and
+# pin nothing; keys are scalars or stacked like the layers that use them.
+_RANDOM = frozenset({"random_seed", "random_fold_in", "random_split", "random_wrap", "random_unwrap", "random_bits",
+                     "random_clone", "threefry2x32"})
 _REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or",
                          "reduce_xor"})
 _ORDERED_ALONG_AXIS = frozenset({"cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"})
@@ -204,6 +208,12 @@ class Walker:
                             self.g.join(node, out_node)
                         else:
                             self.view(node, out_node)
+            return
+        if name in _RANDOM:
+            return
+        if name == "bitcast_convert_type" and all(a.aval.shape == outs[0].aval.shape for a in ins):
+            for node, out_node in zip(nodes(ins[0]), nodes(outs[0])):  # the same bits read as another type
+                self.g.join(node, out_node)
             return
         if name in _CALLS and _CALLS[name] in p:
             self.call(eqn, ctx, p[_CALLS[name]])

@@ -60,8 +60,9 @@ def _leaf_label_name(path, axis: int) -> str:
 def infer(fn: Callable[..., Any], params: Any, *args: Any, state: Any = None) -> WeightSpaceSpec:
     """Returns the weight-space spec of ``params`` read off ``fn``'s computation (see the module docs).
 
-    fn: ``fn(params, *args)`` returning what the model's symmetry leaves unchanged (logits, a loss), in inference
-    mode (dropout off); a BatchNorm in training mode is fine: its running-average updates are not returned.
+    fn: ``fn(params, *args)`` returning what the model's symmetry leaves unchanged (logits, a loss); a BatchNorm in
+    training mode is fine (its running-average updates are not returned), and so is dropout (its mask is i.i.d.
+    noise, as likely under any permutation; check the spec with :func:`unf.spec.check_symmetry` with it off).
     args: example inputs (arrays or pytrees; their values do not matter, their shapes do). state: variables that
     move with the params but are not trained (BatchNorm's ``batch_stats`` in inference mode); given, ``fn`` is called
     as ``fn(params, state, *args)`` and the spec is of ``params`` alone. An nnx Module is inferred as
