@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import warnings
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -138,6 +139,13 @@ def test_a_scanned_hetnet_transformer_gets_its_own_labels_and_they_are_a_symmetr
                 assert isinstance(a, Nested), (a_row, b_row)
     if not cfg:  # no grouped heads: the inferred partition is the model's own, name for name
         assert canonical(inferred) == canonical(reference)
+    # The shipped rule over the inferred spec makes the updates it makes on the model's own labels, bit for bit.
+    grads = jax.grad(lambda p: model.loss(p, {"tokens": tokens}))(params)
+    native = unf.lopt.pretrained("transformer-lm", total_steps=10)
+    served = unf.lopt.pretrained("transformer-lm", total_steps=10, spec=inferred)
+    want, _ = native.update(grads, native.init(params), params)
+    got, _ = served.update(grads, served.init(params), params)
+    chex.assert_trees_all_equal(got, want)
 
 
 def test_the_flax_imagenet_resnet_keeps_each_stage_one_stream_and_is_a_symmetry(resnet):
@@ -171,9 +179,16 @@ def test_constants_pin_what_they_touch_and_dead_code_pins_nothing():
     params = nn.unbox(lm.init(KEY, tokens))["params"]
     apply = lambda p, t: lm.apply({"params": p}, t)  # noqa: E731
     inferred = spec_lib.infer(apply, params, tokens)
-    # The sinusoidal table is a constant added to the stream: no permutation of embed can leave it in place.
-    assert inferred.axes_tree()["Embed_0"]["embedding"] == (None, None)
+    # The sinusoidal table is a constant added to the stream: no permutation of embed can leave it in place, but
+    # the stream still grows with the model, so the learned rules read the same roles and matrices as its names give.
+    assert inferred.axes_tree()["Embed_0"]["embedding"] == (None, spec_lib.UNPERMUTED_WIDTH)
+    assert inferred.leaf_axes[0] == (None, None)
     assert_symmetry(apply, params, inferred, tokens)
+    named = spec_lib.from_flax(lm.init(KEY, tokens)["params"])  # boxed: its logical names
+    assert inferred.leaf_names == named.leaf_names
+    unstacked = [False] * named.num_leaves
+    assert width.roles(inferred, unstacked) == width.roles(named, unstacked)
+    assert width.matrix_views(inferred, unstacked) == width.matrix_views(named, unstacked)
 
     params = {"w": jnp.ones((3, 5)), "v": jnp.ones((5, 2))}
     table = jnp.arange(5.0)
@@ -184,7 +199,7 @@ def test_constants_pin_what_they_touch_and_dead_code_pins_nothing():
 
     assert spec_lib.infer(fn, params, jnp.ones((1, 3))).axes_tree()["w"][1] is not None
     used = lambda p, x: (jnp.tanh(x @ p["w"]) * table[None]) @ p["v"]  # noqa: E731
-    assert spec_lib.infer(used, params, jnp.ones((1, 3))).axes_tree()["w"] == (None, None)
+    assert spec_lib.infer(used, params, jnp.ones((1, 3))).axes_tree()["w"] == (None, spec_lib.UNPERMUTED_WIDTH)
 
 
 def test_patches_flattened_from_the_image_are_positions_not_width():

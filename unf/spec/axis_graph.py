@@ -55,6 +55,9 @@ class AxisGraph:
     def __init__(self):
         self.parent: dict = {}
         self.pinned: set = set()
+        # Nodes of constants (a position table, a fixed mask): they pin what they touch, but a constant is part of
+        # the model and grows with it, unlike the data and the output.
+        self.constant: set = set()
         self.relations: list[tuple[list, list]] = []  # (one side's nodes, the other's) of a merge, split or cut
         self.scopes: dict[int, tuple[int, ...]] = {0: ()}  # context -> the scans enclosing it
         self.scans: list[tuple[int, Any, int]] = []  # (scan id, a node of its scanned axis, its length)
@@ -161,6 +164,7 @@ class Walker:
         """Walks one jaxpr instance in context ``ctx``; its constvars are pinned (values fixed in the trace)."""
         for v in jaxpr.constvars:
             self.pin_atom(ctx, v)
+            self.g.constant.update(nodes_of(ctx, v))
         live = _live_equations(jaxpr, [True] * len(jaxpr.outvars) if live_out is None else live_out)
         for eqn, keep in zip(jaxpr.eqns, live):
             if keep:

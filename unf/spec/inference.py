@@ -8,7 +8,8 @@ given and the output returned, constants (a sinusoidal position table, a causal 
 ``iota``'s), spatial and scanned axes, and any operation the inference does not know. An axis that a reshape or
 concatenation merges or splits is no longer permuted; when a width-sized group sits on one side of it (a conv
 feature map flattened ahead of a dense head, a projection split into heads), the axis is
-:data:`unf.spec.UNPERMUTED_WIDTH`. Dead code is dropped first, so the running-average updates of a BatchNorm in
+:data:`unf.spec.UNPERMUTED_WIDTH`, and so is an axis pinned by constants alone (a stream a sinusoidal table is added
+to), as a constant grows with the model where the data and the output do not. Dead code is dropped first, so the running-average updates of a BatchNorm in
 training mode pin nothing.
 
 The result is conservative: every group it gives is a symmetry of ``fn`` (check it with
@@ -34,9 +35,12 @@ def _resolve(g: AxisGraph) -> tuple[set, set]:
 
     A merge, split or cut fixes positions on both sides. When every class on one side is pinned, so is the other
     side (a flattened image's positions, a slice of the position table); otherwise the classes it touches that are
-    not pinned keep the width of the group that feeds them.
+    not pinned keep the width of the group that feeds them. A class pinned by constants alone (the residual stream
+    a sinusoidal table is added to) is pinned but keeps its width: the constant grows with the model.
     """
+    by_constant = {g.find(n) for n in g.constant if size_of(n) > 1}
     pinned = {g.find(n) for n in g.pinned}
+    by_constant -= {g.find(n) for n in g.pinned - g.constant}
     changed = True
     while changed:
         changed = False
@@ -46,10 +50,10 @@ def _resolve(g: AxisGraph) -> tuple[set, set]:
                 if side and side <= pinned and not other <= pinned:
                     pinned |= other
                     changed = True
-    wide = set()
+    wide = set(by_constant)
     for a, b in g.relations:
         wide |= {g.find(n) for n in a + b} - pinned
-    return pinned, wide
+    return pinned - by_constant, wide
 
 
 def _leaf_label_name(path, axis: int) -> str:
