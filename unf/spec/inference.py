@@ -26,7 +26,8 @@ from typing import Any
 import jax
 
 from hetnet.axes import LAYERS, Nested
-from unf.spec.axis_graph import AxisGraph, Walker, nodes_of, size_of
+from unf.spec.axis_graph import AxisGraph, nodes_of, size_of
+from unf.spec.jaxpr_walk import Walker
 from unf.spec.core import UNPERMUTED_WIDTH, WeightSpaceSpec, from_labels
 
 
