@@ -7,13 +7,14 @@ would call it: ``unf.lopt.pretrained("transformer-lm", total_steps=T, spec=unf.s
 a CNN with a pooled head and one shaped like the Flax tutorial's, whose flattened head ``cnn`` marks as unpermuted
 width axes; the LSTM task's spec labels its cell by :func:`unf.spec.rnn`; the residual CNN's, shaped like the Flax
 imagenet example's ResNet, and that of a decoder written with Flax nnx layers (``nnx.MultiHeadAttention``, biases,
-LayerNorm; no axis named) are read off their losses by :func:`unf.spec.infer`), nothing tuned. The baselines are tuned as on
-:mod:`benchmarks.lopt_ladder`'s rungs (AdamW + warm-up + cosine, constant Adam, Muon on the spec's hidden matrices
-with AdamW elsewhere; each learning-rate grid extended until its best value is interior, on seeds never evaluated),
-and every optimizer is scored by its final loss on held-out data (a fifth of the digits; held-out files of the
-standard library). Then the same rule is run as a user tuning one number would run it, its learned schedule scaled by
-a factor tuned like the baselines' learning rates, and with the hidden matrices' steps and the other tensors' scaled
-apart, which says whether a scale is all another architecture needs or the balance between the roles is not.
+LayerNorm; no axis named) are read off their losses by :func:`unf.spec.infer`), nothing tuned. The baselines are
+tuned as on :mod:`benchmarks.lopt_ladder`'s rungs (AdamW + warm-up + cosine, constant Adam, Muon on the spec's
+hidden matrices with AdamW elsewhere; each learning-rate grid extended until its best value is interior, on seeds
+never evaluated), and every optimizer is scored by its final loss on held-out data (a fifth of the digits; held-out
+files of the standard library). Then the same rule is run as a user tuning one number would run it, its learned
+schedule scaled by a factor tuned like the baselines' learning rates, and with the hidden matrices' steps and the
+other tensors' scaled apart, which says whether a scale is all another architecture needs or the balance between the
+roles is not.
 A network ``--out`` already holds for the same meta-params and seeds is read back (``--rerun`` runs it again).
 
     python -m benchmarks.lopt_networks                  # 500 steps, 3 seeds
@@ -217,7 +218,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tuning-seeds", type=int, default=1, help="seeds for tuning the baselines (never evaluated)")
     parser.add_argument("--steps", type=int, default=None, help="run length (default 500; 1,000 with --large)")
     parser.add_argument("--only", nargs="+", default=None,
-                        help="networks to run, by name (mlp, cnn, cnn-flatten, resnet, lstm, nnx-gpt); others --out holds stay")
+                        help="networks to run, by name (mlp, cnn, cnn-flatten, resnet, lstm, nnx-gpt); the rows "
+                             "--out holds for the others stay")
     parser.add_argument("--rerun", action="store_true",
                         help="run every network again, not reading back those --out holds for these meta-params")
     args = parser.parse_args(argv)
@@ -259,12 +261,10 @@ def main(argv=None) -> int:
         row = finished.get((rung.label, rung.task.label, rung.steps))
         return row if row is not None and "by_role" in row["learned"] else None
 
+    selected = [r for r in chosen if args.only is None or r.value in args.only]
     # A network --only leaves out keeps the row an earlier run finished, so the table stays whole.
-    done = {r.value: finished_row(r) for r in chosen if args.only is not None and r.value not in args.only}
-    done = {value: row for value, row in done.items() if row is not None}
-    for rung in chosen:
-        if args.only is not None and rung.value not in args.only:
-            continue
+    done = {r.value: row for r in chosen if r not in selected and (row := finished_row(r)) is not None}
+    for rung in selected:
         print(f"[{rung.label}] {rung.task.label}, {rung.steps} steps", flush=True)
         earlier = finished_row(rung)
         if earlier is not None:

@@ -77,10 +77,9 @@ def pretrained(name: str, *, total_steps: int, learning_rate=None, model: Any = 
     Any other network: the shipped rule reads labels only (no learned correction), so it serves any params whose
     weight-space ``spec`` is given (``unf.spec.from_flax(model)``, ``unf.spec.mlp(params)``, ``unf.spec.cnn(params)``,
     ``unf.spec.from_labels(params, labels)``, or read off its computation: ``unf.spec.infer(model, *example_inputs)``):
-    each tensor's muP role, width and matrix view are read off its labels
-    (:mod:`unf.lopt.width`), and leaves whose first axis is labelled ``"layers"`` are stacked layers. A Flax model
-    that is not a decoder of the hetnet make (projection biases, say) but names every axis logically is served so
-    without ``spec``, from its names. Params it cannot serve are refused at ``init``.
+    each tensor's muP role, width and matrix view are read off its labels (:mod:`unf.lopt.width`), and leaves whose
+    first axis is labelled ``"layers"`` are stacked layers. A Flax model that is not a decoder of the hetnet make
+    (projection biases, say) but names every axis logically is served so without ``spec``, from its names. Params it cannot serve are refused at ``init``.
     """
     learned, meta_params = load_pretrained(name)
     if spec is not None:

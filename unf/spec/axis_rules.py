@@ -16,6 +16,7 @@ _REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod"
                          "reduce_xor"})
 _ORDERED_ALONG_AXIS = frozenset({"cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"})
 
+
 class AxisRules:
     """The graph operations every rule uses, and one ``op_<primitive>`` rule per primitive it knows."""
 

@@ -27,7 +27,6 @@ mesh axes for sharding) sees the logical names. Only parameters are described: n
 from __future__ import annotations
 
 import dataclasses
-
 import re
 from collections.abc import Mapping
 from typing import Any

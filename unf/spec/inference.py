@@ -9,8 +9,8 @@ given and the output returned, constants (a sinusoidal position table, a causal 
 concatenation merges or splits is no longer permuted; when a width-sized group sits on one side of it (a conv
 feature map flattened ahead of a dense head, a projection split into heads), the axis is
 :data:`unf.spec.UNPERMUTED_WIDTH`, and so is an axis pinned by constants alone (a stream a sinusoidal table is added
-to), as a constant grows with the model where the data and the output do not. Dead code is dropped first, so the running-average updates of a BatchNorm in
-training mode pin nothing.
+to), as a constant grows with the model where the data and the output do not. Dead code is dropped first, so the
+running-average updates of a BatchNorm in training mode pin nothing.
 
 The result is conservative: every group it gives is a symmetry of ``fn`` (check it with
 :func:`unf.spec.check_symmetry`), though it may miss one a human would see (a head split's block structure).
@@ -27,8 +27,8 @@ import jax
 
 from hetnet.axes import LAYERS, Nested
 from unf.spec.axis_graph import AxisGraph, nodes_of, size_of
-from unf.spec.jaxpr_walk import Walker
 from unf.spec.core import UNPERMUTED_WIDTH, WeightSpaceSpec, from_labels
+from unf.spec.jaxpr_walk import Walker
 
 
 def _resolve(g: AxisGraph) -> tuple[set, set]:
@@ -91,9 +91,7 @@ def infer(fn: Callable[..., Any], params: Any, *args: Any, state: Any = None) ->
         args = (params,) + args
 
         def fn(p, s, *inputs):
-            replaced = jax.tree.map(lambda v: v, param_state)
-            nnx.replace_by_pure_dict(replaced, p)
-            return nnx.merge(graphdef, replaced, s)(*inputs)
+            return merge_params(graphdef, param_state, p, s)(*inputs)
 
         params, state = nnx.to_pure_dict(param_state), rest
     if not callable(fn):
@@ -147,6 +145,17 @@ def infer(fn: Callable[..., Any], params: Any, *args: Any, state: Any = None) ->
     fixed = (LAYERS,) if any(LAYERS in a for a in labels) else ()
     spec = from_labels(params, jax.tree.unflatten(jax.tree.structure(params), labels), fixed=fixed)
     return dataclasses.replace(spec, fan_in=tuple(_fan_in(g.uses.get(i, set())) for i in range(n_params)))
+
+
+def merge_params(graphdef: Any, param_state: Any, params: Any, *rest: Any) -> Any:
+    """Returns the nnx module ``graphdef`` describes with its ``nnx.Param`` state (shaped like ``param_state``)
+    replaced by ``params``, a pure dict as ``nnx.to_pure_dict`` writes it, and its other variables ``rest``: the
+    module a function of plain params calls."""
+    from flax import nnx
+
+    state = jax.tree.map(lambda v: v, param_state)  # replace_by_pure_dict writes in place
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(graphdef, state, *rest)
 
 
 def _fan_in(uses: set) -> tuple[int, ...] | None:

@@ -76,7 +76,7 @@ class Walker(AxisRules):
                 return
             of_data = (ctx, out) in self.g.data
             for atom in ins:
-                for node, out_node in zip(nodes_of(ctx, atom), nodes_of(ctx, out)):
+                for node, out_node in zip(nodes(atom), nodes(out)):
                     if size_of(node) == size_of(out_node):
                         if of_data:
                             self.g.join(node, out_node)

@@ -15,6 +15,7 @@ from hetnet import data
 from hetnet.config import TransformerConfig
 from hetnet.models import TransformerLM
 from unf import spec as spec_lib
+from unf.spec.inference import merge_params
 from unf.tasks.base import Task
 
 # Enough for the CPU-sized tasks; a model that reads its training split many times over needs more (``text_bytes``).
@@ -146,9 +147,7 @@ def nnx_gpt_lm(d_model: int = 16, layers: int = 1, heads: int = 2, seq: int = 16
 
     def loss(params, batch_):
         tokens = batch_["tokens"]
-        state = jax.tree.map(lambda v: v, template)
-        nnx.replace_by_pure_dict(state, params)
-        logits = nnx.merge(graphdef, state)(tokens[:, :-1])
+        logits = merge_params(graphdef, template, params)(tokens[:, :-1])
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]))
 
     sample = _window_sampler(batch, seq + 1)
