@@ -354,6 +354,8 @@ def test_the_fan_in_read_off_the_computation_sets_each_leafs_role_and_matrix_vie
     assert width.leaf_role(("h", "k"), (4, 2), fan_in=()) == (width.ROLES.index("vector"), 8)
     assert width.leaf_role(("h", "k"), (4, 2)) == (width.ROLES.index("hidden"), np.sqrt(8))
     assert width.matrix_axes(("h", "k", "d"), fan_in=(0, 1)) == ((0, 1), (2,))
+    assert width.matrix_axes((None, None, "c1", "c2"), fan_in=(0, 1, 2)) == ((0, 1, 2), (3,))  # taps x in
+    assert width.matrix_axes((None, None, None, "c2"), fan_in=(0, 1, 2)) is None  # a first conv: no width fan-in
     assert width.matrix_axes(("h", "k", "d")) == ((0,), (1, 2))
 
     def tied_and_normalised(p, tokens):  # an embedding looked up and contracted; a kernel weight-normalised first
@@ -364,6 +366,32 @@ def test_the_fan_in_read_off_the_computation_sets_each_leafs_role_and_matrix_vie
     tied = {"embed": jnp.ones((11, 4)), "w": jnp.ones((4, 4)), "b": jnp.ones(4)}
     inferred = spec_lib.infer(tied_and_normalised, tied, jnp.zeros((2, 3), jnp.int32))
     assert dict(zip(inferred.leaf_names, inferred.leaf_fan_in)) == {"['b']": (), "['embed']": None, "['w']": (0,)}
+
+
+def test_fan_in_follows_kernels_concatenated_or_reshaped_before_the_contraction_and_is_unknown_past_other_ops():
+    def rearranged(p, x):
+        gates = jnp.concatenate([p["w_a"], p["w_b"]], axis=1)  # fused gates, as linen's OptimizedLSTMCell
+        h = jnp.tanh(x @ gates + jnp.concatenate([p["b_a"], p["b_b"]])[None])
+        merged = p["heads"].reshape(-1, p["heads"].shape[-1])  # [heads, head_dim, d] read as [heads x head_dim, d]
+        running = jnp.cumsum(p["odd"], axis=0)  # a rearrangement the rules do not follow, then contracted
+        return (h @ merged) @ running
+
+    params = {"w_a": jnp.ones((3, 4)), "w_b": jnp.ones((3, 4)), "b_a": jnp.ones(4), "b_b": jnp.ones(4),
+              "heads": jnp.ones((2, 4, 5)), "odd": jnp.ones((5, 5))}
+    inferred = spec_lib.infer(rearranged, params, jnp.ones((2, 3)))
+    assert dict(zip(inferred.leaf_names, inferred.leaf_fan_in)) == {
+        "['b_a']": (), "['b_b']": (), "['heads']": (0, 1), "['odd']": None, "['w_a']": (0,), "['w_b']": (0,)}
+
+    class Seq(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(nn.RNN(nn.OptimizedLSTMCell(6))(x))
+
+    model, x = Seq(), jnp.ones((2, 5, 4))
+    cell_params = model.init(KEY, x)["params"]
+    spec = spec_lib.infer(lambda p, x: model.apply({"params": p}, x), cell_params, x)
+    cell = {name: fan_in for name, fan_in in zip(spec.leaf_names, spec.leaf_fan_in) if "Cell" in name}
+    assert len(cell) == 12 and all(f == ((0,) if name.endswith("['kernel']") else ()) for name, f in cell.items())
 
 
 def test_an_nnx_scan_over_stacked_layers_gives_the_views_and_roles_its_logical_names_give():

@@ -22,6 +22,7 @@ class AxisRules:
 
     def __init__(self, graph: AxisGraph):
         self.g = graph
+        self.accounted: set[int] = set()  # the leaves the equation being read recorded a read of
 
     def pin(self, nodes) -> None:
         self.g.pinned.update(n for n in nodes if size_of(n) > 1)
@@ -45,6 +46,40 @@ class AxisRules:
         if isinstance(a, jcore.Var) and (ctx_a, a) in self.g.data:
             self.g.data.add((ctx_b, b))
 
+    def rearranged(self, ctx, out, sources, target) -> None:
+        """Records that node ``target`` of ``out`` holds values from the positions of ``sources`` (an axis merged,
+        split, cut or concatenated): unless ``out`` is of the data, it is a view of every parameter axis they are,
+        so a contraction over it reads them."""
+        if (ctx, out) in self.g.data:
+            return
+        found = frozenset().union(*(self.g.origins.get(node, frozenset()) for node in sources))
+        if found:
+            self.g.origins[target] = self.g.origins.get(target, frozenset()) | found
+
+    def kept_whole(self, ctx, out, a, b) -> None:
+        """Joins ``a`` to node ``b`` of ``out``, which holds ``a``'s positions in order; a view of ``a``'s parameter
+        axes unless ``out`` is of the data."""
+        self.g.join(a, b)
+        self.rearranged(ctx, out, [a], b)
+
+    def leaves_read(self, ctx, atoms) -> set[int]:
+        """Returns the parameter leaves the values ``atoms`` are views of."""
+        return {leaf for atom in atoms for node in nodes_of(ctx, atom) for leaf, _ in self.g.origins.get(node, ())}
+
+    def mark_lost_reads(self, eqn, ctx, leaves: set[int]) -> None:
+        """Records as read some other way every leaf of ``leaves`` (those the operands are views of) that the
+        equation neither read (a contraction, a gather) nor passed on as a view, unless its result is of the data
+        (the parameter joined the data, as a bias added) or a reduction's (a norm taken of it): a parameter
+        rearranged in a way the rules cannot follow may be contracted later, so its fan-in is not known."""
+        name = eqn.primitive.name
+        if name in _REDUCTIONS or name in ("argmax", "argmin"):
+            return
+        if any((ctx, out) in self.g.data for out in eqn.outvars):
+            return
+        passed = self.leaves_read(ctx, eqn.outvars)
+        for leaf in leaves - passed - self.accounted:
+            self.g.uses.setdefault(leaf, set()).add(("other",))
+
     def record_reads(self, nodes_, contracted: Sequence[int], batch: Sequence[int] = ()) -> None:
         """Records, for each parameter leaf ``nodes_`` (one operand's axes) are a view of, the leaf axes this
         contraction contracts; a leaf read along a batch axis is recorded as read some other way."""
@@ -57,6 +92,7 @@ class AxisRules:
                     axes.add(axis)
                 if k in batch:
                     batched.add(leaf)
+        self.accounted.update(by_leaf)
         for leaf, axes in by_leaf.items():
             self.g.uses.setdefault(leaf, set()).add(("other",) if leaf in batched else ("contract",
                                                                                         tuple(sorted(axes))))
@@ -64,6 +100,7 @@ class AxisRules:
     def record_gather(self, nodes_) -> None:
         for node in nodes_:
             for leaf, _ in self.g.origins.get(node, ()):
+                self.accounted.add(leaf)
                 self.g.uses.setdefault(leaf, set()).add(("gather",))
 
     def fallback(self, eqn, ctx) -> None:
@@ -194,6 +231,8 @@ class AxisRules:
                 self.view(xn[a[0]], on[b[0]])
             else:
                 self.g.relations.append(([xn[k] for k in a if xs[k] > 1], [on[k] for k in b if os[k] > 1]))
+                for k in b:
+                    self.rearranged(ctx, out, [xn[m] for m in a], on[k])
             i, j = a[-1] + 1, b[-1] + 1
 
     def op_concatenate(self, eqn, ctx, nodes):
@@ -207,9 +246,10 @@ class AxisRules:
                 return
             for k in range(len(n)):
                 if k != axis:
-                    self.g.join(n[k], nodes(out)[k])
+                    self.kept_whole(ctx, out, n[k], nodes(out)[k])
             parts.append(n[axis])
         self.g.relations.append((parts, [nodes(out)[axis]]))
+        self.rearranged(ctx, out, parts, nodes(out)[axis])
 
     def _cut(self, eqn, ctx, nodes, changed: Sequence[bool]):
         """Joins the axes an op keeps whole and records a cut of the others (a slice, a pad, a reversal)."""
@@ -218,8 +258,9 @@ class AxisRules:
         for k, (xn, on) in enumerate(zip(nodes(x), nodes(out))):
             if changed[k]:
                 self.g.relations.append(([xn], [on]))
+                self.rearranged(ctx, out, [xn], on)
             else:
-                self.g.join(xn, on)
+                self.kept_whole(ctx, out, xn, on)
 
     def op_slice(self, eqn, ctx, nodes):
         x = eqn.invars[0]
@@ -239,9 +280,10 @@ class AxisRules:
         (out,) = eqn.outvars
         for xn, on, n in zip(nodes(x), nodes(out), x.aval.shape):
             if on[1].aval.shape[on[2]] == n:
-                self.g.join(xn, on)
+                self.kept_whole(ctx, out, xn, on)
             else:  # a start read from the data: the positions it picks are pinned
                 self.pin([xn, on])
+                self.rearranged(ctx, out, [xn], on)
 
     def op_gather(self, eqn, ctx, nodes):
         operand, indices = eqn.invars
@@ -290,7 +332,8 @@ class AxisRules:
             on = nodes(out)
             for k in range(len(xn)):
                 if k != axis:
-                    self.g.join(xn[k], on[k])
+                    self.kept_whole(ctx, out, xn[k], on[k])
+            self.rearranged(ctx, out, [xn[axis]], on[axis])
         self.g.relations.append(([xn[axis]], [nodes(out)[axis] for out in eqn.outvars]))
 
     def _scatter(self, eqn, ctx, nodes):

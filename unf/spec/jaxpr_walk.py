@@ -22,6 +22,7 @@ xor
 # pin nothing; keys are scalars or stacked like the layers that use them.
 _RANDOM = frozenset({"random_seed", "random_fold_in", "random_split", "random_wrap", "random_unwrap", "random_bits",
                      "random_clone", "threefry2x32"})
+_CONTROL_FLOW = frozenset({"scan", "while", "cond"})
 _CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
           "custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr", "custom_vjp_call_jaxpr": "fun_jaxpr",
           "remat": "jaxpr", "remat2": "jaxpr", "checkpoint": "jaxpr"}
@@ -93,10 +94,17 @@ class Walker(AxisRules):
             self.call(eqn, ctx, p[_CALLS[name]])
             return
         handler = getattr(self, "op_" + name, None)
+        if name in _CONTROL_FLOW:  # the bodies' own equations record how the parameters are read
+            handler(eqn, ctx, nodes)
+            return
+        leaves = self.leaves_read(ctx, ins)
+        self.accounted.clear()
         if handler is None:
             self.fallback(eqn, ctx)
-            return
-        handler(eqn, ctx, nodes)
+        else:
+            handler(eqn, ctx, nodes)
+        if leaves:
+            self.mark_lost_reads(eqn, ctx, leaves)
 
     def op_scan(self, eqn, ctx, nodes):
         p = eqn.params
