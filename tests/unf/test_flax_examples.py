@@ -1,6 +1,7 @@
 """Flax's own example models through the spec path: each spec is verified by ``check_symmetry`` or refused with a
 message that lists what is missing; learned optimizers over them stay small whatever the unpermuted axes' sizes."""
 
+import dataclasses
 import math
 
 import flax.linen as nn
@@ -120,7 +121,7 @@ def test_the_tutorial_cnns_flattened_head_is_stepped_as_hidden_matrices_though_u
     spec = spec_lib.cnn(model)
     wide = dict(zip(spec.leaf_names, spec.leaf_unpermuted_widths))
     assert (wide["['conv2']['kernel']"], wide["['conv2']['bias']"], wide["['linear1']['kernel']"]) == ((3,), (0,), (0,))
-    assert spec_lib.from_labels(params, spec.axes_tree()) == spec
+    assert spec_lib.from_labels(params, spec.axes_tree()) == dataclasses.replace(spec, fan_in=())
     roles = {name: width.ROLES[r] for name, (r, _) in zip(spec.leaf_names, width.roles(spec, [False] * 8))}
     assert roles["['conv2']['kernel']"] == roles["['linear1']['kernel']"] == "hidden"
     assert (roles["['conv1']['kernel']"], roles["['linear2']['kernel']"]) == ("input", "output")
@@ -142,6 +143,28 @@ def test_the_tutorial_cnns_flattened_head_is_stepped_as_hidden_matrices_though_u
 
     assert spread(spec) < 2.0
     assert spread(spec_lib.from_labels(params, ex.tutorial_cnn_labels(params))) > 2.0  # no width axes: Adam's step
+
+
+def test_a_conv_kernel_steps_along_its_orthogonalised_gradient_seen_as_one_taps_by_in_matrix():
+    from unf.lopt import orthogonal
+
+    model = ex.TutorialCNN(nnx.Rngs(0), side=8)
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
+    y = jnp.arange(4)
+    apply = ex.nnx_apply(model)
+    grads = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(apply(p, x), y).mean())(params)
+    opt = lopt.pretrained("transformer-lm", total_steps=10, spec=spec_lib.cnn(model))
+    step = np.asarray(opt.update(grads, opt.init(params), params)[0]["conv2"]["kernel"]).ravel()
+    g = grads["conv2"]["kernel"]  # [3, 3, c1, c2]
+
+    def cosine(direction):
+        direction = np.asarray(direction).ravel()
+        return -step @ direction / (np.linalg.norm(step) * np.linalg.norm(direction))
+
+    # The first step's Nesterov momentum is a multiple of the gradient, and Newton-Schulz normalises it first.
+    assert cosine(orthogonal.orthogonalize(g, ((0, 1, 2), (3,)))) > 0.9999
+    assert cosine(orthogonal.orthogonalize(g, ((2,), (3,)))) < 0.99  # not per tap
 
 
 def test_a_cnn_named_for_sharding_marks_its_flattened_head_by_the_unpermuted_width_rule():

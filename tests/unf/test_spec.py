@@ -58,6 +58,21 @@ def test_cnn_spec_of_flax_convnet():
     assert_same_function(lambda v: model.apply(v, x), variables, spec, x)
 
 
+def test_feedforward_specs_record_that_a_kernel_contracts_every_axis_but_its_last():
+    model, x = CNN(), jnp.ones((2, 6, 6, 2))
+    variables = model.init(jax.random.key(1), x)
+    for spec in (spec_lib.cnn(variables), spec_lib.cnn(variables["params"])):
+        fan_in = {name.removeprefix("['params']"): f for name, f in zip(spec.leaf_names, spec.fan_in)}
+        assert fan_in == {"['Conv_0']['bias']": (), "['Conv_0']['kernel']": (0, 1, 2),
+                          "['Conv_1']['bias']": (), "['Conv_1']['kernel']": (0, 1, 2),
+                          "['Dense_0']['bias']": (), "['Dense_0']['kernel']": (0,)}
+    cell = nn.LSTMCell(5)
+    cell_vars = cell.init(jax.random.key(2), cell.initialize_carry(jax.random.key(3), (2, 3)), jnp.ones((2, 3)))
+    spec = spec_lib.rnn(cell_vars)
+    assert {f for f, shape in zip(spec.fan_in, spec.leaf_shapes) if len(shape) == 2} == {(0,)}
+    assert {f for f, shape in zip(spec.fan_in, spec.leaf_shapes) if len(shape) == 1} == {()}
+
+
 @pytest.mark.parametrize("cell_cls", [nn.LSTMCell, nn.GRUCell, nn.SimpleCell, nn.OptimizedLSTMCell])
 def test_rnn_spec_of_flax_cells(cell_cls):
     cell, hidden = cell_cls(5), 5
@@ -110,6 +125,19 @@ def test_rnn_spec_of_nnx_cells_given_the_cell_itself(cell_cls):
 def test_rnn_spec_refuses_gates_fused_into_one_kernel(cell_cls, gates):
     with pytest.raises(ValueError, match=rf"'dense_h'/(kernel|bias) has shape .*\({gates} gates fused"):
         spec_lib.rnn(cell_cls(3, 5, rngs=nnx.Rngs(0)))
+
+
+def test_rnn_spec_of_a_model_around_the_cell_names_the_cell_to_pass():
+    class Seq(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3)(nn.RNN(nn.LSTMCell(5))(x))
+
+    params = Seq().init(jax.random.key(0), jnp.ones((2, 4, 3)))["params"]
+    with pytest.raises(ValueError, match=r"'LSTMCell_0'/hf is a dict \(keys \['bias', 'kernel'\]\), not an array: "
+                                         r"pass the cell's own params"):
+        spec_lib.rnn(params)
+    assert spec_lib.rnn(params["LSTMCell_0"]).sizes == (("hidden", 5),)
 
 
 def test_from_labels_errors_name_the_problem():

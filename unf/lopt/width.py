@@ -24,10 +24,11 @@ labels and other ``None`` axes are not.
 
 Where the spec knows a leaf's fan-in (``spec.fan_in``, read off the model's computation by :func:`unf.spec.infer`),
 it decides instead of the axes' order: a leaf is ``hidden`` when width axes sit on both sides of its fan-in, its
-matrix view is ``[width fan-in axes, other width axes]`` (an output projection ``[heads, head_dim, d]`` contracts
-its first two), a leaf whose width axes are all fan-in is an ``output``, one with a fixed-size fan-in (a first
-layer, a first conv) an ``input``, and one the model never contracts (a ``[heads, head_dim]`` bias) is no matrix:
-it keeps the role its labels give it, a ``vector`` where they would make it ``hidden``.
+matrix view is ``[fan-in axes, other width axes]`` (an output projection ``[heads, head_dim, d]`` contracts its
+first two; a conv kernel ``[kh, kw, in, out]`` its taps and input channels), a leaf whose width axes are all fan-in
+is an ``output``, one with a fixed-size fan-in (a first layer, a first conv) an ``input``, and one the model never
+contracts (a ``[heads, head_dim]`` bias) is no matrix: it keeps the role its labels give it, a ``vector`` where they
+would make it ``hidden``.
 """
 
 from __future__ import annotations
@@ -122,15 +123,19 @@ def matrix_views(spec: WeightSpaceSpec,
 def matrix_axes(labels: Sequence, fixed: Sequence = (), unpermuted_widths: Sequence[int] = (),
                 fan_in: Sequence[int] | None = None) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     """Returns ``(input axes, output axes)`` of a hidden tensor seen as a matrix (Muon's view), or None for a tensor
-    with fewer than two width axes. With ``fan_in`` known, the input is its width axes and the output the other width
-    axes (None unless both exist). Else the residual stream's ``embed`` axes are the input when they lead and the
-    output when they close the tensor; a tensor without ``embed`` last reads its first width axis. Other axes are
-    batch."""
+    with fewer than two width axes. With ``fan_in`` known, the input is every fan-in axis (a conv kernel
+    ``[kh, kw, in, out]`` is one ``[kh x kw x in, out]`` matrix) and the output the width axes outside it (None
+    unless the fan-in holds a width axis and an output exists). Else the residual stream's ``embed`` axes are the
+    input when they lead and the output when they close the tensor; a tensor without ``embed`` last reads its first
+    width axis. Other axes are batch."""
     width_axes = _width_axes(labels, fixed, unpermuted_widths)
     if fan_in is not None:
-        inputs = tuple(i for i in width_axes if i in fan_in)
         outputs = tuple(i for i in width_axes if i not in fan_in)
-        return (inputs, outputs) if inputs and outputs else None
+        if not outputs or not any(i in fan_in for i in width_axes):
+            return None
+        # Every contracted axis is part of the map's input, a conv kernel's taps included: ``[taps x in, out]`` is
+        # the linear map the layer applies to a patch, which Muon's conv practice orthogonalises.
+        return tuple(sorted(fan_in)), outputs
     if len(width_axes) < 2:
         return None
     if labels[width_axes[-1]] == "embed":

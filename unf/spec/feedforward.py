@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -108,6 +109,13 @@ def _is_wrapper(params: Any) -> bool:
     return isinstance(inner, (list, tuple)) or (isinstance(inner, Mapping) and not {"kernel", "w"} & set(inner))
 
 
+def _dense_fan_in(spec: WeightSpaceSpec) -> WeightSpaceSpec:
+    """Returns ``spec`` with the fan-in of dense and conv layers: a kernel ``[*spatial, in, out]`` contracts every
+    axis but its last, a bias none."""
+    return dataclasses.replace(spec, fan_in=tuple(tuple(range(len(shape) - 1)) if len(shape) >= 2 else ()
+                                                  for shape in spec.leaf_shapes))
+
+
 def _flax_variables(helper):
     """Lets a helper take an nnx Module, an ``nnx.State``, linen's ``{"params": ...}`` variables (boxed or not) and
     any single key around the layers (an nnx model's ``layers`` list) as well as the bare params tree; the spec
@@ -117,8 +125,8 @@ def _flax_variables(helper):
         params = _plain(params)
         if _is_wrapper(params):
             ((key, inner),) = params.items()
-            return from_labels(params, {key: wrapped(inner, **kwargs).axes_tree()})
-        return helper(params, **kwargs)
+            return _dense_fan_in(from_labels(params, {key: wrapped(inner, **kwargs).axes_tree()}))
+        return _dense_fan_in(helper(params, **kwargs))
 
     wrapped.__doc__, wrapped.__name__ = helper.__doc__, helper.__name__
     return wrapped
@@ -154,7 +162,8 @@ def cnn(
     the feature map (its first dense layer reads a multiple of the channels, as the Flax tutorial's CNN) fixes where
     each channel lands, so the last conv layer's channels and the flattened axis are not permuted; both are listed in
     the spec's ``unpermuted_widths``, since they grow with the width (the learned optimizers step that conv kernel and
-    the first dense kernel as hidden matrices).
+    the first dense kernel as hidden matrices). Each kernel's fan-in (``spec.fan_in``) is every axis but its last, so
+    a conv kernel is orthogonalised as one ``[*spatial x in, out]`` matrix.
     """
     return from_labels(params, _feedforward_labels(params, "cnn", input_label, output_label, True, order))
 
@@ -185,6 +194,10 @@ def rnn(params: Any, *, hidden_label: Label = "hidden", input_label: Label | Non
                          "a cell has one hidden size.")
 
     def labels_for(key: str, leaf_name: str, arr) -> tuple:
+        if isinstance(arr, Mapping):
+            raise ValueError(f"rnn part {key!r}/{leaf_name} is a dict (keys {sorted(arr)}), not an array: pass the "
+                             f"cell's own params (such as params[{key!r}] when {key!r} is the cell), not a model's "
+                             "around it; unf.spec.infer reads a whole model.")
         rank = np.ndim(arr)
         if rank not in (1, 2):
             raise ValueError(f"rnn part {key!r}/{leaf_name} has rank {rank}; expected a [in, h] kernel or [h] bias.")
