@@ -221,7 +221,8 @@ def main(argv=None) -> int:
                         help="networks to run, by name (mlp, cnn, cnn-flatten, resnet, lstm, nnx-gpt); the rows "
                              "--out holds for the others stay")
     parser.add_argument("--rerun", action="store_true",
-                        help="run every network again, not reading back those --out holds for these meta-params")
+                        help="run the selected networks again, not reading back those --out holds for these "
+                             "meta-params (the others keep their rows)")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.tuning_seeds < 1:
         parser.error("--seeds and --tuning-seeds must be positive")
@@ -238,8 +239,9 @@ def main(argv=None) -> int:
     seeds, tuning = list(range(args.seeds)), list(range(100, 100 + args.tuning_seeds))
     command = f"python -m benchmarks.lopt_networks {shlex.join(sys.argv[1:] if argv is None else argv)}".rstrip()
     digest = lopt_ladder.fingerprint(lopt.load_pretrained("transformer-lm")[1])
-    # A network an earlier run finished for the same meta-params and seeds is read back, so a cut run loses nothing.
-    finished = {} if args.rerun else lopt_ladder.finished_rungs(out / f"{name}.json", digest, seeds, tuning)
+    # A network an earlier run finished for the same meta-params and seeds is read back, so a cut run loses nothing;
+    # --rerun runs the selected networks again and keeps the others' rows.
+    finished = lopt_ladder.finished_rungs(out / f"{name}.json", digest, seeds, tuning)
     def publish(done: dict) -> dict:
         """Writes the table of every network in ``done`` (by network), in the networks' order."""
         rows = [done[r.value] for r in chosen if r.value in done]
@@ -266,7 +268,7 @@ def main(argv=None) -> int:
     done = {r.value: row for r in chosen if r not in selected and (row := finished_row(r)) is not None}
     for rung in selected:
         print(f"[{rung.label}] {rung.task.label}, {rung.steps} steps", flush=True)
-        earlier = finished_row(rung)
+        earlier = None if args.rerun else finished_row(rung)
         if earlier is not None:
             print(f"  [{rung.label}] read back from {out / f'{name}.json'}", flush=True)
             done[rung.value] = earlier

@@ -132,6 +132,23 @@ def test_lopt_networks_reads_back_the_networks_a_run_finished_and_reruns_on_othe
     written = json.loads((tmp_path / "lopt_networks.json").read_text())
     assert written["rows"] == kept
     assert "network=cnn-flatten" in (tmp_path / "lopt_networks.md").read_text()
+    # --rerun runs the networks it selects again and keeps the others' rows.
+    reran = []
+
+    def rerun(rung, *args, **kwargs):
+        reran.append(rung.value)
+        return {**next(r for r in committed["rows"] if r["rung"] == rung.label)["learned"]}
+
+    monkeypatch.setattr(lopt_networks, "learned_row", rerun)
+    monkeypatch.setattr(lopt_ladder, "tuned_baselines", lambda rung, *args, **kwargs: next(
+        r for r in committed["rows"] if r["rung"] == rung.label)["baselines"])
+    assert lopt_networks.main(["--out", str(tmp_path), "--only", "lstm", "--rerun"]) == 0
+    assert reran == ["lstm"]
+    assert [r["rung"] for r in json.loads((tmp_path / "lopt_networks.json").read_text())["rows"]] == [
+        r["rung"] for r in kept]
+    monkeypatch.setattr(lopt_networks, "learned_row", ran)
+    monkeypatch.setattr(lopt_ladder, "tuned_baselines", ran)
+    written = json.loads((tmp_path / "lopt_networks.json").read_text())
     written["meta_params_digest"] = "0" * 16
     (tmp_path / "lopt_networks.json").write_text(json.dumps(written))
     with pytest.raises(AssertionError, match="read back"):
