@@ -186,10 +186,44 @@ def test_a_cnn_named_for_sharding_marks_its_flattened_head_by_the_unpermuted_wid
     assert spec.unpermuted_widths == by_layout.unpermuted_widths
     assert [tuple(a is None for a in axes) for axes in spec.leaf_axes] == [
         tuple(a is None for a in axes) for axes in by_layout.leaf_axes]
+    # The layers' types give the kernels' fan-in, so each conv kernel is one [taps x in, out] matrix, as by layout.
+    assert spec.fan_in == by_layout.fan_in
+    from unf.lopt import width
+
+    views = width.matrix_views(spec, [False] * spec.num_leaves)
+    assert views == width.matrix_views(by_layout, [False] * spec.num_leaves)
+    assert dict(zip(spec.leaf_names, views))["['conv2']['kernel']"] == ((0, 1, 2), (3,))
     as_groups = spec_lib.from_flax(model, rules, io_as_groups=True)  # a flatten is never a permutation group
     assert as_groups.unpermuted_widths == spec.unpermuted_widths and as_groups.leaf_axes == spec.leaf_axes
     with pytest.raises(ValueError, match="rules map names to one of .*unpermuted_width.*got {'flat': 'wide'}"):
         spec_lib.from_flax(model, {**rules, "flat": "wide"})
+
+
+def test_an_nnx_attention_output_kernel_named_any_way_is_one_heads_by_head_dim_matrix():
+    from unf.lopt import width
+
+    def named(*names):
+        return nnx.with_partitioning(nnx.initializers.lecun_normal(), names, eager_sharding=False)
+
+    class Attention(nnx.Module):
+        def __init__(self, rngs):
+            # Names in an order the labels alone would misread: the output kernel does not end with "embed".
+            self.attn = nnx.MultiHeadAttention(
+                num_heads=2, in_features=8, qkv_features=8, out_features=8, use_bias=False, decode=False,
+                kernel_init=named("width", "heads", "kv"), out_kernel_init=named("heads", "kv", "width"),
+                rngs=rngs)
+
+    model = Attention(nnx.Rngs(0))
+    rules = {**spec_lib.FLAX_RULES, "width": "shared"}
+    spec = spec_lib.from_flax(model, rules)
+    fan_in = dict(zip(spec.leaf_names, spec.leaf_fan_in))
+    assert fan_in["['attn']['out']['kernel']"] == (0, 1) and fan_in["['attn']['query']['kernel']"] == (0,)
+    views = dict(zip(spec.leaf_names, width.matrix_views(spec, [False] * spec.num_leaves)))
+    assert views["['attn']['out']['kernel']"] == ((0, 1), (2,))
+    assert views["['attn']['query']['kernel']"] == ((0,), (1, 2))
+    x = jax.random.normal(jax.random.key(0), (2, 5, 8))
+    inferred = spec_lib.infer(model.attn, x)
+    assert inferred.fan_in == spec.fan_in
 
 
 def test_scan_stacked_gpt_with_sequential_mlps_keeps_one_group_per_layer():

@@ -198,12 +198,45 @@ def from_flax(model_or_variables: Any, rules: Mapping[str, str] | None = None,
     present = any(LAYERS in names for _, names in named)
     spec = from_labels(params, label_tree, fixed=(LAYERS,) if present and layers == "exact" else ())
     # Flax's layers add a bias and multiply a norm's scale, never contract them: a [heads, head_dim] bias is no
-    # matrix, whatever its names. Every other leaf's fan-in is left to its names' order.
-    fan_in = tuple(() if p and p[-1] in _NEVER_CONTRACTED else None for p, _ in named)
+    # matrix, whatever its names. An nnx model's dense and conv kernels contract the axes their layer's type says;
+    # every other leaf's fan-in is left to its names' order.
+    kernels = _nnx_kernel_fan_in(model_or_variables)
+    fan_in = []
+    for (path, names), shape in zip(named, spec.leaf_shapes):
+        contracted = kernels.get(path)
+        if contracted is not None and len(shape) == contracted[1] + (names[:1] == (LAYERS,)):
+            shift = len(shape) - contracted[1]  # a stacking axis ahead of a scanned layer's kernel
+            fan_in.append(tuple(i + shift for i in contracted[0]))
+        else:
+            fan_in.append(() if path and path[-1] in _NEVER_CONTRACTED else None)
+    fan_in = tuple(fan_in)
     return dataclasses.replace(spec, fan_in=fan_in) if any(f is not None for f in fan_in) else spec
 
 
 _NEVER_CONTRACTED = frozenset({"bias", "scale"})
+
+
+def _nnx_kernel_fan_in(model: Any) -> dict[tuple[str, ...], tuple[tuple[int, ...], int]]:
+    """Returns ``{kernel path: (fan-in axes, kernel rank)}`` for the dense and conv layers of an nnx Module (none for
+    anything else): ``nnx.Linear``, ``nnx.Conv`` and ``nnx.ConvTranspose`` contract every kernel axis but the last,
+    ``nnx.LinearGeneral`` (``nnx.MultiHeadAttention``'s projections) its ``in_features`` axes after its batch
+    axes."""
+    from flax import nnx
+
+    if not isinstance(model, nnx.Module):
+        return {}
+    out = {}
+    for path, module in nnx.iter_modules(model):
+        key = tuple(str(k) for k in path) + ("kernel",)
+        if isinstance(module, (nnx.Conv, nnx.ConvTranspose)):
+            rank = len(module.kernel_shape)
+            out[key] = (tuple(range(rank - 1)), rank)
+        elif isinstance(module, nnx.Linear):
+            out[key] = ((0,), 2)
+        elif isinstance(module, nnx.LinearGeneral):
+            n_batch, n_in = len(module.batch_axis), len(module.in_features)
+            out[key] = (tuple(range(n_batch, n_batch + n_in)), n_batch + n_in + len(module.out_features))
+    return out
 
 
 def _naming_error(unlabelled: list[str], unknown: dict[str, str], rules: Mapping[str, str]) -> str:
