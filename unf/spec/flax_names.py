@@ -226,7 +226,9 @@ def _nnx_kernel_fan_in(model: Any) -> dict[tuple[str, ...], tuple[tuple[int, ...
     if not isinstance(model, nnx.Module):
         return {}
     out = {}
-    for path, module in nnx.iter_modules(model):
+    # nnx.iter_modules replaced the Module method in later Flax releases.
+    modules = nnx.iter_modules(model) if hasattr(nnx, "iter_modules") else model.iter_modules()
+    for path, module in modules:
         key = tuple(str(k) for k in path) + ("kernel",)
         if isinstance(module, (nnx.Conv, nnx.ConvTranspose)):
             rank = len(module.kernel_shape)
