@@ -79,7 +79,8 @@ def pretrained(name: str, *, total_steps: int, learning_rate=None, model: Any = 
     ``unf.spec.from_labels(params, labels)``, or read off its computation: ``unf.spec.infer(model, *example_inputs)``):
     each tensor's muP role, width and matrix view are read off its labels (:mod:`unf.lopt.width`), and leaves whose
     first axis is labelled ``"layers"`` are stacked layers. A Flax model that is not a decoder of the hetnet make
-    (projection biases, say) but names every axis logically is served so without ``spec``, from its names. Params it cannot serve are refused at ``init``.
+    (projection biases, say) but names every axis logically is served so without ``spec``, from its names. Params it
+    cannot serve are refused at ``init``.
     """
     learned, meta_params = load_pretrained(name)
     if spec is not None:

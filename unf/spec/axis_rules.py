@@ -14,6 +14,8 @@ from unf.spec.axis_graph import AxisGraph, nodes_of, size_of
 
 _REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or",
                          "reduce_xor"})
+# Reductions of a parameter give statistics of it (a norm), not its values rearranged.
+_STATISTICS = _REDUCTIONS | {"argmax", "argmin"}
 _ORDERED_ALONG_AXIS = frozenset({"cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"})
 
 
@@ -38,8 +40,13 @@ class AxisRules:
         """Joins ``a`` to ``b``, whose values are ``a``'s in another place (a transpose, an elementwise op, a call's
         operand), so ``b`` is a view of the parameter axes ``a`` is."""
         self.g.join(a, b)
-        if a in self.g.origins:
-            self.g.origins[b] = self.g.origins.get(b, frozenset()) | self.g.origins[a]
+        self._add_origins([a], b)
+
+    def _add_origins(self, sources, target) -> None:
+        """Makes ``target`` a view of every parameter axis the nodes ``sources`` are views of."""
+        found = frozenset().union(*(self.g.origins.get(node, frozenset()) for node in sources))
+        if found:
+            self.g.origins[target] = self.g.origins.get(target, frozenset()) | found
 
     def carry_data(self, ctx_a, a, ctx_b, b) -> None:
         """Marks ``b`` as data where ``a``, whose value it takes, is."""
@@ -50,11 +57,8 @@ class AxisRules:
         """Records that node ``target`` of ``out`` holds values from the positions of ``sources`` (an axis merged,
         split, cut or concatenated): unless ``out`` is of the data, it is a view of every parameter axis they are,
         so a contraction over it reads them."""
-        if (ctx, out) in self.g.data:
-            return
-        found = frozenset().union(*(self.g.origins.get(node, frozenset()) for node in sources))
-        if found:
-            self.g.origins[target] = self.g.origins.get(target, frozenset()) | found
+        if (ctx, out) not in self.g.data:
+            self._add_origins(sources, target)
 
     def kept_whole(self, ctx, out, a, b) -> None:
         """Joins ``a`` to node ``b`` of ``out``, which holds ``a``'s positions in order; a view of ``a``'s parameter
@@ -71,8 +75,7 @@ class AxisRules:
         equation neither read (a contraction, a gather) nor passed on as a view, unless its result is of the data
         (the parameter joined the data, as a bias added) or a reduction's (a norm taken of it): a parameter
         rearranged in a way the rules cannot follow may be contracted later, so its fan-in is not known."""
-        name = eqn.primitive.name
-        if name in _REDUCTIONS or name in ("argmax", "argmin"):
+        if eqn.primitive.name in _STATISTICS:
             return
         if any((ctx, out) in self.g.data for out in eqn.outvars):
             return
