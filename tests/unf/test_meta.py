@@ -115,6 +115,31 @@ def test_rescaled_runs_keep_the_function_and_rescale_the_weights():
         assert not np.allclose(jax.tree.leaves(scales), 1.0)
 
 
+def _factorised_operands(jaxpr) -> list[tuple[int, ...]]:
+    """Returns the operand shape of every matrix factorisation in ``jaxpr``, nested jaxprs included."""
+    shapes = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in {"qr", "geqrf", "householder_product", "svd", "eigh", "lu", "cholesky"}:
+            shapes.append(tuple(eqn.invars[0].aval.shape))
+        for inner in jax.extend.core.jaxprs_in_params(eqn.params):
+            shapes.extend(_factorised_operands(inner))
+    return shapes
+
+
+def test_an_init_that_factorises_a_matrix_is_never_batched_in_the_meta_step():
+    # Flax's LSTM cell draws its recurrent kernels orthogonal by QR. Batched over the population, that QR splits its
+    # batch over XLA's CPU thread pool from inside the meta-step, which hung meta-training on a two-core CPU.
+    task = tasks.lstm_lm(hidden=8, embed=4, seq=4, batch=2)
+    learned = lopt.PerParameterAdam(hidden=4)
+    cfg = es.ESConfig(num_particles=4, truncation=2, horizons=(4,))
+    meta = learned.init_meta_params(jax.random.key(0))
+    state = jax.eval_shape(lambda: es.init_state(jax.random.key(1), task, learned, meta, cfg))
+    for fn in (lambda k, m, s: es.es_step(k, m, s, task, learned, cfg)[1],
+               lambda k, m, s: es.init_state(k, task, learned, m, cfg)):
+        shapes = _factorised_operands(jax.make_jaxpr(fn)(jax.random.key(0), meta, state).jaxpr)
+        assert shapes and all(len(shape) == 2 for shape in shapes), shapes
+
+
 def test_diverged_pairs_are_dropped_counted_and_restarted():
     task, learned = quadratic_task(nan_when_positive=True), lopt.SGDMomentum()
     cfg = es.ESConfig(num_particles=16, truncation=3, horizons=(30,))

@@ -159,6 +159,16 @@ def _fresh_run(task: Task, lopt, meta_params, key_data: jax.Array, cfg: ESConfig
     return pair(params), pair(opt_state), scales, total
 
 
+def _fresh_runs(task: Task, lopt, meta_params, keys: jax.Array, cfg: ESConfig):
+    """Returns :func:`_fresh_run` of every pair, ``keys: [pairs, key words]``, each pair's init traced alone.
+
+    Vmapped, an init that factorises a matrix (Flax's LSTM cell draws its recurrent kernels orthogonal, by QR)
+    becomes one batched LAPACK call that splits its batch over XLA's CPU thread pool from inside a program already
+    running on that pool, and on a two-core machine the meta-step can wait on itself forever. One pair at a time
+    (``lax.map``) the factorisation is never batched; an init costs little beside the unroll that follows it."""
+    return jax.lax.map(lambda k: _fresh_run(task, lopt, meta_params, k, cfg), keys)
+
+
 def _draw_noise(key: jax.Array, meta_params, cfg: ESConfig) -> Any:
     leaves, treedef = jax.tree.flatten(meta_params)
     keys = jax.random.split(key, len(leaves))
@@ -178,7 +188,7 @@ def init_state(key: jax.Array, task: Task, lopt, meta_params, cfg: ESConfig) -> 
 def _initial_population(key: jax.Array, task: Task, lopt, meta_params, cfg: ESConfig) -> ESState:
     k_runs, k_noise = jax.random.split(key)
     keys = jax.random.key_data(jax.random.split(k_runs, cfg.num_pairs))
-    params, opt_state, scales, total = jax.vmap(lambda k: _fresh_run(task, lopt, meta_params, k, cfg))(keys)
+    params, opt_state, scales, total = _fresh_runs(task, lopt, meta_params, keys, cfg)
     if cfg.estimator == "nres":
         noise = _draw_noise(k_noise, meta_params, cfg)
     else:
@@ -224,8 +234,7 @@ def es_step(key: jax.Array, meta_params, state: ESState, task: Task, lopt, cfg: 
     k_reset, k_noise, k_fresh_noise = jax.random.split(key, 3)
     reset = state.step >= state.ends
     fresh_keys = jax.random.key_data(jax.random.split(k_reset, cfg.num_pairs))
-    fresh_params, fresh_opt, fresh_scales, fresh_total = jax.vmap(
-        lambda k: _fresh_run(task, lopt, meta_params, k, cfg))(fresh_keys)
+    fresh_params, fresh_opt, fresh_scales, fresh_total = _fresh_runs(task, lopt, meta_params, fresh_keys, cfg)
     params = _where(reset, fresh_params, state.params)
     opt_state = _where(reset, fresh_opt, state.opt_state)
     scales = _where(reset, fresh_scales, state.scales)
