@@ -15,7 +15,8 @@ from unf.compare import HeldOut
 from unf.meta import export
 from unf.meta.estimators import ESConfig
 from unf.meta.train import MetaTrainConfig
-from unf.tasks import Task, transformer_lm
+from unf import spec as spec_lib
+from unf.tasks import Task, cnn_digits, lstm_lm, mlp_digits, transformer_lm
 
 
 KINDS = ("unf-adam", "unf-muon", "mlp-adam")
@@ -27,7 +28,8 @@ class Recipe:
     (``"unf-adam"``; ``"unf-muon"``, the same on Muon's orthogonalised direction for hidden matrices; or
     ``"mlp-adam"``, the per-parameter baseline); config: the budget;
     starts: per kind, the map from the optimizer's initial meta-params to meta-training's starting point (absent:
-    start as Adam)."""
+    start as Adam); labels_only: the tasks are of several architectures, which only a rule without a learned
+    correction serves (each through its labels), so the recipe makes no other."""
 
     name: str
     train_tasks: Callable[[], list[Task]]
@@ -35,6 +37,7 @@ class Recipe:
     config: MetaTrainConfig
     description: str
     starts: Mapping[str, Callable] = dataclasses.field(default_factory=dict)
+    labels_only: bool = False
 
     def start(self, kind: str) -> Callable | None:
         """Returns the map from the ``kind`` optimizer's initial meta-params to meta-training's starting point."""
@@ -48,6 +51,11 @@ class Recipe:
         if not isinstance(correction, bool) or (kind == "mlp-adam" and not correction):
             raise ValueError(f"correction must be True, or False for the kinds {KINDS[:2]}; got {correction!r} "
                              f"for {kind!r}.")
+        if self.labels_only and (kind == "mlp-adam" or correction):
+            raise ValueError(f"the recipe {self.name!r} meta-trains on several architectures, which a rule serves "
+                             "through their labels only without a learned correction: use kind unf-muon or "
+                             f"unf-adam with correction=False (--no-correction); got {kind!r}, "
+                             f"correction={correction!r}.")
         reference = self.train_tasks()[0]
         if kind == "mlp-adam":
             return PerParameterAdam(reference.spec, layer_key="blocks")
@@ -71,6 +79,22 @@ def _transformer_tasks() -> list[Task]:
     ]
 
 
+def _network_tasks() -> list[Task]:
+    """The transformer tasks and, each with the spec a user writes for it, MLPs and CNNs on the digits and byte-level
+    LSTMs, all smaller than the networks of ``benchmarks.lopt_networks``, which the transformer rule never saw."""
+    def user_spec(task: Task, make) -> Task:
+        return dataclasses.replace(task, spec=make(jax.eval_shape(task.init, jax.random.key(0))))
+
+    return _transformer_tasks() + [
+        user_spec(mlp_digits(width=32, depth=2), spec_lib.mlp),
+        user_spec(mlp_digits(width=64, depth=3), spec_lib.mlp),
+        user_spec(cnn_digits(channels=8), spec_lib.cnn),
+        user_spec(cnn_digits(channels=4, batch=32), spec_lib.cnn),
+        lstm_lm(hidden=32, embed=16, seq=16, batch=16),
+        lstm_lm(hidden=64, embed=16, seq=16, batch=8),
+    ]
+
+
 def _transformer_heldout() -> list[HeldOut]:
     """Held-out tasks past the meta-training distribution (rungs of ``benchmarks.lopt_ladder``): wider, deeper,
     longer sequences and runs, grouped-query and linear attention."""
@@ -85,22 +109,35 @@ def _transformer_heldout() -> list[HeldOut]:
     ]
 
 
+_TRANSFORMER_CONFIG = MetaTrainConfig(
+    steps=500, meta_lr=1e-3, clip=1.0, checkpoint_every=100, seed=0,
+    es=ESConfig(estimator="nres", num_particles=16, truncation=10, horizons=(100, 200, 500, 1000, 2000),
+                sigma=0.01, rescale=0.3, objective="valid", progress_power=8.0),
+)
+
 RECIPES = {
     "transformer-lm": Recipe(
         name="transformer-lm",
         train_tasks=_transformer_tasks,
         heldout=_transformer_heldout,
-        config=MetaTrainConfig(
-            steps=500, meta_lr=1e-3, clip=1.0, checkpoint_every=100, seed=0,
-            es=ESConfig(estimator="nres", num_particles=16, truncation=10, horizons=(100, 200, 500, 1000, 2000),
-                        sigma=0.01, rescale=0.3, objective="valid", progress_power=8.0),
-        ),
+        config=_TRANSFORMER_CONFIG,
         description="byte-level TransformerLMs on the standard library's text (d_model 8-64, 1-3 layers, 2-4 heads, "
                     "grouped-query attention, sequence 16-32), runs of 100 to 2,000 steps, scored on held-out files "
                     "with the end of each run weighted most (progress_power 8); "
                     "starts from muP-scaled Adam (unf-adam) or from Muon's orthogonalised direction at Adam's RMS with "
                     "a warm-up + cosine schedule (unf-muon, the one that ships)",
         starts={"unf-adam": mup_start, "mlp-adam": mup_start, "unf-muon": orthogonal_start},
+    ),
+    "networks": Recipe(
+        name="networks",
+        train_tasks=_network_tasks,
+        heldout=_transformer_heldout,
+        config=_TRANSFORMER_CONFIG,
+        description="the transformer-lm recipe's tasks and budget, with MLPs and CNNs on the digits and byte-level "
+                    "LSTMs among the tasks (13 in all): the rule without its correction, served on each network "
+                    "through its labels; starts as transformer-lm's",
+        starts={"unf-adam": mup_start, "unf-muon": orthogonal_start},
+        labels_only=True,
     ),
 }
 

@@ -7,7 +7,7 @@ per-parameter baseline :class:`PerParameterAdam`; the UNF paper's rule (:class:`
 
 from unf.lopt.features import MOMENTUM_DECAYS, NUM_FEATURES, PROGRESS_TIMESCALES, parameter_features
 from unf.lopt.learned import LearnedOptState, PerParameterMLP, SGDMomentum, UNFOptimizer
-from unf.lopt.adam_rules import EquivariantAdam, PerParameterAdam, mup_start, orthogonal_start
+from unf.lopt.adam_rules import EquivariantAdam, LabelRule, PerParameterAdam, mup_start, orthogonal_start
 from unf.lopt.factories import equivariant_adam, per_parameter_adam
 from unf.lopt.learned_adam import LearnedAdamState
 from unf.lopt.protocol import LearnedOptimizer
@@ -19,6 +19,7 @@ __all__ = [
     "NUM_FEATURES",
     "PROGRESS_TIMESCALES",
     "EquivariantAdam",
+    "LabelRule",
     "LearnedAdamState",
     "LearnedOptState",
     "LearnedOptimizer",

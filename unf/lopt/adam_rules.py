@@ -1,6 +1,7 @@
 """The two Adam-based learned rules: :class:`EquivariantAdam` (the UNF equivariant correction, the one that ships)
 and :class:`PerParameterAdam` (a per-parameter correction, its baseline). Both share the update of
-:func:`unf.lopt.learned_adam.transformation` and start exactly as ``optax.adam(1e-3)``."""
+:func:`unf.lopt.learned_adam.transformation` and start exactly as ``optax.adam(1e-3)``. :class:`LabelRule` serves
+an :class:`EquivariantAdam` without its correction on any network, through that network's labels."""
 
 from __future__ import annotations
 
@@ -220,3 +221,60 @@ class EquivariantAdam:
         return transformation(meta_params, correction if self.correction else None, total_steps, learning_rate,
                               self.layer_key, self.spec, self.check_params, orthogonal=self.base == "orthogonal",
                               analogues=None if self.correction else analogy.HETNET_ANALOGUES)
+
+    def serving(self, spec: WeightSpaceSpec, params: Any) -> Any:
+        """Returns the rule that trains ``params`` (``spec``: their weight space): this one where it serves them,
+        else, without a correction, the same rule over ``spec``'s labels (:class:`LabelRule`), so one set of
+        meta-params can be meta-trained on transformers, MLPs, CNNs and LSTMs at once. With a correction the answer
+        is this rule, which refuses other networks when it is built on them."""
+        if self.correction:
+            return self
+        try:
+            self.check_params(params)
+        except ValueError:
+            return LabelRule(self, spec)
+        return self
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelRule:
+    """The rule of ``rule`` (an :class:`EquivariantAdam` without its correction) over the params ``spec``
+    describes, whatever network they belong to: each tensor's muP role, width and matrix view are read off the
+    spec's labels (:mod:`unf.lopt.width`), and leaves whose first axis is labelled ``"layers"`` are stacked layers.
+    It reads the meta-params ``rule`` reads, so the two share them."""
+
+    rule: EquivariantAdam
+    spec: WeightSpaceSpec
+    layer_key: ClassVar[None] = None
+    uses_total_steps: ClassVar[bool] = True
+
+    def __post_init__(self):
+        if not isinstance(self.rule, EquivariantAdam) or self.rule.correction:
+            raise ValueError("rule must be an EquivariantAdam without its correction (correction=False): a learned "
+                             "correction holds coefficients per pair of its own model's leaves, so it cannot serve "
+                             f"another network's labels; got {self.rule!r}.")
+        if not isinstance(self.spec, WeightSpaceSpec):
+            raise TypeError("spec must be a unf.spec.WeightSpaceSpec (unf.spec.infer, from_flax, mlp, cnn, "
+                            f"from_labels), got {type(self.spec).__name__}.")
+
+    @property
+    def name(self) -> str:
+        return self.rule.name
+
+    @property
+    def hidden(self) -> int:
+        return self.rule.hidden
+
+    def init_meta_params(self, key: jax.Array) -> dict:
+        return self.rule.init_meta_params(key)
+
+    def check_params(self, params: Any) -> None:
+        """Raises ValueError unless ``params`` carry the leaves of ``spec`` (any width)."""
+        spec_lib.relabel(self.spec, params)
+
+    def opt_fn(self, meta_params: dict, *, total_steps: int | jax.Array,
+               learning_rate: ScalarOrSchedule | None = None) -> optax.GradientTransformationExtraArgs:
+        """Returns the optax transformation for a run of ``total_steps`` steps (see :func:`transformation`)."""
+        check_like(meta_params, jax.eval_shape(self.init_meta_params, jax.random.key(0)), self.name)
+        return transformation(meta_params, None, total_steps, learning_rate, None, self.spec, self.check_params,
+                              orthogonal=self.rule.base == "orthogonal", stacked_by_labels=True)

@@ -100,8 +100,7 @@ def _by_labels(name: str, learned, meta_params, spec: Any, total_steps: int,
     """Returns the shipped rule ``learned`` (one without a learned correction) over the params ``spec`` describes,
     every tensor's treatment read off its labels."""
     from unf import spec as spec_lib
-    from unf.lopt import learned_adam
-    from unf.lopt.adam_rules import EquivariantAdam
+    from unf.lopt.adam_rules import EquivariantAdam, LabelRule
 
     if not isinstance(spec, spec_lib.WeightSpaceSpec):
         raise TypeError("spec must be a unf.spec.WeightSpaceSpec (unf.spec.infer(model, *example_inputs), "
@@ -110,12 +109,7 @@ def _by_labels(name: str, learned, meta_params, spec: Any, total_steps: int,
     if not isinstance(learned, EquivariantAdam) or learned.correction:
         raise ValueError(f"spec: the shipped optimizer {name!r} has a learned correction whose coefficients belong to "
                          "the leaves of its own models; it serves those models only, not a spec of another.")
-
-    def check(params):
-        spec_lib.relabel(spec, params)
-
-    return learned_adam.transformation(meta_params, None, total_steps, learning_rate, None, spec, check,
-                                       orthogonal=learned.base == "orthogonal", stacked_by_labels=True)
+    return LabelRule(learned, spec).opt_fn(meta_params, total_steps=total_steps, learning_rate=learning_rate)
 
 
 def _all_named(tree: Any) -> bool:

@@ -109,6 +109,13 @@ def place_state(state: MetaTrainState, sharding: NamedSharding | None) -> MetaTr
     return distributed.from_host(state, shardings)
 
 
+def serving(lopt, task: Task):
+    """Returns the rule that trains ``task``: ``lopt``, or what ``lopt.serving(spec, params)`` names for the task's
+    weight space (a rule without a learned correction serves another architecture through its labels)."""
+    serve = getattr(lopt, "serving", None)
+    return lopt if serve is None else serve(task.spec, jax.eval_shape(task.init, jax.random.key(0)))
+
+
 def initial_state(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig,
                   start: Callable[[Any], Any] | None = None) -> MetaTrainState:
     """Returns the run's full state: meta-params (``start`` applied to the optimizer's initial ones, when given),
@@ -119,7 +126,7 @@ def initial_state(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig,
     if start is not None:
         meta_params = start(meta_params)
     populations = [
-        estimators.init_state(jax.random.fold_in(k_pop, i), task, lopt, meta_params, cfg.es)
+        estimators.init_state(jax.random.fold_in(k_pop, i), task, serving(lopt, task), meta_params, cfg.es)
         for i, task in enumerate(tasks)
     ]
     return MetaTrainState(meta_params, meta_optimizer(cfg).init(meta_params), populations, jnp.zeros((), jnp.int32))
@@ -176,7 +183,9 @@ def meta_train(
     stop_after: int | None = None,
     start: Callable[[Any], Any] | None = None,
 ) -> MetaTrainState:
-    """Meta-trains ``lopt`` on ``tasks`` (one task drawn per meta-step) and returns the final run state.
+    """Meta-trains ``lopt`` on ``tasks`` (one task drawn per meta-step) and returns the final run state. Each task
+    is trained by :func:`serving`: a rule without a learned correction serves networks of other architectures than
+    its own through their specs, so one set of meta-params can be meta-trained on all of them.
 
     Resumes from the newest checkpoint in ``out_dir/checkpoints`` when there is one, after checking the run's
     settings match. Writes ``metrics.jsonl`` (one line a meta-step, with its wall time) and a checkpoint every
@@ -195,7 +204,7 @@ def meta_train(
         description["start"] = getattr(start, "__name__", repr(start))
     state = place_state(initial_state(lopt, tasks, cfg, start), sharding)
     state, done, checkpoints = open_run(out, description, state, free=("steps_planned",), main=main)
-    steps = [make_step(task, lopt, cfg, sharding) for task in tasks]
+    steps = [make_step(task, serving(lopt, task), cfg, sharding) for task in tasks]
     # In a multi-process run the key and step are replicated over the population's mesh.
     shared = (lambda x: x) if jax.process_count() == 1 else (lambda x: distributed.replicated(x, sharding.mesh))
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
