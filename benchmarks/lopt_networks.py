@@ -212,6 +212,45 @@ def figure(rows: list[dict]):
     return fig
 
 
+def rule_row(rung: lopt_ladder.Rung, learned, meta_params, seeds: list[int]) -> dict:
+    """Returns the row of ``learned`` (a rule without a correction) with ``meta_params`` on ``rung``, served
+    through the task's spec as :func:`unf.lopt.pretrained` serves the shipped rule, nothing tuned."""
+    opt = lopt.LabelRule(learned, rung.task.spec).opt_fn(meta_params, total_steps=rung.steps)
+    train, valid = evaluate.train_valid_losses(rung.task, lambda _: opt, jnp.ones((1,), jnp.float32), rung.steps,
+                                               seeds, points=lopt_ladder.POINTS)
+    return lopt_ladder._stats(valid, train)
+
+
+def export_table(rows: list[dict]) -> str:
+    """Returns the table of an export's rule beside the shipped one, each against the same tuned baselines."""
+    headers = ["rung", "steps", "shipped", "export", "export / shipped", "export / AdamW", "export / Adam",
+               "export / Muon"]
+    body = [[r["rung"], r["steps"], f"{r['shipped']['valid_final']:.4f} ± {r['shipped']['valid_se']:.4f}",
+             f"{r['export']['valid_final']:.4f} ± {r['export']['valid_se']:.4f}",
+             f"{r['export']['valid_final'] / r['shipped']['valid_final']:.3f}",
+             *_ratios(r["export"], r["baselines"])] for r in rows]
+    return report.markdown_table(headers, body)
+
+
+def export_figure(rows: list[dict]):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(len(rows))
+    for k, (name, label) in enumerate((("shipped", "shipped transformer-lm"), ("export", "export"))):
+        ax.bar(x + (k - 0.5) * 0.4, [r[name]["valid_final"] / r["baselines"]["muon"]["valid_final"] for r in rows],
+               0.4, label=label)
+    ax.axhline(1.0, color="gray", lw=0.8)
+    ax.set_xticks(x, [r["rung"].split("=", 1)[1] for r in rows])
+    ax.set_ylabel("final validation loss / tuned Muon")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def main(argv=None) -> int:
     parser = report.argument_parser(__doc__, "networks twice as wide, 1,000 steps")
     parser.add_argument("--seeds", type=int, default=3, help="evaluation seeds per network")
@@ -223,6 +262,10 @@ def main(argv=None) -> int:
     parser.add_argument("--rerun", action="store_true",
                         help="run the selected networks again, not reading back those --out holds for these "
                              "meta-params (the others keep their rows)")
+    parser.add_argument("--meta-params", type=Path, default=None, metavar="EXPORT",
+                        help="evaluate the rule in this export folder (unf-meta-train --recipe ... --no-correction "
+                             "writes RUN/export) beside the shipped one, as shipped (nothing tuned), against the "
+                             "cached tuned baselines; writes NAME_export.{json,md,png}")
     args = parser.parse_args(argv)
     if args.seeds < 1 or args.tuning_seeds < 1:
         parser.error("--seeds and --tuning-seeds must be positive")
@@ -242,6 +285,32 @@ def main(argv=None) -> int:
     # A network an earlier run finished for the same meta-params and seeds is read back, so a cut run loses nothing;
     # --rerun runs the selected networks again and keeps the others' rows.
     finished = lopt_ladder.finished_rungs(out / f"{name}.json", digest, seeds, tuning)
+    if args.meta_params is not None:
+        try:
+            learned, meta_params, made = lopt_ladder.load_learned(args.meta_params)
+            lopt.LabelRule(learned, chosen[0].task.spec)
+        except (FileNotFoundError, ValueError) as err:
+            parser.error(f"--meta-params: {err}")
+        selected = [r for r in chosen if args.only is None or r.value in args.only]
+        rows = []
+        for rung in selected:
+            print(f"[{rung.label}] {rung.task.label}, {rung.steps} steps", flush=True)
+            base = lopt_ladder.tuned_baselines(rung, seeds, tuning, cache)
+            cache_path.write_text(json.dumps(cache, indent=1, default=float) + "\n")
+            earlier = finished.get((rung.label, rung.task.label, rung.steps))
+            mine = earlier["learned"] if earlier is not None else learned_row(rung, seeds, tuning)
+            shipped_row = {k: mine[k] for k in ("valid_final", "valid_se", "diverged", "valid_curve", "seeds")}
+            rows.append({"rung": rung.label, "task": rung.task.label, "steps": rung.steps, "baselines": base,
+                         "shipped": shipped_row, "export": rule_row(rung, learned, meta_params, seeds)})
+            payload = {"device": timing.device_description(), "command": command, "export": made,
+                       "meta_params_digest": lopt_ladder.fingerprint(meta_params), "seeds": seeds,
+                       "tuning_seeds": tuning, "rows": rows}
+            fig = export_figure(rows)
+            paths = report.write(f"{name}_export", payload, export_table(rows), fig, out)
+            fig.clf()
+        print(paths["md"].read_text())
+        return 0
+
     def publish(done: dict) -> dict:
         """Writes the table of every network in ``done`` (by network), in the networks' order."""
         rows = [done[r.value] for r in chosen if r.value in done]

@@ -163,3 +163,38 @@ def test_lopt_networks_tables_put_each_ratio_under_its_own_baseline():
     tuned = {"adamw+cosine": {"valid_final": 2.0}, "muon": {"valid_final": 4.0}, "adam": {"valid_final": 5.0}}
     assert lopt_networks._ratios({"valid_final": 1.0}, tuned) == ["0.500", "0.200", "0.250"]
     assert lopt_networks._ratios({"valid_final": 1.0}, {"adamw+cosine": {"valid_final": 2.0}}) == ["0.500", "-", "-"]
+
+
+def test_lopt_networks_sets_an_exports_rule_beside_the_shipped_one(tmp_path, monkeypatch, capsys):
+    import json
+    import shutil
+
+    from benchmarks import lopt_networks, report
+    from unf.lopt import shipped
+
+    for name in ("lopt_networks.json", "lopt_networks_baselines.json"):
+        shutil.copy(report.RESULTS / name, tmp_path / name)
+    committed = {r["rung"]: r for r in json.loads((tmp_path / "lopt_networks.json").read_text())["rows"]}
+
+    def ran(*args, **kwargs):
+        raise AssertionError("ran what the results already hold")
+
+    monkeypatch.setattr(lopt_networks, "learned_row", ran)
+    evaluated = []
+
+    def rule_row(rung, learned, meta_params, seeds):
+        evaluated.append((rung.value, seeds))
+        return {**committed[rung.label]["learned"], "valid_final": 2 * committed[rung.label]["learned"]["valid_final"]}
+
+    monkeypatch.setattr(lopt_networks, "rule_row", rule_row)
+    export = shipped.WEIGHTS / "transformer-lm"
+    assert lopt_networks.main(["--out", str(tmp_path), "--only", "cnn", "mlp", "--meta-params", str(export)]) == 0
+    assert evaluated == [("mlp", [0, 1, 2]), ("cnn", [0, 1, 2])]
+    table = (tmp_path / "lopt_networks_export.md").read_text()
+    assert "| network=cnn | 500 |" in table and "| 2.000 |" in table
+    written = json.loads((tmp_path / "lopt_networks_export.json").read_text())
+    assert [r["rung"] for r in written["rows"]] == ["network=mlp", "network=cnn"]
+    assert written["export"]["recipe"] == "transformer-lm"
+    with pytest.raises(SystemExit):
+        lopt_networks.main(["--out", str(tmp_path), "--meta-params", str(tmp_path / "nothing")])
+    assert "--meta-params: no meta-params at" in capsys.readouterr().err

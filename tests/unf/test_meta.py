@@ -1,6 +1,7 @@
 """ES meta-training: NRES and PES agree with autodiff in expectation, runs are staggered, rescaling keeps the
 function, NaN pairs are dropped, resumption is exact and refuses other settings, sharding changes nothing."""
 
+import dataclasses
 import json
 
 import jax
@@ -8,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from unf import lopt, tasks
+from unf import lopt, spec as spec_lib, tasks
 from unf.meta import estimators as es
-from unf.meta.train import MetaTrainConfig, make_step, meta_optimizer, meta_train, population_sharding
+from unf.meta.train import (MetaTrainConfig, make_step, meta_optimizer, meta_train, population_sharding, serving,
+                             task_order)
 from unf.spec import from_labels
 from unf.tasks.base import Task
 
@@ -172,6 +174,28 @@ def test_killed_run_resumes_onto_the_uninterrupted_trajectory(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, resumed.populations, straight.populations)
     steps = [json.loads(line)["step"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]
+
+
+def test_one_rule_without_a_correction_meta_trains_on_several_architectures(tmp_path):
+    # The transformer is trained by the rule in its own layout; the MLP, whose tree it does not know, by the same
+    # rule over the MLP's labels, and both tasks move the one set of meta-params.
+    transformer = tasks.transformer_lm(d_model=8, heads=2, seq=8, batch=2)
+    mlp = tasks.mlp_digits(width=8, batch=8)
+    mlp = dataclasses.replace(mlp, spec=spec_lib.mlp(jax.eval_shape(mlp.init, jax.random.key(0))))
+    learned = lopt.EquivariantAdam(transformer.spec, layer_key="blocks", base="orthogonal", correction=False)
+    family = [transformer, mlp]
+    assert serving(learned, transformer) is learned
+    assert serving(learned, mlp) == lopt.LabelRule(learned, mlp.spec)
+    cfg = small_run(es=es.ESConfig(num_particles=2, truncation=2, horizons=(4,)))
+    assert {task_order(cfg.seed, i, len(family)) for i in range(cfg.steps)} == {0, 1}  # both are visited
+    start = learned.init_meta_params(jax.random.key(0))
+    state = meta_train(learned, family, cfg, tmp_path, progress=False)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {r["task"] for r in records} == {t.label for t in family}
+    assert all(np.isfinite(r["meta_loss"]) and r["grad_norm"] > 0 for r in records)
+    assert not np.allclose(state.meta_params["schedule"]["knots"], start["schedule"]["knots"])
+    with pytest.raises(ValueError, match="correction=False"):
+        lopt.LabelRule(dataclasses.replace(learned, correction=True), mlp.spec)
 
 
 def test_sharded_population_gives_the_same_meta_gradient():
