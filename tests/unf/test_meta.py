@@ -198,6 +198,19 @@ def test_one_rule_without_a_correction_meta_trains_on_several_architectures(tmp_
         lopt.LabelRule(dataclasses.replace(learned, correction=True), mlp.spec)
 
 
+def test_a_meta_step_keeps_the_decay_where_the_loss_still_reads_it():
+    # The update clips a negative decay to zero, where ES sees no signal; the meta-step projects it back to zero.
+    task, learned = quadratic_task(), lopt.PerParameterAdam(hidden=4)
+    cfg = small_run(meta_lr=1e-3, es=es.ESConfig(num_particles=4, truncation=2, horizons=(4,)))
+    meta = {**learned.init_meta_params(jax.random.key(0)), "weight_decay": jnp.float32(-0.05)}
+    state = es.init_state(jax.random.key(1), task, learned, meta, cfg.es)
+    step = make_step(task, learned, cfg)
+    meta, _, _, _ = step(jax.random.key(2), meta, meta_optimizer(cfg).init(meta), state)
+    assert float(meta["weight_decay"]) == 0.0
+    assert float(lopt.LabelRule(lopt.EquivariantAdam(task.spec, correction=False), task.spec).project_meta_params(
+        {"weight_decay": jnp.float32(0.02)})["weight_decay"]) == np.float32(0.02)
+
+
 def test_sharded_population_gives_the_same_meta_gradient():
     task, learned = tasks.mlp_digits(width=8, batch=16), lopt.PerParameterMLP(hidden=8)
     cfg = small_run(es=es.ESConfig(num_particles=8, truncation=2, horizons=(10,)))

@@ -34,6 +34,14 @@ def _base_meta_params(key: jax.Array, hidden: int) -> dict:
     }
 
 
+def project_meta_params(meta_params: dict) -> dict:
+    """Returns ``meta_params`` with the weight decay at zero or above, applied after every meta-step. The update
+    clips a negative decay to zero, where the loss no longer depends on it: ES estimates there are noise, so a decay
+    meta-training once pushed below zero could never be brought back. Held at zero, a perturbation upward still
+    changes the loss, and the estimate can raise it again."""
+    return {**meta_params, "weight_decay": jnp.maximum(meta_params["weight_decay"], 0.0)}
+
+
 def mup_start(meta_params: dict) -> dict:
     """Returns ``meta_params`` with the muP exponents set (hidden and output tensors step like ``1 / width``,
     embeddings and vectors like O(1)): the starting point meta-training moves from, so widths transfer from step 0."""
@@ -89,6 +97,8 @@ class PerParameterAdam:
     @property
     def sizes(self) -> tuple[int, ...]:
         return (feats.NUM_FEATURES, self.hidden, self.hidden)
+
+    project_meta_params = staticmethod(project_meta_params)
 
     def init_meta_params(self, key: jax.Array) -> dict:
         """Returns meta-params at which the rule is exactly Adam (lr 1e-3): the output layer is zero."""
@@ -188,6 +198,8 @@ class EquivariantAdam:
     def _layer(self, spec: WeightSpaceSpec) -> layers.EquivariantLinear:
         return layers.cached_equivariant(spec, self.hidden, 2)
 
+    project_meta_params = staticmethod(project_meta_params)
+
     def init_meta_params(self, key: jax.Array) -> dict:
         """Returns meta-params at which the rule is exactly Adam (lr 1e-3): the equivariant output layer is zero."""
         k_hidden, k_out = jax.random.split(key)
@@ -264,6 +276,8 @@ class LabelRule:
     @property
     def hidden(self) -> int:
         return self.rule.hidden
+
+    project_meta_params = staticmethod(project_meta_params)
 
     def init_meta_params(self, key: jax.Array) -> dict:
         return self.rule.init_meta_params(key)

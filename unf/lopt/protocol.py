@@ -17,6 +17,10 @@ class LearnedOptimizer(Protocol):
     network); ``uses_total_steps`` says whether its update reads the run's length (a schedule over training
     progress), so meta-training and evaluation must pass the true one; ``layer_key`` names the params entry whose
     leaves are stacked layers (None when the rule treats the params tree as a whole).
+
+    Meta-training also reads two optional methods: ``serving(spec, params)`` returns the rule that trains a task's
+    params (another architecture's, through its spec), and ``project_meta_params(meta_params)`` returns them within
+    their domain (a decay at zero or above), applied after every meta-step.
     """
 
     name: str

@@ -70,12 +70,14 @@ def make_step(task: Task, lopt, cfg: MetaTrainConfig, sharding: NamedSharding | 
     """Returns a jitted ``step(key, meta_params, meta_opt_state, pes_state) -> (meta_params, meta_opt_state,
     pes_state, metrics)``, metrics an :class:`~unf.meta.estimators.ESMetrics`; with ``sharding`` the population's pair axis is split across devices."""
     opt = meta_optimizer(cfg)
+    # A rule whose meta-params have a domain (a decay at zero or above) keeps them in it after every step.
+    project = getattr(lopt, "project_meta_params", lambda meta_params: meta_params)
 
     def step(key, meta_params, meta_opt_state, state):
         grad, state, metrics = estimators.es_step(key, meta_params, state, task, lopt, cfg.es)
         updates, meta_opt_state = opt.update(grad, meta_opt_state, meta_params)
         metrics = metrics._replace(grad_norm=optax.tree.norm(grad))
-        return optax.apply_updates(meta_params, updates), meta_opt_state, state, metrics
+        return project(optax.apply_updates(meta_params, updates)), meta_opt_state, state, metrics
 
     if sharding is None:
         return jax.jit(step)
