@@ -52,6 +52,6 @@ def run_recipe(name: str, kind: str, cfg: MetaTrainConfig, out: Path, command: s
         "date": datetime.date.today().isoformat(), "commit": commit,
         "seconds_this_session": round(seconds, 1), "meta_steps_per_second": round(len(timed) / sum(timed), 2),
         "final_meta_loss_mean_last_500": sum(r["meta_loss"] for r in records[-500:]) / max(1, len(records[-500:])),
-        "correction": correction,
+        "correction": correction, "keep_in_domain": cfg.keep_in_domain,
     }
     return export.save_meta_params(out / "export", meta_params, info)

@@ -109,10 +109,13 @@ def _transformer_heldout() -> list[HeldOut]:
     ]
 
 
+# The shipped transformer-lm meta-params were made before meta-training kept the decay at zero or above; with it
+# kept there the same run ends elsewhere (decay 0.053 rather than 0.038), so that recipe reproduces the shipped run.
 _TRANSFORMER_CONFIG = MetaTrainConfig(
     steps=500, meta_lr=1e-3, clip=1.0, checkpoint_every=100, seed=0,
     es=ESConfig(estimator="nres", num_particles=16, truncation=10, horizons=(100, 200, 500, 1000, 2000),
                 sigma=0.01, rescale=0.3, objective="valid", progress_power=8.0),
+    keep_in_domain=False,
 )
 
 RECIPES = {
@@ -132,7 +135,7 @@ RECIPES = {
         name="networks",
         train_tasks=_network_tasks,
         heldout=_transformer_heldout,
-        config=_TRANSFORMER_CONFIG,
+        config=dataclasses.replace(_TRANSFORMER_CONFIG, keep_in_domain=True),
         description="the transformer-lm recipe's tasks and budget, with MLPs and CNNs on the digits and byte-level "
                     "LSTMs among the tasks (13 in all): the rule without its correction, served on each network "
                     "through its labels; starts as transformer-lm's",

@@ -33,7 +33,11 @@ from unf.tasks.base import Task
 @dataclasses.dataclass(frozen=True)
 class MetaTrainConfig:
     """steps: meta-steps; meta_lr: Adam's learning rate; clip: meta-gradient global-norm clip;
-    checkpoint_every: meta-steps between checkpoints; seed: the run's seed; es: the estimator's settings."""
+    checkpoint_every: meta-steps between checkpoints; seed: the run's seed; es: the estimator's settings;
+    keep_in_domain: after every meta-step, return the meta-params to their domain with the rule's
+    ``project_meta_params`` (a decay at zero or above), where it has one. Off, a decay pushed below zero sits where
+    the update clips it and ES sees no signal, so only noise brings it back; the ``transformer-lm`` recipe keeps it
+    off because its shipped meta-params were made that way."""
 
     steps: int = 100
     meta_lr: float = 1e-3
@@ -41,10 +45,13 @@ class MetaTrainConfig:
     checkpoint_every: int = 10
     seed: int = 0
     es: estimators.ESConfig = estimators.ESConfig()
+    keep_in_domain: bool = True
 
     def __post_init__(self):
         if self.steps < 1:
             raise ValueError(f"steps must be positive, got {self.steps}.")
+        if not isinstance(self.keep_in_domain, bool):
+            raise TypeError(f"keep_in_domain must be True or False, got {self.keep_in_domain!r}.")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be positive, got {self.checkpoint_every}.")
         for name in ("meta_lr", "clip"):
@@ -70,8 +77,8 @@ def make_step(task: Task, lopt, cfg: MetaTrainConfig, sharding: NamedSharding | 
     """Returns a jitted ``step(key, meta_params, meta_opt_state, pes_state) -> (meta_params, meta_opt_state,
     pes_state, metrics)``, metrics an :class:`~unf.meta.estimators.ESMetrics`; with ``sharding`` the population's pair axis is split across devices."""
     opt = meta_optimizer(cfg)
-    # A rule whose meta-params have a domain (a decay at zero or above) keeps them in it after every step.
-    project = getattr(lopt, "project_meta_params", lambda meta_params: meta_params)
+    project = getattr(lopt, "project_meta_params", None) if cfg.keep_in_domain else None
+    project = project or (lambda meta_params: meta_params)
 
     def step(key, meta_params, meta_opt_state, state):
         grad, state, metrics = estimators.es_step(key, meta_params, state, task, lopt, cfg.es)
@@ -141,6 +148,8 @@ def run_description(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig) -> dict:
         "tasks": [t.label for t in tasks], "steps_planned": cfg.steps, "meta_lr": cfg.meta_lr, "clip": cfg.clip,
         "seed": cfg.seed, **{f"es.{k}": v for k, v in dataclasses.asdict(cfg.es).items()},
     }
+    if cfg.keep_in_domain:  # runs made before the setting existed kept nothing in its domain, and resume as they were
+        description["keep_in_domain"] = True
     return json.loads(json.dumps(description))  # as it reads back from run_config.json (tuples become lists)
 
 
