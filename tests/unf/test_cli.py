@@ -107,6 +107,15 @@ def test_meta_train_modes_refuse_the_other_modes_options(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+def test_a_recipe_over_several_architectures_takes_only_a_rule_without_a_correction(tmp_path, capsys):
+    assert cli.meta_train_main(["--recipe", "networks", "--steps", "1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "several architectures" in err and "--no-correction" in err
+    assert cli.meta_train_main(["--recipe", "networks", "--optimizer", "mlp-adam", "--no-correction", "--steps", "1",
+                                "--out", str(tmp_path)]) == 2
+    assert "correction must be True, or False for the kinds" in capsys.readouterr().err
+
+
 def test_eval_modes_refuse_the_other_modes_options(capsys):
     with pytest.raises(SystemExit):
         cli.eval_main(["--task", "mlp", "--pretrained", "--out", "x"])
