@@ -23,7 +23,6 @@ A network ``--out`` already holds for the same meta-params and seeds is read bac
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shlex
 import sys
@@ -40,12 +39,6 @@ from unf import baselines, evaluate, lopt
 from unf.lopt import shipped, width
 from unf import spec as spec_lib
 from unf.tasks import cnn_digits, lstm_lm, mlp_digits, nnx_gpt_lm, resnet_digits
-from unf.tasks.base import Task
-
-
-def _with_spec(task: Task, make_spec) -> Task:
-    """The task with the spec a user writes for it: the network's input and output axes unpermuted."""
-    return dataclasses.replace(task, spec=make_spec(jax.eval_shape(task.init, jax.random.key(0))))
 
 
 def networks(large: bool, steps: int | None) -> list[lopt_ladder.Rung]:
@@ -53,10 +46,10 @@ def networks(large: bool, steps: int | None) -> list[lopt_ladder.Rung]:
     scale = 2 if large else 1
     steps = steps or (1000 if large else 500)
     return [
-        lopt_ladder.Rung("network", "mlp", _with_spec(mlp_digits(width=256 * scale, depth=3), spec_lib.mlp), steps),
-        lopt_ladder.Rung("network", "cnn", _with_spec(cnn_digits(channels=16 * scale), spec_lib.cnn), steps),
+        lopt_ladder.Rung("network", "mlp", mlp_digits(width=256 * scale, depth=3).with_spec(spec_lib.mlp), steps),
+        lopt_ladder.Rung("network", "cnn", cnn_digits(channels=16 * scale).with_spec(spec_lib.cnn), steps),
         lopt_ladder.Rung("network", "cnn-flatten",
-                         _with_spec(cnn_digits(channels=16 * scale, head="flatten"), spec_lib.cnn), steps),
+                         cnn_digits(channels=16 * scale, head="flatten").with_spec(spec_lib.cnn), steps),
         lopt_ladder.Rung("network", "resnet", resnet_digits(channels=16 * scale, blocks=2), steps),
         lopt_ladder.Rung("network", "lstm", lstm_lm(hidden=128 * scale, embed=32 * scale, seq=32, batch=16), steps),
         lopt_ladder.Rung("network", "nnx-gpt", nnx_gpt_lm(d_model=64 * scale, layers=2, heads=4, seq=64, batch=8),

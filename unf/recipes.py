@@ -82,14 +82,11 @@ def _transformer_tasks() -> list[Task]:
 def _network_tasks() -> list[Task]:
     """The transformer tasks and, each with the spec a user writes for it, MLPs and CNNs on the digits and byte-level
     LSTMs, all smaller than the networks of ``benchmarks.lopt_networks``, which the transformer rule never saw."""
-    def user_spec(task: Task, make) -> Task:
-        return dataclasses.replace(task, spec=make(jax.eval_shape(task.init, jax.random.key(0))))
-
     return _transformer_tasks() + [
-        user_spec(mlp_digits(width=32, depth=2), spec_lib.mlp),
-        user_spec(mlp_digits(width=64, depth=3), spec_lib.mlp),
-        user_spec(cnn_digits(channels=8), spec_lib.cnn),
-        user_spec(cnn_digits(channels=4, batch=32), spec_lib.cnn),
+        mlp_digits(width=32, depth=2).with_spec(spec_lib.mlp),
+        mlp_digits(width=64, depth=3).with_spec(spec_lib.mlp),
+        cnn_digits(channels=8).with_spec(spec_lib.cnn),
+        cnn_digits(channels=4, batch=32).with_spec(spec_lib.cnn),
         lstm_lm(hidden=32, embed=16, seq=16, batch=16),
         lstm_lm(hidden=64, embed=16, seq=16, batch=8),
     ]

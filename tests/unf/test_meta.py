@@ -180,8 +180,7 @@ def test_one_rule_without_a_correction_meta_trains_on_several_architectures(tmp_
     # The transformer is trained by the rule in its own layout; the MLP, whose tree it does not know, by the same
     # rule over the MLP's labels, and both tasks move the one set of meta-params.
     transformer = tasks.transformer_lm(d_model=8, heads=2, seq=8, batch=2)
-    mlp = tasks.mlp_digits(width=8, batch=8)
-    mlp = dataclasses.replace(mlp, spec=spec_lib.mlp(jax.eval_shape(mlp.init, jax.random.key(0))))
+    mlp = tasks.mlp_digits(width=8, batch=8).with_spec(spec_lib.mlp)
     learned = lopt.EquivariantAdam(transformer.spec, layer_key="blocks", base="orthogonal", correction=False)
     family = [transformer, mlp]
     assert serving(learned, transformer) is learned

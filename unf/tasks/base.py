@@ -31,6 +31,11 @@ class Task:
     def label(self) -> str:
         return f"{self.name}(" + ", ".join(f"{k}={v}" for k, v in self.config) + ")"
 
+    def with_spec(self, make_spec: Callable[[Any], WeightSpaceSpec]) -> "Task":
+        """Returns this task with the spec ``make_spec(params)`` writes for its params (abstract shapes), such as the
+        one a user writes (``unf.spec.mlp``, ``unf.spec.cnn``: the network's input and output axes unpermuted)."""
+        return dataclasses.replace(self, spec=make_spec(jax.eval_shape(self.init, jax.random.key(0))))
+
 
 @dataclasses.dataclass(frozen=True)
 class TaskFamily:
