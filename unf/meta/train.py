@@ -125,18 +125,18 @@ def serving(lopt, task: Task):
     return lopt if serve is None else serve(task.spec, jax.eval_shape(task.init, jax.random.key(0)))
 
 
-def initial_state(lopt, tasks: Sequence[Task], cfg: MetaTrainConfig,
+def initial_state(lopt, tasks: Sequence[Task], rules: Sequence, cfg: MetaTrainConfig,
                   start: Callable[[Any], Any] | None = None) -> MetaTrainState:
     """Returns the run's full state: meta-params (``start`` applied to the optimizer's initial ones, when given),
-    meta-optimizer state, one PES population per task, step 0."""
+    meta-optimizer state, one PES population per task (trained by its rule in ``rules``, :func:`serving`), step 0."""
     key = jax.random.key(cfg.seed)
     k_meta, k_pop = jax.random.split(key)
     meta_params = lopt.init_meta_params(k_meta)
     if start is not None:
         meta_params = start(meta_params)
     populations = [
-        estimators.init_state(jax.random.fold_in(k_pop, i), task, serving(lopt, task), meta_params, cfg.es)
-        for i, task in enumerate(tasks)
+        estimators.init_state(jax.random.fold_in(k_pop, i), task, rule, meta_params, cfg.es)
+        for i, (task, rule) in enumerate(zip(tasks, rules))
     ]
     return MetaTrainState(meta_params, meta_optimizer(cfg).init(meta_params), populations, jnp.zeros((), jnp.int32))
 
@@ -213,9 +213,10 @@ def meta_train(
     description = run_description(lopt, tasks, cfg)
     if start is not None:
         description["start"] = getattr(start, "__name__", repr(start))
-    state = place_state(initial_state(lopt, tasks, cfg, start), sharding)
+    rules = [serving(lopt, task) for task in tasks]
+    state = place_state(initial_state(lopt, tasks, rules, cfg, start), sharding)
     state, done, checkpoints = open_run(out, description, state, free=("steps_planned",), main=main)
-    steps = [make_step(task, serving(lopt, task), cfg, sharding) for task in tasks]
+    steps = [make_step(task, rule, cfg, sharding) for task, rule in zip(tasks, rules)]
     # In a multi-process run the key and step are replicated over the population's mesh.
     shared = (lambda x: x) if jax.process_count() == 1 else (lambda x: distributed.replicated(x, sharding.mesh))
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
