@@ -167,6 +167,42 @@ def test_a_conv_kernel_steps_along_its_orthogonalised_gradient_seen_as_one_taps_
     assert cosine(orthogonal.orthogonalize(g, ((2,), (3,)))) < 0.99  # not per tap
 
 
+class NamedLinenCNN(nn.Module):
+    channels: int = 8
+
+    @nn.compact
+    def __call__(self, x):
+        def named(*names):
+            return {"kernel_init": nn.with_logical_partitioning(nn.initializers.lecun_normal(), names[:-1]),
+                    "bias_init": nn.with_logical_partitioning(nn.initializers.zeros_init(), names[-1:])}
+
+        x = jax.nn.relu(nn.Conv(self.channels, (3, 3), **named(None, None, None, "c1", "c1"))(x))
+        x = jax.nn.relu(nn.Conv(2 * self.channels, (3, 3), **named(None, None, "c1", "c2", "c2"))(x))
+        return nn.Dense(10, **named("c2", None, None))(x.mean(axis=(1, 2)))
+
+
+def test_a_linen_conv_kernel_named_logically_is_one_taps_by_in_matrix_once_its_fan_in_is_traced():
+    from unf.lopt import width
+
+    model, x = NamedLinenCNN(), jax.random.normal(jax.random.key(0), (2, 6, 6, 1))
+    variables = model.init(jax.random.key(1), x)
+    params = nn.unbox(variables)["params"]
+    named = spec_lib.from_flax(variables["params"], {**spec_lib.FLAX_RULES, "c1": "shared", "c2": "shared"})
+    traced = spec_lib.with_fan_in(named, lambda p, inputs: model.apply({"params": p}, inputs), params, x)
+
+    def view(spec, leaf):
+        return dict(zip(spec.leaf_names, width.matrix_views(spec, [False] * spec.num_leaves)))[leaf]
+
+    assert view(named, "['Conv_1']['kernel']") == ((2,), (3,))  # names alone: one [in, out] matrix per tap
+    assert view(traced, "['Conv_1']['kernel']") == ((0, 1, 2), (3,))
+    assert traced.leaf_axes == named.leaf_axes and traced.labels == named.labels
+    assert dict(zip(traced.leaf_names, traced.fan_in))["['Dense_0']['kernel']"] == (0,)
+    wider = nn.unbox(NamedLinenCNN(channels=4).init(jax.random.key(1), x))["params"]
+    with pytest.raises(ValueError, match=r"params must be the tree spec describes.*\['Conv_0'\]\['bias'\]: spec \(8,\), "
+                                         r"params \(4,\)"):
+        spec_lib.with_fan_in(named, lambda p, inputs: NamedLinenCNN(channels=4).apply({"params": p}, inputs), wider, x)
+
+
 def test_a_cnn_named_for_sharding_marks_its_flattened_head_by_the_unpermuted_width_rule():
     def named(*names):
         return {"kernel_init": nnx.with_partitioning(nnx.initializers.lecun_normal(), names[:-1], eager_sharding=False),

@@ -147,6 +147,31 @@ def infer(fn: Callable[..., Any], params: Any, *args: Any, state: Any = None) ->
     return dataclasses.replace(spec, fan_in=tuple(_fan_in(g.uses.get(i, set())) for i in range(n_params)))
 
 
+def with_fan_in(spec: WeightSpaceSpec, fn: Callable[..., Any], params: Any, *args: Any,
+                state: Any = None) -> WeightSpaceSpec:
+    """Returns ``spec`` with each leaf's fan-in read off ``fn``'s computation as :func:`infer` reads it, its labels
+    unchanged.
+
+    A spec written from names alone (linen variables through :func:`unf.spec.from_flax`, :func:`unf.spec.from_labels`)
+    knows which axes a kernel contracts only from its names' order, so a linen conv kernel ``[kh, kw, in, out]`` is
+    read as one ``[in, out]`` matrix per tap; traced, it is one ``[kh x kw x in, out]`` matrix, the map the layer
+    applies to a patch, as an nnx ``Conv`` is. fn, params, args and state are as :func:`infer` takes them (an nnx
+    Module as ``with_fan_in(spec, model, *args)``). A leaf the trace sees read more than one way keeps the fan-in
+    ``spec`` gives it.
+
+    Raises ValueError when ``params`` is not the tree ``spec`` describes (leaf paths and shapes).
+    """
+    traced = infer(fn, params, *args, state=state)
+    expected = dict(zip(spec.leaf_names, map(tuple, spec.leaf_shapes)))
+    given = dict(zip(traced.leaf_names, map(tuple, traced.leaf_shapes)))
+    if expected != given:
+        differ = sorted(n for n in expected.keys() | given.keys() if expected.get(n) != given.get(n))
+        listed = ", ".join(f"{n}: spec {expected.get(n, 'none')}, params {given.get(n, 'none')}" for n in differ)
+        raise ValueError(f"params must be the tree spec describes; these leaves differ (path: shapes): {listed}.")
+    fan_in = tuple(mine if mine is not None else theirs for mine, theirs in zip(traced.fan_in, spec.leaf_fan_in))
+    return dataclasses.replace(spec, fan_in=fan_in)
+
+
 def merge_params(graphdef: Any, param_state: Any, params: Any, *rest: Any) -> Any:
     """Returns the nnx module ``graphdef`` describes with its ``nnx.Param`` state (shaped like ``param_state``)
     replaced by ``params``, a pure dict as ``nnx.to_pure_dict`` writes it, and its other variables ``rest``: the
