@@ -6,6 +6,7 @@ import dataclasses
 import math
 from typing import Any
 
+from hetnet import validation
 from hetnet.attention_options import SoftmaxOptions, typed as typed_options
 
 NORM_KINDS = ("rms", "layer")
@@ -16,9 +17,10 @@ POSITION_KINDS = ("learned", "rope")
 REMAT_POLICIES = ("none", "dots", "full")
 
 
-def _positive(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}.")
+def _positive(config: Any, name: str) -> None:
+    """Checks ``config.name`` is a positive integer and stores it as a Python int (a NumPy integer would not
+    survive the config's JSON round trip)."""
+    object.__setattr__(config, name, validation.positive_int(name, getattr(config, name)))
 
 
 def _one_of(name: str, value: str, accepted: tuple[str, ...]) -> None:
@@ -35,7 +37,7 @@ class NormConfig:
     eps: float = 1e-6
 
     def __post_init__(self):
-        _positive("d_model", self.d_model)
+        _positive(self, "d_model")
         _one_of("norm kind", self.kind, NORM_KINDS)
         if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0 < self.eps < math.inf:
             raise ValueError(f"norm eps must be a finite number > 0 (it keeps the division defined), got {self.eps!r}.")
@@ -50,8 +52,8 @@ class FeedForwardConfig:
     kind: str = "gelu"
 
     def __post_init__(self):
-        _positive("d_model", self.d_model)
-        _positive("d_ff", self.d_ff)
+        _positive(self, "d_model")
+        _positive(self, "d_ff")
         _one_of("ffn kind", self.kind, FFN_KINDS)
 
 
@@ -76,8 +78,8 @@ class AttentionConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "options", typed_options(self.variant, self.options))
-        _positive("d_model", self.d_model)
-        _positive("num_heads", self.num_heads)
+        _positive(self, "d_model")
+        _positive(self, "num_heads")
         if not isinstance(self.causal, bool):
             raise TypeError(f"causal must be a bool (True: each position attends to earlier ones only), got "
                             f"{self.causal!r}.")
@@ -87,7 +89,7 @@ class AttentionConfig:
             raise ValueError(f"rope_base must be a finite number > 1 (or None for no rotary positions), got "
                              f"{self.rope_base!r}.")
         if self.num_kv_heads is not None:
-            _positive("num_kv_heads", self.num_kv_heads)
+            _positive(self, "num_kv_heads")
             if self.num_heads % self.num_kv_heads:
                 raise ValueError(
                     f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads}) "
@@ -100,7 +102,7 @@ class AttentionConfig:
                     "or set head_dim explicitly."
                 )
         else:
-            _positive("head_dim", self.head_dim)
+            _positive(self, "head_dim")
         if self.rope_base is not None and self.dim_per_head % 2:
             raise ValueError(f"rotary positions rotate feature pairs; the head size must be even, got "
                              f"{self.dim_per_head}.")
@@ -161,8 +163,11 @@ class TransformerConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "attention_options", typed_options(self.attention, self.attention_options))
-        for name in ("vocab_size", "num_layers", "max_len"):
-            _positive(name, getattr(self, name))
+        for name in ("vocab_size", "d_model", "num_heads", "num_layers", "max_len"):
+            _positive(self, name)
+        for name in ("num_kv_heads", "head_dim", "d_ff"):
+            if getattr(self, name) is not None:
+                _positive(self, name)
         _one_of("dtype", self.dtype, DTYPES)
         _one_of("block", self.block, BLOCK_KINDS)
         _one_of("remat", self.remat, REMAT_POLICIES)
@@ -213,6 +218,6 @@ class ClassifierConfig:
     input_dim: int | None = None
 
     def __post_init__(self):
-        _positive("num_classes", self.num_classes)
+        _positive(self, "num_classes")
         if self.input_dim is not None:
-            _positive("input_dim", self.input_dim)
+            _positive(self, "input_dim")

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from hetnet import axes as axes_lib
+from hetnet import validation
 
 COVARIATES = ("gaussian", "sphere", "heavy")
 
@@ -31,9 +32,7 @@ class ICLConfig:
 
     def __post_init__(self):
         for name in ("layers", "dim", "context", "heads"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}.")
+            object.__setattr__(self, name, validation.positive_int(name, getattr(self, name)))
         std = self.init_std
         if isinstance(std, bool) or not isinstance(std, (int, float)) or not 0 < std < math.inf:
             raise ValueError(f"init_std must be a finite number > 0 (the std of every P, Q entry at init), got "

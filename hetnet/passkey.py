@@ -20,6 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hetnet import validation
+
 NEEDLE = " The pass key is {key}. Remember it. {key} is the pass key. "
 QUESTION = " What is the pass key? The pass key is "
 
@@ -45,12 +47,9 @@ def make_batch(rng: np.random.Generator, filler: np.ndarray, batch: int, length:
     filler: [num_bytes] uint8 or int text the filler windows are cut from; depth: the needle's place in [0, 1], or
     None for a uniform draw per row; digits: the key's length.
     """
-    if not isinstance(digits, int) or digits < 1:
-        raise ValueError(f"digits must be a positive int, got {digits!r}.")
+    digits, batch = validation.positive_int("digits", digits), validation.positive_int("batch", batch)
     if depth is not None and not 0.0 <= depth <= 1.0:
         raise ValueError(f"depth must lie in [0, 1] (or be None for random depths), got {depth!r}.")
-    if batch < 1:
-        raise ValueError(f"batch must be a positive int, got {batch!r}.")
     room = length + 1 - overhead(digits)
     if room < 1:
         raise ValueError(f"length {length} leaves no filler: a passkey row with {digits}-digit keys needs length "

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hetnet import validation
 from unf import plan_apply
 from unf.plan import LeafLayout, Plan, build_plan
 from unf.plan_apply import fold, signature_weights, unfold
@@ -75,8 +76,7 @@ def _check_reduction(reduction: str) -> None:
 
 def _check_channels(**channels: int) -> None:
     for name, value in channels.items():
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        validation.positive_int(name, value)
 
 
 #: Past this many weights a layer is refused: its cost comes from unpermuted axes, one coefficient per index pair.

@@ -49,6 +49,25 @@ def test_a_value_that_would_be_ignored_or_misread_is_refused(field, value, match
         TransformerConfig(**{field: value}, positions="rope")
 
 
+@pytest.mark.parametrize("value", [0, -3, 2.0, True, "8", None])
+@pytest.mark.parametrize("field", ["d_model", "num_heads", "num_layers", "vocab_size"])
+def test_a_size_that_is_not_a_positive_int_is_named(field, value):
+    with pytest.raises(ValueError, match=f"{field} must be a positive int, got {value!r}"):
+        TransformerConfig(**{field: value})
+
+
+def test_numpy_integer_sizes_are_taken_as_python_ints():
+    import dataclasses
+    import json
+
+    cfg = TransformerConfig(vocab_size=np.int64(10), d_model=np.int32(8), num_heads=np.int64(2), d_ff=np.uint8(16),
+                            num_layers=np.int64(1), max_len=np.int16(8))
+    assert cfg == dataclasses.replace(CFG, d_ff=16)
+    assert all(type(v) is int for v in (cfg.d_model, cfg.num_heads, cfg.d_ff, cfg.num_layers))
+    json.dumps(dataclasses.asdict(cfg))  # a checkpoint's config round trip
+    assert ICLConfig(layers=np.int64(2)).layers == 2
+
+
 @pytest.mark.parametrize("eps", [0.0, -1e-6, float("nan"), float("inf"), "1e-6", True])
 def test_norm_eps_must_be_a_finite_positive_number(eps):
     with pytest.raises(ValueError, match="norm eps must be a finite number > 0"):

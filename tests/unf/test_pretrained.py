@@ -34,8 +34,10 @@ def test_it_trains_a_transformer_of_another_width_depth_and_attention():
 def test_unknown_names_and_foreign_files_are_refused(tmp_path):
     with pytest.raises(ValueError, match="name must be one of the shipped optimizers"):
         lopt.pretrained("transformer", total_steps=10)
-    with pytest.raises(ValueError, match="total_steps must be a positive int"):
-        lopt.pretrained("transformer-lm", total_steps=0)
+    for bad in (0, -5, 2.5, True, "100"):
+        with pytest.raises(ValueError, match=f"total_steps must be a positive int .*got {bad!r}"):
+            lopt.pretrained("transformer-lm", total_steps=bad)
+    lopt.pretrained("transformer-lm", total_steps=np.int64(100))  # a NumPy count is a count
     learned, meta = lopt.load_pretrained("transformer-lm")
     other = lopt.PerParameterAdam().init_meta_params(jax.random.key(0))
     export.save_npz(tmp_path / "other.npz", other)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hetnet import validation
 from unf import layers
 from unf import spec as spec_lib
 from unf.lopt import adam_features as feats
@@ -65,12 +66,7 @@ def _rms(x: jax.Array) -> jax.Array:
 def _check_total_steps(total_steps):
     if isinstance(total_steps, jax.Array) and total_steps.ndim == 0:
         return total_steps  # traced: meta-training draws each inner run's length
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-        raise ValueError(
-            f"total_steps must be a positive int (the length of the training run the schedule spans), "
-            f"got {total_steps!r}."
-        )
-    return total_steps
+    return validation.positive_int("total_steps", total_steps, "the length of the training run the schedule spans")
 
 
 def _check_learning_rate(learning_rate):

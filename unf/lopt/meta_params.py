@@ -7,6 +7,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from hetnet import validation
 from unf.spec import WeightSpaceSpec
 
 
@@ -32,8 +33,7 @@ def check_settings(spec: Any, hidden: Any, layer_key: Any = None, allow_no_spec:
         accepted = "a WeightSpaceSpec or None" if allow_no_spec else "a WeightSpaceSpec"
         raise TypeError(f"spec must be {accepted} (unf.spec.from_hetnet, from_flax, from_labels, ...), got "
                         f"{type(spec).__name__}.")
-    if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
-        raise ValueError(f"hidden must be a positive int (the pointwise layers' width), got {hidden!r}.")
+    validation.positive_int("hidden", hidden, "the pointwise layers' width")
     if layer_key is not None and not isinstance(layer_key, str):
         raise TypeError(f"layer_key must be None or the str key of the params entry of stacked layers, got "
                         f"{layer_key!r}.")

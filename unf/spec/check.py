@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hetnet import symmetry
+from hetnet import symmetry, validation
 from unf.spec.core import Label, WeightSpaceSpec
 
 
@@ -36,8 +36,7 @@ def check_symmetry(fn: Callable[..., Any], params: Any, spec: WeightSpaceSpec, *
     if not isinstance(spec, WeightSpaceSpec):
         raise TypeError(f"spec must be a WeightSpaceSpec (unf.spec.from_flax, from_hetnet, ...), got "
                         f"{type(spec).__name__}.")
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be a positive int (group elements drawn per group), got {samples!r}.")
+    validation.positive_int("samples", samples, "group elements drawn per group")
     if not (isinstance(key, jax.Array) and (jnp.issubdtype(key.dtype, jax.dtypes.prng_key)
                                             or (key.dtype == jnp.uint32 and key.shape == (2,)))):
         raise TypeError(f"key must be a jax PRNG key (jax.random.key(0)), got {key!r}.")

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from hetnet import data
+from hetnet import data, validation
 from unf import spec as spec_lib
 from unf.tasks.base import Task
 
@@ -126,8 +126,7 @@ def resnet_digits(channels: int = 8, blocks: int = 2, batch: int = 64) -> Task:
     global mean pooling and a dense layer to 10 classes. Its spec is read off the loss by :func:`unf.spec.infer`
     (each stage's residual stream one group, each block's inner channels another)."""
     for name, value in (("channels", channels), ("blocks", blocks), ("batch", batch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        validation.positive_int(name, value)
     conv_init = jax.nn.initializers.lecun_normal(in_axis=(0, 1, 2), out_axis=3)
 
     def norm(c):

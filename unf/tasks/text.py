@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from hetnet import data
+from hetnet import data, validation
 from hetnet.config import TransformerConfig
 from hetnet.models import TransformerLM
 from unf import spec as spec_lib
@@ -24,9 +24,7 @@ TEXT_BYTES = 1_000_000
 
 @functools.lru_cache(maxsize=4)
 def _corpus(text_bytes: int = TEXT_BYTES) -> data.TextCorpus:
-    if isinstance(text_bytes, bool) or not isinstance(text_bytes, int) or text_bytes < 1:
-        raise ValueError(f"text_bytes must be a positive int (bytes of standard-library source for both splits), got "
-                         f"{text_bytes!r}.")
+    validation.positive_int("text_bytes", text_bytes, "bytes of standard-library source for both splits")
     return data.stdlib_corpus(max_bytes=text_bytes)
 
 
@@ -135,8 +133,7 @@ def nnx_gpt_lm(d_model: int = 16, layers: int = 1, heads: int = 2, seq: int = 16
     ``nnx.Param`` state as ``nnx.to_pure_dict`` writes it (the tree ``nnx.Optimizer`` hands an optimizer), and no
     axis is named, so its spec is read off the loss by :func:`unf.spec.infer`."""
     for name, value in (("d_model", d_model), ("layers", layers), ("heads", heads), ("seq", seq), ("batch", batch)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}.")
+        validation.positive_int(name, value)
     if d_model % heads:
         raise ValueError(f"heads must divide d_model, got d_model={d_model} and heads={heads}.")
     graphdef, template = nnx.split(nnx.eval_shape(lambda: _NnxGPT(d_model, layers, heads, seq, nnx.Rngs(0))),
