@@ -394,6 +394,29 @@ def test_fan_in_follows_kernels_concatenated_or_reshaped_before_the_contraction_
     assert len(cell) == 12 and all(f == ((0,) if name.endswith("['kernel']") else ()) for name, f in cell.items())
 
 
+def test_a_fused_kernel_indexed_into_its_parts_keeps_the_parts_axis_fixed_size_and_each_part_one_matrix():
+    # Gemma's feed-forward: one [2, hidden, d] kernel, contracted with the stream, split by index into gate and up.
+    def gated(p, x):
+        h = x @ p["embed"]
+        both = jnp.einsum("bd,cfd->cbf", h, p["gating"])
+        h = h + (jax.nn.gelu(both[0]) * both[1]) @ p["linear"]
+        return h @ p["readout"]
+
+    shapes = {"embed": (5, 8), "gating": (2, 16, 8), "linear": (16, 8), "readout": (8, 3)}
+    params = {k: jax.random.normal(jax.random.fold_in(KEY, i), v) for i, (k, v) in enumerate(shapes.items())}
+    x = jax.random.normal(jax.random.key(1), (4, 5))
+    spec = spec_lib.infer(gated, params, x)
+    leaf = dict(zip(spec.leaf_names, zip(spec.leaf_axes, spec.leaf_unpermuted_widths, spec.leaf_fan_in)))
+    labels, wide, fan_in = leaf["['gating']"]
+    assert labels[0] is None and 0 not in wide and fan_in == (2,)  # gate-or-up: two positions, no width
+    assert labels[1] == leaf["['linear']"][0][0] is not None  # the hidden units: one group through both parts
+    views = dict(zip(spec.leaf_names, width.matrix_views(spec, [False] * spec.num_leaves)))
+    assert views["['gating']"] == ((2,), (1,))  # [d, hidden] per part, the parts a batch
+    role, n = width.roles(spec, [False] * spec.num_leaves)[spec.leaf_names.index("['gating']")]
+    assert width.ROLES[role] == "hidden" and n == pytest.approx(np.sqrt(16 * 8))
+    assert max(spec_lib.check_symmetry(gated, params, spec, x, key=KEY).values()) < 1e-4
+
+
 def test_an_nnx_scan_over_stacked_layers_gives_the_views_and_roles_its_logical_names_give():
     model = flax_examples.ScanGPT(nnx.Rngs(0))
     tokens = jnp.arange(10).reshape(2, 5) % 23
