@@ -148,3 +148,31 @@ def test_a_bad_spec_is_refused_by_name():
     _, meta = lopt.load_pretrained("transformer-lm")
     with pytest.raises(ValueError, match="stacked_by_labels.*needs a spec and no layer_key"):
         learned_adam.transformation(meta, None, 10, layer_key="blocks", spec=spec, stacked_by_labels=True)
+
+
+@pytest.mark.parametrize("block", ["recurrent", "hyperset"])
+def test_a_hetnet_model_of_another_body_is_pointed_to_its_labels_and_trained_through_them(block):
+    import optax
+
+    from hetnet import TransformerConfig, TransformerLM
+    from unf import spec as spec_lib
+
+    model = TransformerLM(TransformerConfig(vocab_size=32, d_model=16, num_heads=2, num_layers=2, max_len=8,
+                                            block=block))
+    params = model.init(jax.random.key(0))
+    with pytest.raises(ValueError, match=f"block='{block}'.*spec=unf.spec.from_hetnet\\(params, model.axes\\)"):
+        lopt.pretrained("transformer-lm", total_steps=20).init(params)
+    opt = lopt.pretrained("transformer-lm", total_steps=20, spec=spec_lib.from_hetnet(params, model.axes))
+    batch = {"tokens": jax.random.randint(jax.random.key(1), (4, 8), 0, 32)}
+
+    @jax.jit
+    def step(p, state):
+        loss, grads = jax.value_and_grad(model.loss)(p, batch)
+        updates, state = opt.update(grads, state, p)
+        return optax.apply_updates(p, updates), state, loss
+
+    state, losses = opt.init(params), []
+    for _ in range(20):
+        params, state, loss = step(params, state)
+        losses.append(float(loss))
+    assert np.isfinite(losses).all() and losses[-1] < losses[0] - 0.5

@@ -66,13 +66,15 @@ def pretrained(name: str, *, total_steps: int, learning_rate=None, model: Any = 
     learning_rate: None for the learned schedule; a float or an optax schedule replaces it. To keep the learned
     schedule's shape at another scale, chain ``optax.scale(k)``: every part of the update, decoupled decay included,
     is proportional to the step size, so the chain is the schedule times ``k``. ``update`` needs ``params``.
-    ``"transformer-lm"`` serves a hetnet TransformerLM with a standard body (GELU or SwiGLU feed-forward, RMS norm or LayerNorm, learned or rotary positions), at any width, number of heads, depth and
-    sequence length, with softmax, NeuTRENO, linear or sparse attention (not the learned indexer, whose kernels have
+    ``"transformer-lm"`` serves a hetnet TransformerLM with a standard body (GELU or SwiGLU feed-forward, RMS norm
+    or LayerNorm, learned or rotary positions), at any width, number of heads, depth and sequence length, with softmax, NeuTRENO, linear or sparse attention (not the learned indexer, whose kernels have
     no labels it knows); its rule reads each tensor's labels, and a leaf it was not meta-trained on (a SwiGLU gate, a
     LayerNorm offset) takes the labels of its sibling (``w_in``, ``scale``); and a Flax decoder of the
     same make whose axes carry MaxText-style logical names (see :mod:`unf.lopt.flax_transformer`). In
     ``nnx.Optimizer`` the names come with the params; for a linen ``TrainState`` pass ``model``: the boxed
-    ``variables["params"]`` from ``init`` (or an nnx model).
+    ``variables["params"]`` from ``init`` (or an nnx model). A hetnet body of one shared block or Hyper-SET
+    (``block="recurrent"``, ``"hyperset"``) is served by its labels: ``spec=unf.spec.from_hetnet(params,
+    model.axes)``.
 
     Any other network: the shipped rule reads labels only (no learned correction), so it serves any params whose
     weight-space ``spec`` is given (``unf.spec.from_flax(model)``, ``unf.spec.mlp(params)``, ``unf.spec.cnn(params)``,
@@ -126,6 +128,16 @@ def _all_named(tree: Any) -> bool:
     return all(n is not None and len(n) == np.ndim(x) for n, x in zip(named, jax.tree.leaves(params)))
 
 
+def _hetnet_body(tree: Any) -> str | None:
+    """Returns the block kind of a hetnet TransformerLM whose params ``tree`` is, when that body is not the standard
+    one the rule's own layout holds (``"recurrent"``, ``"hyperset"``); None for any other tree."""
+    from hetnet import stacks
+
+    if not isinstance(tree, dict) or "tokens" not in tree:
+        return None
+    return next((kind for kind, stack in stacks.STACKS.items() if kind != "standard" and stack.key in tree), None)
+
+
 def _in_any_layout(learned, inner: optax.GradientTransformationExtraArgs, model: Any,
                    by_labels) -> optax.GradientTransformationExtraArgs:
     """Returns ``inner`` (the rule of ``learned`` over hetnet TransformerLM params) serving the trees it serves
@@ -144,6 +156,11 @@ def _in_any_layout(learned, inner: optax.GradientTransformationExtraArgs, model:
         try:
             return flax_transformer.layout(tree)
         except ValueError as not_decoder:
+            body = _hetnet_body(tree)
+            if body is not None:
+                raise ValueError(f"these are the params of a hetnet TransformerLM with block={body!r}; the shipped "
+                                 "transformer-lm optimizer serves that body by its labels: pass pretrained(..., "
+                                 "spec=unf.spec.from_hetnet(params, model.axes)).") from None
             if not isinstance(learned, EquivariantAdam) or learned.correction:
                 raise
             try:
