@@ -176,3 +176,37 @@ def test_a_hetnet_model_of_another_body_is_pointed_to_its_labels_and_trained_thr
         params, state, loss = step(params, state)
         losses.append(float(loss))
     assert np.isfinite(losses).all() and losses[-1] < losses[0] - 0.5
+
+
+def test_the_shipped_optimizer_runs_in_hetnets_donating_step_sharded_as_on_one_device():
+    import optax
+
+    from hetnet import TransformerConfig, TransformerLM, train
+
+    model = TransformerLM(TransformerConfig(vocab_size=16, d_model=8, num_heads=4, num_kv_heads=2, num_layers=2,
+                                            max_len=8))
+    params = model.init(jax.random.key(0))
+    batch = {"tokens": jax.random.randint(jax.random.key(1), (8, 9), 0, 16)}
+    opt = lopt.pretrained("transformer-lm", total_steps=10)
+    fresh = lambda t: jax.tree.map(jnp.copy, t)  # noqa: E731 - the steps donate their inputs
+
+    # The state's moments are buffers of their own, so a step that donates the state takes it.
+    single = train.make_train_step(model.loss, opt)
+    want, want_state, _ = single(fresh(params), opt.init(params), batch)
+    want, _, want_metrics = single(want, want_state, batch)
+
+    # optax.tree_map_params reads which state leaves are copies of the params, to shard them alike.
+    mesh = jax.make_mesh((2, 2), ("data", "model"))
+    shardings = train.step_shardings(opt, params, model.axes, mesh)
+    placeholders = optax.tree_map_params(opt, lambda _: "param", jax.eval_shape(opt.init, params),
+                                         transform_non_params=lambda _: "other")
+    assert set(jax.tree.leaves(placeholders.momenta + (placeholders.second_moment,))) == {"param"}
+    assert placeholders.count == "other"
+    sharded = train.make_train_step(model.loss, opt, shardings)
+    got, got_state, _ = sharded(train.place(fresh(params), shardings.params),
+                                train.place(opt.init(params), shardings.opt_state), train.place(batch, shardings.batch))
+    got, got_state, got_metrics = sharded(got, got_state, train.place(batch, shardings.batch))
+    assert got_state.second_moment["blocks"]["ffn"]["w_in"].sharding.spec == \
+        shardings.params["blocks"]["ffn"]["w_in"].spec
+    np.testing.assert_allclose(got_metrics["loss"], want_metrics["loss"], rtol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5), got, want)

@@ -183,13 +183,18 @@ def transformation(
         return tree_layout.stacked_leaves(params, layer_key)
 
     def init_fn(params):
+        if not jax.tree.leaves(params):
+            # optax.tree_map_params (sharding the state like the params) initialises with a tree of no leaves and
+            # reads where it lands in the state: the state holds it wherever it holds a copy of the params.
+            return LearnedAdamState(tuple(params for _ in rates), params, jnp.zeros((), jnp.int32))
         _check_floating(params)
         params, _ = tree_layout.canonical(params, served_spec(params))
         if check is not None:
             check(params)
         stacked_of(params)
-        zeros = _zeros_f32(params)
-        return LearnedAdamState(tuple(zeros for _ in rates), zeros, jnp.zeros((), jnp.int32))
+        # A buffer of its own per moment: a step that donates its state cannot donate one buffer twice.
+        return LearnedAdamState(tuple(_zeros_f32(params) for _ in rates), _zeros_f32(params),
+                                jnp.zeros((), jnp.int32))
 
     def update_fn(grads, state, params=None, **extra_args):
         del extra_args

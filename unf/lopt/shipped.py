@@ -217,6 +217,8 @@ def _in_any_layout(learned, inner: optax.GradientTransformationExtraArgs, model:
         return lay, [by_name[n] for n in wanted], (treedef, [order[n] for n in wanted])
 
     def init_fn(params):
+        if not jax.tree.leaves(params):  # optax.tree_map_params's placeholder: no layout to read
+            return inner.init(params)
         lay, leaves, _ = aligned(params)
         if lay is not None and leaves is None:
             return lay.init(params)
