@@ -407,6 +407,43 @@ def test_the_shipped_optimizer_trains_a_flax_docs_transformer_in_nnx_optimizer_a
         nnx.Optimizer(Odd(nnx.Rngs(0)), lopt.pretrained("transformer-lm", total_steps=20), wrt=nnx.Param)
 
 
+def test_the_shipped_optimizer_made_inside_a_sharded_create_function_trains_and_shards_its_state():
+    # The Flax guide's multi-device pattern: model and optimizer made inside nnx.jit under logical axis rules, their
+    # state constrained to its partition specs; the optimizer then runs in another jit.
+    mesh = jax.make_mesh((2, 2), ("data", "model"), axis_types=(jax.sharding.AxisType.Auto,) * 2)
+    rules = (("embed", None), ("mlp", "model"), ("q_heads", "model"), ("kv_heads", None), ("kv", None),
+             ("vocab", None))
+    x = tokens(19, 12)
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+        @nnx.jit
+        def create():
+            model = ex.DocsLM(nnx.Rngs(0))
+            optimizer = nnx.Optimizer(model, lopt.pretrained("transformer-lm", total_steps=20), wrt=nnx.Param)
+            state = nnx.state((model, optimizer))
+            nnx.update((model, optimizer), jax.lax.with_sharding_constraint(state, nnx.get_partition_spec(state)))
+            return model, optimizer
+
+        model, optimizer = create()
+
+        @nnx.jit
+        def step(model, optimizer):
+            def loss(m):
+                return optax.softmax_cross_entropy_with_integer_labels(m(x)[:, :-1], x[:, 1:]).mean()
+
+            value, grads = nnx.value_and_grad(loss)(model)
+            optimizer.update(model, grads)
+            return value
+
+        losses = [float(step(model, optimizer)) for _ in range(5)]
+    assert losses[-1] < losses[0] - 0.2
+    # The state is held in the hetnet layout the rule runs in: the layers' up-projections stacked as ``w_in``
+    # [layers, embed, mlp], whose MLP axis is sharded as the kernels' is.
+    state = optimizer.opt_state
+    moments = [state.momenta[0]["blocks"]["ffn"]["w_in"], state.second_moment["blocks"]["ffn"]["w_in"]]
+    assert all(m[...].sharding.spec == jax.sharding.PartitionSpec(None, None, "model") for m in moments)
+    assert model.layers[0].up.kernel[...].sharding.spec == jax.sharding.PartitionSpec(None, "model")
+
+
 def test_a_flax_model_named_on_every_axis_is_served_by_its_names_as_by_its_spec():
     """The scan-stacked GPT has MLP biases, which no hetnet decoder has: nnx.Optimizer serves it by the logical
     names it carries, exactly as the rule given the spec of those names does on the bare params."""

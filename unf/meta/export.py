@@ -35,7 +35,9 @@ def load_npz(path: Path, like: Any) -> Any:
             got = arrays[name].shape if name in arrays else "missing"
             raise ValueError(f"{path}: leaf {name} is {got}, expected shape {jnp.shape(ref)}; the file does not hold "
                              "meta-params of this optimizer.")
-        leaves.append(jnp.asarray(arrays.pop(name)))
+        # Host arrays: an optimizer built inside a jit (a sharded nnx.Optimizer made in its create function) then
+        # holds constants, not values traced there that would escape into the next jit.
+        leaves.append(np.asarray(arrays.pop(name)))
     if arrays:
         raise ValueError(f"{path}: unexpected leaves {sorted(arrays)}; the file does not hold meta-params of this "
                          "optimizer.")
