@@ -63,3 +63,42 @@ def test_import_unf_reaches_lopt():
     code = "import unf; print(unf.lopt.equivariant_adam.__name__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "equivariant_adam"
+
+
+@pytest.mark.parametrize("factory", ["equivariant_adam", "per_parameter_adam", "pretrained"])
+def test_an_optimizer_made_inside_one_jit_runs_in_another(factory):
+    # nnx.Optimizer made in a jitted create function, as a sharded Flax model is: what the transformation holds
+    # must be constants there, not values traced there.
+    from flax import nnx
+
+    from unf import spec as spec_lib
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.hidden, self.out = nnx.Linear(4, 16, rngs=rngs), nnx.Linear(16, 3, rngs=rngs)
+
+        def __call__(self, x):
+            return self.out(jax.nn.relu(self.hidden(x)))
+
+    spec = spec_lib.mlp(MLP(nnx.Rngs(0)))
+    make = {"equivariant_adam": lambda: lopt.equivariant_adam(spec),
+            "per_parameter_adam": lambda: lopt.per_parameter_adam(),
+            "pretrained": lambda: lopt.pretrained("transformer-lm", total_steps=10, spec=spec)}[factory]
+
+    @nnx.jit
+    def create():
+        model = MLP(nnx.Rngs(0))
+        return model, nnx.Optimizer(model, make(), wrt=nnx.Param)
+
+    model, optimizer = create()
+    x, y = jax.random.normal(jax.random.key(1), (8, 4)), jnp.arange(8) % 3
+
+    @nnx.jit
+    def step(model, optimizer):
+        loss, grads = nnx.value_and_grad(
+            lambda m: optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean())(model)
+        optimizer.update(model, grads)
+        return loss
+
+    losses = [float(step(model, optimizer)) for _ in range(3)]
+    assert losses[-1] < losses[0]

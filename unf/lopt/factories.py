@@ -30,7 +30,10 @@ def _build(learned, meta_params: Any, learning_rate: ScalarOrSchedule | None, to
                         "per_parameter_adam takes its spec by keyword: per_parameter_adam(spec=spec).")
     fresh = meta_params is None
     if fresh:
-        meta_params = learned.init_meta_params(jax.random.key(0))
+        # Made concretely even inside a jit (a sharded model's create function): a traced value held by the
+        # transformation would escape into the next jit that runs it.
+        with jax.ensure_compile_time_eval():
+            meta_params = learned.init_meta_params(jax.random.key(0))
     if total_steps is None:
         if not fresh:
             raise ValueError("total_steps is required with trained meta_params: the rule reads training progress "
