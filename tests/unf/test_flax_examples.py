@@ -201,6 +201,8 @@ def test_a_linen_conv_kernel_named_logically_is_one_taps_by_in_matrix_once_its_f
     with pytest.raises(ValueError, match=r"params must be the tree spec describes.*\['Conv_0'\]\['bias'\]: spec \(8,\), "
                                          r"params \(4,\)"):
         spec_lib.with_fan_in(named, lambda p, inputs: NamedLinenCNN(channels=4).apply({"params": p}, inputs), wider, x)
+    with pytest.raises(TypeError, match="spec must be a WeightSpaceSpec .*got dict"):
+        spec_lib.with_fan_in({"Conv_0": None}, lambda p, inputs: model.apply({"params": p}, inputs), params, x)
 
 
 def test_a_cnn_named_for_sharding_marks_its_flattened_head_by_the_unpermuted_width_rule():

@@ -162,8 +162,12 @@ def with_fan_in(spec: WeightSpaceSpec, fn: Callable[..., Any], params: Any, *arg
     Module as ``with_fan_in(spec, model, *args)``). A leaf the trace sees read more than one way keeps the fan-in
     ``spec`` gives it.
 
-    Raises ValueError when ``params`` is not the tree ``spec`` describes (leaf paths and shapes).
+    Raises TypeError when ``spec`` is not a spec, ValueError when ``params`` is not the tree it describes (leaf paths
+    and shapes).
     """
+    if not isinstance(spec, WeightSpaceSpec):
+        raise TypeError(f"spec must be a WeightSpaceSpec (unf.spec.from_flax, from_labels, ...), got "
+                        f"{type(spec).__name__}.")
     traced = infer(fn, params, *args, state=state)
     expected = dict(zip(spec.leaf_names, map(tuple, spec.leaf_shapes)))
     given = dict(zip(traced.leaf_names, map(tuple, traced.leaf_shapes)))
