@@ -67,10 +67,11 @@ def pretrained(name: str, *, total_steps: int, learning_rate=None, model: Any = 
     schedule's shape at another scale, chain ``optax.scale(k)``: every part of the update, decoupled decay included,
     is proportional to the step size, so the chain is the schedule times ``k``. ``update`` needs ``params``.
     ``"transformer-lm"`` serves a hetnet TransformerLM with a standard body (GELU or SwiGLU feed-forward, RMS norm
-    or LayerNorm, learned or rotary positions), at any width, number of heads, depth and sequence length, with softmax, NeuTRENO, linear or sparse attention (not the learned indexer, whose kernels have
-    no labels it knows); its rule reads each tensor's labels, and a leaf it was not meta-trained on (a SwiGLU gate, a
-    LayerNorm offset) takes the labels of its sibling (``w_in``, ``scale``); and a Flax decoder of the
-    same make whose axes carry MaxText-style logical names (see :mod:`unf.lopt.flax_transformer`). In
+    or LayerNorm, learned or rotary positions), at any width, number of heads, depth and sequence length, with
+    softmax, NeuTRENO, linear or sparse attention (not the learned indexer, whose kernels have no labels it knows);
+    its rule reads each tensor's labels, and a leaf it was not meta-trained on (a SwiGLU gate, a LayerNorm offset)
+    takes the labels of its sibling (``w_in``, ``scale``); and a Flax decoder of the same make whose axes carry
+    MaxText-style logical names (see :mod:`unf.lopt.flax_transformer`). In
     ``nnx.Optimizer`` the names come with the params; for a linen ``TrainState`` pass ``model``: the boxed
     ``variables["params"]`` from ``init`` (or an nnx model). A hetnet body of one shared block or Hyper-SET
     (``block="recurrent"``, ``"hyperset"``) is served by its labels: ``spec=unf.spec.from_hetnet(params,

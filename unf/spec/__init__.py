@@ -2,7 +2,8 @@
 
 Built from explicit labels (:func:`from_labels`), a hetnet model (:func:`from_hetnet`), flax logical axis names
 (:func:`from_flax`), a feed-forward network's params (:func:`mlp`, :func:`cnn`, :func:`rnn`) or the model's own
-computation (:func:`infer`; :func:`with_fan_in` adds the fan-in a trace reads to a spec written from names); verified on the model itself with :func:`check_symmetry`.
+computation (:func:`infer`; :func:`with_fan_in` adds the fan-in a trace reads to a spec written from names);
+verified on the model itself with :func:`check_symmetry`.
 """
 
 from hetnet.axes import Nested
