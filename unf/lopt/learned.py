@@ -49,16 +49,16 @@ def _zeros(params):
 
 
 def _transformation(meta_params: dict, direction_fn, use_features: bool) -> optax.GradientTransformationExtraArgs:
-    alpha = jnp.exp(meta_params["log_alpha"])
-    g0 = jax.nn.sigmoid(meta_params["logit_g0"])
-    beta = meta_params.get("beta", 0.0)
-
     def init_fn(params):
         momenta = tuple(_zeros(params) for _ in feats.MOMENTUM_DECAYS) if use_features else ()
         return LearnedOptState(momenta, _zeros(params), jnp.zeros((), jnp.int32))
 
     def update_fn(grads, state, params=None, **extra_args):
         del extra_args
+        # Read here, not when the transformation is built: built inside one jit, it runs in another.
+        alpha = jnp.exp(meta_params["log_alpha"])
+        g0 = jax.nn.sigmoid(meta_params["logit_g0"])
+        beta = meta_params.get("beta", 0.0)
         momentum = jax.tree.map(lambda m, g: g0 * m + g, state.momentum, grads)
         momenta = state.momenta
         if use_features:
