@@ -2,6 +2,7 @@
 
 from unf.tasks.base import Task, TaskFamily
 from unf.tasks.images import cnn_digits, mlp_digits, resnet_digits
+from unf.tasks.nnx_models import nnx_task
 from unf.tasks.text import lstm_lm, nnx_gpt_lm, transformer_lm
 
 FAMILIES = {
@@ -21,5 +22,5 @@ def family(name: str) -> TaskFamily:
     return FAMILIES[name]
 
 
-__all__ = ["FAMILIES", "Task", "TaskFamily", "cnn_digits", "family", "lstm_lm", "mlp_digits", "nnx_gpt_lm",
+__all__ = ["FAMILIES", "Task", "TaskFamily", "cnn_digits", "family", "lstm_lm", "mlp_digits", "nnx_gpt_lm", "nnx_task",
            "resnet_digits", "transformer_lm"]

@@ -15,8 +15,8 @@ from hetnet import data, validation
 from hetnet.config import TransformerConfig
 from hetnet.models import TransformerLM
 from unf import spec as spec_lib
-from unf.spec.inference import merge_params
 from unf.tasks.base import Task
+from unf.tasks.nnx_models import nnx_task
 
 # Enough for the CPU-sized tasks; a model that reads its training split many times over needs more (``text_bytes``).
 TEXT_BYTES = 1_000_000
@@ -136,18 +136,12 @@ def nnx_gpt_lm(d_model: int = 16, layers: int = 1, heads: int = 2, seq: int = 16
         validation.positive_int(name, value)
     if d_model % heads:
         raise ValueError(f"heads must divide d_model, got d_model={d_model} and heads={heads}.")
-    graphdef, template = nnx.split(nnx.eval_shape(lambda: _NnxGPT(d_model, layers, heads, seq, nnx.Rngs(0))),
-                                   nnx.Param)
-
-    def init(key):
-        return nnx.to_pure_dict(nnx.state(_NnxGPT(d_model, layers, heads, seq, nnx.Rngs(key)), nnx.Param))
-
-    def loss(params, batch_):
+    def loss(model, batch_):
         tokens = batch_["tokens"]
-        logits = merge_params(graphdef, template, params)(tokens[:, :-1])
-        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:]))
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(model(tokens[:, :-1]), tokens[:, 1:]))
 
-    sample = _window_sampler(batch, seq + 1)
-    spec = spec_lib.infer(loss, jax.eval_shape(init, jax.random.key(0)), jax.eval_shape(sample, jax.random.key(0)))
     config = (("d_model", d_model), ("layers", layers), ("heads", heads), ("seq", seq), ("batch", batch))
-    return Task("nnx_gpt_lm", config, init, loss, sample, spec, _window_sampler(batch, seq + 1, "valid"))
+    return nnx_task("nnx_gpt_lm", lambda rngs: _NnxGPT(d_model, layers, heads, seq, rngs), loss,
+                    _window_sampler(batch, seq + 1), sample_valid_batch=_window_sampler(batch, seq + 1, "valid"),
+                    config=config)
+
