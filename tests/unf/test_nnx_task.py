@@ -63,3 +63,15 @@ def test_bad_arguments_are_named():
         tasks.nnx_task("t", lambda rngs: {}, loss, sample)
     with pytest.raises(TypeError, match="loss, sample_batch must be callable"):
         tasks.nnx_task("t", Classifier, None, 3)
+
+    class Dropping(nnx.Module):
+        def __init__(self, rngs, deterministic=False):
+            self.inner = Classifier(rngs)
+            self.drop = nnx.Dropout(0.2, deterministic=deterministic, rngs=rngs)
+
+        def __call__(self, x):
+            return self.drop(self.inner(x))
+
+    with pytest.raises(ValueError, match=r"dropout that is on \(\['drop'\]\).*deterministic=True"):
+        tasks.nnx_task("t", Dropping, loss, sample)
+    tasks.nnx_task("t", lambda rngs: Dropping(rngs, deterministic=True), loss, sample)  # off: a fixed function

@@ -19,8 +19,9 @@ def nnx_task(name: str, make_model: Callable[[nnx.Rngs], nnx.Module], loss: Call
 
     Its params are the model's ``nnx.Param`` state as ``nnx.to_pure_dict`` writes it (the tree ``nnx.Optimizer``
     hands an optimizer); ``init(key)`` builds the model from ``nnx.Rngs(key)``; the model's other variables (BatchNorm
-    statistics) ride along in the loss as one model made at build time has them. The spec is read off the loss by
-    :func:`unf.spec.infer`, so nothing need be named. sample_batch, sample_valid_batch: ``key -> batch``, pure and
+    statistics) ride along in the loss as one model made at build time has them; dropout that is on is refused
+    (its draws would repeat at every step). The spec is read off the loss by :func:`unf.spec.infer`, so nothing
+    need be named. sample_batch, sample_valid_batch: ``key -> batch``, pure and
     jit-able; config: ``(name, value)`` pairs for the task's label.
     """
     if not callable(make_model) or not callable(loss) or not callable(sample_batch):
@@ -31,6 +32,13 @@ def nnx_task(name: str, make_model: Callable[[nnx.Rngs], nnx.Module], loss: Call
     model = make_model(nnx.Rngs(0))
     if not isinstance(model, nnx.Module):
         raise TypeError(f"make_model must return an nnx.Module, got {type(model).__name__}.")
+    dropping = [".".join(map(str, path)) or "model" for path, m in nnx.iter_modules(model)
+                if isinstance(m, nnx.Dropout) and m.rate > 0 and not m.deterministic]
+    if dropping:
+        # The loss replays the model as built, its random streams included, so every call would draw one mask.
+        raise ValueError(f"make_model builds dropout that is on ({dropping}): the task's loss would draw the same "
+                         "mask at every step. Build the model with its dropout off for the task (nnx.Dropout(rate, "
+                         "deterministic=True), or model.eval() before returning it).")
     graphdef, template, rest = nnx.split(model, nnx.Param, ...)
 
     def init(key: jax.Array) -> Any:
