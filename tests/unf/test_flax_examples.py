@@ -264,6 +264,25 @@ def test_an_nnx_attention_output_kernel_named_any_way_is_one_heads_by_head_dim_m
     assert inferred.fan_in == spec.fan_in
 
 
+def test_an_nnx_einsum_kernel_contracts_the_axes_its_einsum_string_shares_with_the_input():
+    def named(*names):
+        return nnx.with_partitioning(nnx.initializers.lecun_normal(), names, eager_sharding=False)
+
+    class Einsums(nnx.Module):  # Gemma writes its projections so: the contracted axis need not lead
+        def __init__(self, rngs):
+            self.up = nnx.Einsum("bd,df->bf", (8, 16), kernel_init=named("embed", "mlp"), bias_shape=None, rngs=rngs)
+            self.heads = nnx.Einsum("bf,hfk->bhk", (2, 16, 4), kernel_init=named("heads", "mlp", "kv"),
+                                    bias_shape=None, rngs=rngs)
+
+        def __call__(self, x):
+            return self.heads(jax.nn.relu(self.up(x))).sum(-1)
+
+    model, x = Einsums(nnx.Rngs(0)), jnp.ones((3, 8))
+    spec = spec_lib.from_flax(model)
+    assert dict(zip(spec.leaf_names, spec.fan_in)) == {"['heads']['kernel']": (1,), "['up']['kernel']": (0,)}
+    assert spec_lib.with_fan_in(spec, model, x).fan_in == spec.fan_in  # what the computation reads
+
+
 def test_scan_stacked_gpt_with_sequential_mlps_keeps_one_group_per_layer():
     model = ex.ScanGPT(nnx.Rngs(0))
     spec = spec_lib.from_flax(model)

@@ -220,7 +220,7 @@ def _nnx_kernel_fan_in(model: Any) -> dict[tuple[str, ...], tuple[tuple[int, ...
     """Returns ``{kernel path: (fan-in axes, kernel rank)}`` for the dense and conv layers of an nnx Module (none for
     anything else): ``nnx.Linear``, ``nnx.Conv`` and ``nnx.ConvTranspose`` contract every kernel axis but the last,
     ``nnx.LinearGeneral`` (``nnx.MultiHeadAttention``'s projections) its ``in_features`` axes after its batch
-    axes."""
+    axes, ``nnx.Einsum`` the kernel axes its ``einsum_str`` shares with the input and not with the output."""
     from flax import nnx
 
     if not isinstance(model, nnx.Module):
@@ -238,7 +238,22 @@ def _nnx_kernel_fan_in(model: Any) -> dict[tuple[str, ...], tuple[tuple[int, ...
         elif isinstance(module, nnx.LinearGeneral):
             n_batch, n_in = len(module.batch_axis), len(module.in_features)
             out[key] = (tuple(range(n_batch, n_batch + n_in)), n_batch + n_in + len(module.out_features))
+        elif isinstance(module, nnx.Einsum):
+            contracted = _einsum_fan_in(module.einsum_str)
+            if contracted is not None:
+                out[key] = (contracted, len(module.kernel_shape))
     return out
+
+
+def _einsum_fan_in(einsum_str: str) -> tuple[int, ...] | None:
+    """Returns the kernel axes an ``nnx.Einsum``'s ``"inputs,kernel->out"`` contracts with its input (in both
+    operands, not in the output); None for a string of another form (ellipses, more operands)."""
+    spec = einsum_str.replace(" ", "")
+    if "..." in spec or spec.count("->") != 1 or spec.count(",") != 1:
+        return None
+    operands, result = spec.split("->")
+    inputs, kernel = operands.split(",")
+    return tuple(i for i, letter in enumerate(kernel) if letter in inputs and letter not in result)
 
 
 def _naming_error(unlabelled: list[str], unknown: dict[str, str], rules: Mapping[str, str]) -> str:
