@@ -21,6 +21,7 @@ from hetnet.config import TransformerConfig
 from hetnet.models import TransformerLM
 from tests.unf import flax_examples
 from unf import spec as spec_lib
+from unf.spec import inference
 from unf.lopt import width
 
 KEY = jax.random.key(0)
@@ -415,6 +416,39 @@ def test_a_fused_kernel_indexed_into_its_parts_keeps_the_parts_axis_fixed_size_a
     role, n = width.roles(spec, [False] * spec.num_leaves)[spec.leaf_names.index("['gating']")]
     assert width.ROLES[role] == "hidden" and n == pytest.approx(np.sqrt(16 * 8))
     assert max(spec_lib.check_symmetry(gated, params, spec, x, key=KEY).values()) < 1e-4
+
+
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_a_depthwise_conv_keeps_its_channels_one_group_when_each_has_one_filter(multiplier):
+    class ConvNeXtBlock(nnx.Module):  # a 7x7 depthwise conv, then an inverted-bottleneck MLP, in a residual
+        def __init__(self, rngs, c=8):
+            self.stem = nnx.Conv(3, c, (3, 3), rngs=rngs)
+            self.dw = nnx.Conv(c, c * multiplier, (7, 7), feature_group_count=c, rngs=rngs)
+            self.norm = nnx.LayerNorm(c * multiplier, rngs=rngs)
+            self.up, self.down = nnx.Linear(c * multiplier, 4 * c, rngs=rngs), nnx.Linear(4 * c, c, rngs=rngs)
+            self.head = nnx.Linear(c, 10, rngs=rngs)
+
+        def __call__(self, x):
+            x = self.stem(x)
+            x = x + self.down(jax.nn.gelu(self.up(self.norm(self.dw(x)))))
+            return self.head(x.mean((1, 2)))
+
+    model, x = ConvNeXtBlock(nnx.Rngs(0)), jax.random.normal(KEY, (2, 8, 8, 3))
+    spec = spec_lib.infer(model, x)
+    axes = spec.axes_tree()
+    stream = axes["stem"]["kernel"][3]
+    if multiplier == 1:  # input, filter and output channel move together: the residual stream stays one group
+        assert stream not in (None, spec_lib.UNPERMUTED_WIDTH)
+        assert axes["dw"]["kernel"][3] == axes["down"]["kernel"][1] == stream
+    else:  # a channel's filters move in blocks, which one label per axis cannot say
+        assert stream is spec_lib.UNPERMUTED_WIDTH and axes["dw"]["kernel"][3] is spec_lib.UNPERMUTED_WIDTH
+    graphdef, params_state, rest = nnx.split(model, nnx.Param, ...)
+
+    def apply(p, inputs):
+        return inference.merge_params(graphdef, params_state, p, rest)(inputs)
+
+    changes = spec_lib.check_symmetry(apply, nnx.to_pure_dict(params_state), spec, x, key=KEY)
+    assert max(changes.values()) < 1e-4
 
 
 def test_an_nnx_scan_over_stacked_layers_gives_the_views_and_roles_its_logical_names_give():
