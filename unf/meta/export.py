@@ -35,9 +35,10 @@ def load_npz(path: Path, like: Any) -> Any:
             got = arrays[name].shape if name in arrays else "missing"
             raise ValueError(f"{path}: leaf {name} is {got}, expected shape {jnp.shape(ref)}; the file does not hold "
                              "meta-params of this optimizer.")
-        # Host arrays: an optimizer built inside a jit (a sharded nnx.Optimizer made in its create function) then
-        # holds constants, not values traced there that would escape into the next jit.
-        leaves.append(np.asarray(arrays.pop(name)))
+        # Made concretely even inside a jit: an optimizer built there (a sharded nnx.Optimizer made in its create
+        # function) then holds constants, not values traced there that would escape into the next jit.
+        with jax.ensure_compile_time_eval():
+            leaves.append(jnp.asarray(arrays.pop(name)))
     if arrays:
         raise ValueError(f"{path}: unexpected leaves {sorted(arrays)}; the file does not hold meta-params of this "
                          "optimizer.")
