@@ -451,6 +451,42 @@ def test_a_depthwise_conv_keeps_its_channels_one_group_when_each_has_one_filter(
     assert max(changes.values()) < 1e-4
 
 
+def test_a_class_token_tiled_over_the_batch_keeps_a_vits_stream_one_group():
+    class ViT(nn.Module):  # patches, a class token, learned positions, attention and MLP blocks, a head on the token
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Conv(16, (4, 4), strides=(4, 4), name="patch")(x)
+            b, h, w, c = x.shape
+            x = x.reshape(b, h * w, c)
+            token = self.param("cls", nn.initializers.normal(0.02), (1, 1, c))
+            x = jnp.concatenate([jnp.tile(token, (b, 1, 1)), x], axis=1)
+            x = x + self.param("pos", nn.initializers.normal(0.02), (1, h * w + 1, c))
+            y = nn.LayerNorm()(x)
+            x = x + nn.MultiHeadDotProductAttention(num_heads=2)(y, y)
+            x = x + nn.Dense(c)(nn.gelu(nn.Dense(4 * c)(nn.LayerNorm()(x))))
+            return nn.Dense(10, name="head")(nn.LayerNorm()(x)[:, 0])
+
+    model, x = ViT(), jax.random.normal(KEY, (2, 8, 8, 3))
+    params = model.init(KEY, x)["params"]
+
+    def apply(p, inputs):
+        return model.apply({"params": p}, inputs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tile is an operation it knows
+        spec = spec_lib.infer(apply, params, x)
+    axes = spec.axes_tree()
+    stream = axes["patch"]["kernel"][3]
+    assert stream not in (None, spec_lib.UNPERMUTED_WIDTH)
+    assert axes["cls"][2] == axes["pos"][2] == axes["head"]["kernel"][0] == stream
+    role = dict(zip(spec.leaf_names, width.roles(spec, [False] * spec.num_leaves)))
+    assert width.ROLES[role["['MultiHeadDotProductAttention_0']['query']['kernel']"][0]] == "hidden"
+    assert max(spec_lib.check_symmetry(apply, params, spec, x, key=KEY).values()) < 1e-4
+    # A tensor tiled along an axis longer than one is laid out again: no group crosses it.
+    tiled = spec_lib.infer(lambda p, inputs: inputs @ jnp.tile(p["w"], (1, 2)), {"w": jnp.ones((3, 4))}, jnp.ones((2, 3)))
+    assert tiled.leaf_axes[0][1] is None
+
+
 def test_an_nnx_scan_over_stacked_layers_gives_the_views_and_roles_its_logical_names_give():
     model = flax_examples.ScanGPT(nnx.Rngs(0))
     tokens = jnp.arange(10).reshape(2, 5) % 23

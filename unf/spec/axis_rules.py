@@ -272,6 +272,22 @@ class AxisRules:
             else:
                 self.kept_whole(ctx, out, xn, on)
 
+    def op_tile(self, eqn, ctx, nodes):
+        """An axis tiled once is kept whole; one of size 1 repeats one value (a broadcast, as a class token tiled
+        over the batch), which any permutation leaves as it was; any other is laid out again, a merge."""
+        x = eqn.invars[0]
+        (out,) = eqn.outvars
+        xn, on = nodes(x), nodes(out)
+        if not xn:
+            self.fallback(eqn, ctx)
+            return
+        for k, (reps, size) in enumerate(zip(eqn.params["reps"], x.aval.shape)):
+            if reps == 1:
+                self.kept_whole(ctx, out, xn[k], on[k])
+            elif size > 1:
+                self.g.relations.append(([xn[k]], [on[k]]))
+                self.rearranged(ctx, out, [xn[k]], on[k])
+
     def op_slice(self, eqn, ctx, nodes):
         x = eqn.invars[0]
         p = eqn.params
