@@ -223,8 +223,8 @@ def test_patches_flattened_from_the_image_are_positions_not_width():
 
 def test_an_operation_it_does_not_know_is_named_and_pins_its_axes():
     params = {"w": jnp.ones((3, 5)), "v": jnp.ones((5, 2))}
-    fn = lambda p, x: jnp.sort(x @ p["w"], axis=-1) @ p["v"]  # noqa: E731
-    with pytest.warns(UserWarning, match="sort"):
+    fn = lambda p, x: jnp.fft.fft(x @ p["w"], axis=-1).real @ p["v"]  # noqa: E731
+    with pytest.warns(UserWarning, match="fft"):
         inferred = spec_lib.infer(fn, params, jnp.ones((1, 3)))
     assert inferred.axes_tree() == {"w": (None, None), "v": (None, None)}
 
@@ -485,6 +485,26 @@ def test_a_class_token_tiled_over_the_batch_keeps_a_vits_stream_one_group():
     # A tensor tiled along an axis longer than one is laid out again: no group crosses it.
     tiled = spec_lib.infer(lambda p, inputs: inputs @ jnp.tile(p["w"], (1, 2)), {"w": jnp.ones((3, 4))}, jnp.ones((2, 3)))
     assert tiled.leaf_axes[0][1] is None
+
+
+ALONG_ONE_AXIS = {
+    "sort": lambda p, x: jnp.sort(x @ p["w"], axis=0) @ p["v"],  # each hidden unit's column sorted alone
+    "top_k": lambda p, x: jax.lax.top_k((x @ p["w"]).T, 2)[0].T @ p["v"],  # each unit's two largest rows
+    "dynamic_update_slice": lambda p, x: jax.lax.dynamic_update_slice(jnp.zeros((8, 8)), x @ p["w"], (2, 0)) @ p["v"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALONG_ONE_AXIS))
+def test_ops_that_reorder_select_or_write_along_one_axis_keep_the_others_groups(name):
+    fn = ALONG_ONE_AXIS[name]
+    params = {"w": jax.random.normal(KEY, (6, 8)), "v": jax.random.normal(jax.random.key(1), (8, 5))}
+    x = jax.random.normal(jax.random.key(2), (4, 6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an operation it knows
+        spec = spec_lib.infer(fn, params, x)
+    hidden = spec.axes_tree()["w"][1]
+    assert hidden not in (None, spec_lib.UNPERMUTED_WIDTH) and spec.axes_tree()["v"][0] == hidden
+    assert max(spec_lib.check_symmetry(fn, params, spec, x, key=KEY).values()) < 1e-4
 
 
 def test_an_nnx_scan_over_stacked_layers_gives_the_views_and_roles_its_logical_names_give():

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from jax.extend import core as jcore
 
 from unf.spec.axis_graph import live_equations, nodes_of, open_jaxpr, size_of
-from unf.spec.axis_rules import AxisRules
+from unf.spec.order_rules import OrderRules
 
 _ELEMENTWISE = frozenset("""
 abs acos acosh add and asin asinh atan atan2 atanh cbrt ceil clamp conj convert_element_type copy copy_p cos cosh
@@ -28,7 +28,7 @@ _CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_ca
           "remat": "jaxpr", "remat2": "jaxpr", "checkpoint": "jaxpr"}
 
 
-class Walker(AxisRules):
+class Walker(OrderRules):
     """Walks one jaxpr and the jaxprs it calls into the graph."""
 
     def walk(self, jaxpr, consts: Sequence, ctx: int, live_out: Sequence[bool] | None = None) -> None:
