@@ -507,6 +507,28 @@ def test_ops_that_reorder_select_or_write_along_one_axis_keep_the_others_groups(
     assert max(spec_lib.check_symmetry(fn, params, spec, x, key=KEY).values()) < 1e-4
 
 
+def test_experts_picked_per_token_are_matrices_read_by_their_contraction_while_an_embedding_is_looked_up():
+    def mixture(p, x):  # a top-2 mixture of experts: each token's experts' weights gathered, then contracted
+        h = x @ p["embed"]
+        gates, chosen = jax.lax.top_k(jax.nn.softmax(h @ p["router"]), 2)
+        y = jax.nn.gelu(jnp.einsum("td,tkdf->tkf", h, p["w_in"][chosen]))
+        y = jnp.einsum("tkf,tkfd->tkd", y, p["w_out"][chosen])
+        h = h + jnp.einsum("tk,tkd->td", gates, y)
+        return h @ p["head"] + p["table"][jnp.argmax(x, axis=-1)] @ p["head"]
+
+    shapes = {"embed": (3, 8), "router": (8, 4), "w_in": (4, 8, 16), "w_out": (4, 16, 8), "head": (8, 2),
+              "table": (3, 8)}
+    params = {k: jax.random.normal(jax.random.fold_in(KEY, i), v) for i, (k, v) in enumerate(shapes.items())}
+    x = jax.random.normal(jax.random.key(1), (5, 3))
+    spec = spec_lib.infer(mixture, params, x)
+    fan_in = dict(zip(spec.leaf_names, spec.leaf_fan_in))
+    assert fan_in["['w_in']"] == (1,) and fan_in["['w_out']"] == (1,)  # [experts, in, out]: `in` contracted
+    assert fan_in["['table']"] == ()  # a row looked up, never contracted
+    views = dict(zip(spec.leaf_names, width.matrix_views(spec, [False] * spec.num_leaves)))
+    assert views["['w_in']"] == ((1,), (2,)) and views["['w_out']"] == ((1,), (2,))  # one matrix per expert
+    assert max(spec_lib.check_symmetry(mixture, params, spec, x, key=KEY).values()) < 1e-4
+
+
 def test_an_nnx_scan_over_stacked_layers_gives_the_views_and_roles_its_logical_names_give():
     model = flax_examples.ScanGPT(nnx.Rngs(0))
     tokens = jnp.arange(10).reshape(2, 5) % 23

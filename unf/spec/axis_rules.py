@@ -319,16 +319,25 @@ class AxisRules:
             self.fallback(eqn, ctx)
             return
         on, xn, idx = nodes(out), nodes(operand), nodes(indices)
-        self.record_gather(xn)
         for k, i in zip(dn.operand_batching_dims, dn.start_indices_batching_dims):  # take_along_axis's batch
             self.g.join(xn[k], idx[i])
         offset_operand = [k for k in range(len(xn))
                           if k not in dn.collapsed_slice_dims and k not in dn.operand_batching_dims]
+        whole = []
         for k, j in zip(offset_operand, dn.offset_dims):
             if k in dn.start_index_map or sizes[k] != operand.aval.shape[k]:
                 self.pin([xn[k], on[j]])
             else:
                 self.g.join(xn[k], on[j])
+                whole.append((k, j))
+        if len(whole) >= 2 and any(self.g.origins.get(xn[k]) for k, _ in whole):
+            # A whole matrix picked per index (a mixture of experts' weights), not a row looked up: the pick is a
+            # view of the matrix, so the contraction that reads it gives the leaf's fan-in.
+            for k, j in whole:
+                self._add_origins([xn[k]], on[j])
+            self.accounted.update(leaf for k, _ in whole for leaf, _ in self.g.origins.get(xn[k], ()))
+        else:
+            self.record_gather(xn)
         self.pin([xn[k] for k in dn.start_index_map])
         batch_out = [j for j in range(len(on)) if j not in dn.offset_dims]
         for i, j in zip(range(len(idx) - 1), batch_out):
