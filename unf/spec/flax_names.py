@@ -226,9 +226,7 @@ def _nnx_kernel_fan_in(model: Any) -> dict[tuple[str, ...], tuple[tuple[int, ...
     if not isinstance(model, nnx.Module):
         return {}
     out = {}
-    # nnx.iter_modules replaced the Module method in later Flax releases.
-    modules = nnx.iter_modules(model) if hasattr(nnx, "iter_modules") else model.iter_modules()
-    for path, module in modules:
+    for path, module in nnx_modules(model):
         key = tuple(str(k) for k in path) + ("kernel",)
         if isinstance(module, (nnx.Conv, nnx.ConvTranspose)):
             rank = len(module.kernel_shape)
@@ -243,6 +241,14 @@ def _nnx_kernel_fan_in(model: Any) -> dict[tuple[str, ...], tuple[tuple[int, ...
             if contracted is not None:
                 out[key] = (contracted, len(module.kernel_shape))
     return out
+
+
+def nnx_modules(model: Any):
+    """Returns an iterator of ``(path, module)`` over an nnx Module and its submodules."""
+    from flax import nnx
+
+    # nnx.iter_modules replaced the Module method in later Flax releases.
+    return nnx.iter_modules(model) if hasattr(nnx, "iter_modules") else model.iter_modules()
 
 
 def _einsum_fan_in(einsum_str: str) -> tuple[int, ...] | None:

@@ -8,6 +8,7 @@ import jax
 from flax import nnx
 
 from unf import spec as spec_lib
+from unf.spec import flax_names
 from unf.spec.inference import merge_params
 from unf.tasks.base import Task
 
@@ -32,7 +33,7 @@ def nnx_task(name: str, make_model: Callable[[nnx.Rngs], nnx.Module], loss: Call
     model = make_model(nnx.Rngs(0))
     if not isinstance(model, nnx.Module):
         raise TypeError(f"make_model must return an nnx.Module, got {type(model).__name__}.")
-    dropping = [".".join(map(str, path)) or "model" for path, m in nnx.iter_modules(model)
+    dropping = [".".join(map(str, path)) or "model" for path, m in flax_names.nnx_modules(model)
                 if isinstance(m, nnx.Dropout) and m.rate > 0 and not m.deterministic]
     if dropping:
         # The loss replays the model as built, its random streams included, so every call would draw one mask.
