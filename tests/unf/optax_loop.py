@@ -7,12 +7,17 @@ import optax
 def train(task, opt, steps: int, seed: int = 1):
     """Returns ``(params, opt_state, losses)`` after ``steps`` jitted steps of ``opt`` on ``task`` (batch ``i`` from
     ``key(i)``)."""
-    params = task.init(jax.random.key(seed))
+    return train_params(task.loss, task.init(jax.random.key(seed)), opt, steps, task.sample_batch)
+
+
+def train_params(loss_fn, params, opt, steps: int, sample_batch):
+    """Returns ``(params, opt_state, losses)`` after ``steps`` jitted steps of ``opt`` on ``loss_fn(params, batch)``
+    from ``params`` (batch ``i`` is ``sample_batch(key(i))``)."""
     state = opt.init(params)
 
     @jax.jit
     def step(p, s, key):
-        loss, g = jax.value_and_grad(task.loss)(p, task.sample_batch(key))
+        loss, g = jax.value_and_grad(loss_fn)(p, sample_batch(key))
         u, s = opt.update(g, s, p)
         return optax.apply_updates(p, u), s, loss
 

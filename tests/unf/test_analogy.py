@@ -7,7 +7,6 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from hetnet import TransformerConfig, TransformerLM
@@ -108,15 +107,5 @@ def test_the_shipped_optimizer_trains_a_swiglu_layernorm_rotary_model():
     assert "positions" not in params  # a leaf the shipped spec has and a rotary model lacks
     opt = lopt.pretrained("transformer-lm", total_steps=25)
     batch = {"tokens": jax.random.randint(jax.random.key(1), (8, 13), 0, 40)}
-
-    @jax.jit
-    def step(p, state):
-        loss, g = jax.value_and_grad(m.loss)(p, batch)
-        u, state = opt.update(g, state, p)
-        return optax.apply_updates(p, u), state, loss
-
-    state, losses = opt.init(params), []
-    for _ in range(25):
-        params, state, loss = step(params, state)
-        losses.append(float(loss))
+    _, _, losses = optax_loop.train_params(m.loss, params, opt, 25, lambda key: batch)
     assert np.all(np.isfinite(losses)) and np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3

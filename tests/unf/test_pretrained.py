@@ -152,8 +152,6 @@ def test_a_bad_spec_is_refused_by_name():
 
 @pytest.mark.parametrize("block", ["recurrent", "hyperset"])
 def test_a_hetnet_model_of_another_body_is_pointed_to_its_labels_and_trained_through_them(block):
-    import optax
-
     from hetnet import TransformerConfig, TransformerLM
     from unf import spec as spec_lib
 
@@ -164,17 +162,7 @@ def test_a_hetnet_model_of_another_body_is_pointed_to_its_labels_and_trained_thr
         lopt.pretrained("transformer-lm", total_steps=20).init(params)
     opt = lopt.pretrained("transformer-lm", total_steps=20, spec=spec_lib.from_hetnet(params, model.axes))
     batch = {"tokens": jax.random.randint(jax.random.key(1), (4, 8), 0, 32)}
-
-    @jax.jit
-    def step(p, state):
-        loss, grads = jax.value_and_grad(model.loss)(p, batch)
-        updates, state = opt.update(grads, state, p)
-        return optax.apply_updates(p, updates), state, loss
-
-    state, losses = opt.init(params), []
-    for _ in range(20):
-        params, state, loss = step(params, state)
-        losses.append(float(loss))
+    _, _, losses = optax_loop.train_params(model.loss, params, opt, 20, lambda key: batch)
     assert np.isfinite(losses).all() and losses[-1] < losses[0] - 0.5
 
 
