@@ -192,11 +192,10 @@ class AxisRules:
         self.record_reads(ln, (dn.lhs_spec[1],) + tuple(dn.lhs_spec[2:]), (dn.lhs_spec[0],))
         self.g.join(ln[dn.lhs_spec[0]], on[dn.out_spec[0]])
         self.pin([ln[i] for i in dn.lhs_spec[2:]] + [rn[i] for i in dn.rhs_spec[2:]] + [on[i] for i in dn.out_spec[2:]])
-        channels = lhs.aval.shape[dn.lhs_spec[1]]
         if p["feature_group_count"] == 1:
             self.g.join(ln[dn.lhs_spec[1]], rn[dn.rhs_spec[1]])
             self.g.join(rn[dn.rhs_spec[0]], on[dn.out_spec[1]])
-        elif (p["feature_group_count"] == channels == out.aval.shape[dn.out_spec[1]]
+        elif (p["feature_group_count"] == lhs.aval.shape[dn.lhs_spec[1]] == out.aval.shape[dn.out_spec[1]]
               and rhs.aval.shape[dn.rhs_spec[1]] == 1):
             # Depthwise, one filter a channel: a channel's filter moves with it, so input, filter and output
             # channels are one axis.

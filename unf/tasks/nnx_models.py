@@ -22,12 +22,12 @@ def nnx_task(name: str, make_model: Callable[[nnx.Rngs], nnx.Module], loss: Call
     hands an optimizer); ``init(key)`` builds the model from ``nnx.Rngs(key)``; the model's other variables (BatchNorm
     statistics) ride along in the loss as one model made at build time has them; dropout that is on is refused
     (its draws would repeat at every step). The spec is read off the loss by :func:`unf.spec.infer`, so nothing
-    need be named. sample_batch, sample_valid_batch: ``key -> batch``, pure and
-    jit-able; config: ``(name, value)`` pairs for the task's label.
+    need be named. sample_batch, sample_valid_batch: ``key -> batch``, pure and jit-able; config: ``(name, value)``
+    pairs for the task's label.
     """
-    if not callable(make_model) or not callable(loss) or not callable(sample_batch):
-        bad = [n for n, f in (("make_model", make_model), ("loss", loss), ("sample_batch", sample_batch))
-               if not callable(f)]
+    bad = [n for n, f in (("make_model", make_model), ("loss", loss), ("sample_batch", sample_batch))
+           if not callable(f)]
+    if bad:
         raise TypeError(f"{', '.join(bad)} must be callable (make_model(rngs) -> nnx.Module, loss(model, batch) -> "
                         "scalar, sample_batch(key) -> batch).")
     model = make_model(nnx.Rngs(0))
