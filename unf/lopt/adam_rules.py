@@ -21,6 +21,7 @@ from unf.lopt import width
 from unf.lopt.learned_adam import (DEFAULT_LR, HIDDEN, ScalarOrSchedule, hidden_features, mlp_init,
                                    transformation)
 from unf.lopt.meta_params import check_like, check_settings
+from unf.lopt.protocol import OwnNetworksOnly
 from unf.lopt.tree_layout import leaf_name
 from unf.spec import WeightSpaceSpec, analogy
 
@@ -74,7 +75,7 @@ def orthogonal_start(meta_params: dict) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class PerParameterAdam:
+class PerParameterAdam(OwnNetworksOnly):
     """Adam plus a correction computed for every parameter alone (pointwise layers only): the non-equivariant
     baseline with the same inputs, outputs and update as :class:`EquivariantAdam`. ``spec`` (optional) gives the
     labels its muP width factors are read from; without one every factor is 1. ``layer_key`` names the params entry
@@ -249,7 +250,7 @@ class EquivariantAdam:
 
 
 @dataclasses.dataclass(frozen=True)
-class LabelRule:
+class LabelRule(OwnNetworksOnly):
     """The rule of ``rule`` (an :class:`EquivariantAdam` without its correction) over the params ``spec``
     describes, whatever network they belong to: each tensor's muP role, width and matrix view are read off the
     spec's labels (:mod:`unf.lopt.width`), and leaves whose first axis is labelled ``"layers"`` are stacked layers.

@@ -22,7 +22,7 @@ import optax
 from unf import layers
 from unf.lopt import features as feats
 from unf.lopt.meta_params import check_like, check_settings
-from unf.lopt.protocol import check_fixed_step
+from unf.lopt.protocol import OwnNetworksOnly, check_fixed_step
 from unf.spec import WeightSpaceSpec
 
 HIDDEN = 32
@@ -78,7 +78,7 @@ def _transformation(meta_params: dict, direction_fn, use_features: bool) -> opta
 
 
 @dataclasses.dataclass(frozen=True)
-class SGDMomentum:
+class SGDMomentum(OwnNetworksOnly):
     """SGD with momentum whose learning rate ``alpha`` and decay ``g0`` are meta-tuned."""
 
     alpha: float = 0.1
@@ -116,7 +116,7 @@ def _mlp_apply(params, x, sizes, final_activation: bool):
 
 
 @dataclasses.dataclass(frozen=True)
-class PerParameterMLP:
+class PerParameterMLP(OwnNetworksOnly):
     """The per-parameter ("Deep Sets") baseline: ``f`` is four pointwise layers, the same for every parameter."""
 
     hidden: int = HIDDEN
@@ -151,7 +151,7 @@ class PerParameterMLP:
 
 
 @dataclasses.dataclass(frozen=True)
-class UNFOptimizer:
+class UNFOptimizer(OwnNetworksOnly):
     """The UNF learned optimizer for the weight space ``spec``: three pointwise layers, then one equivariant layer
     to one channel. Its meta-params fit any weight space of the same structure (widths may differ)."""
 

@@ -18,9 +18,10 @@ class LearnedOptimizer(Protocol):
     progress), so meta-training and evaluation must pass the true one; ``layer_key`` names the params entry whose
     leaves are stacked layers (None when the rule treats the params tree as a whole).
 
-    Meta-training also reads two optional methods: ``serving(spec, params)`` returns the rule that trains a task's
-    params (another architecture's, through its spec), and ``project_meta_params(meta_params)`` returns them within
-    their domain (a decay at zero or above), applied after every meta-step.
+    Meta-training also reads ``serving(spec, params)``, the rule that trains a task's params (another
+    architecture's, through its spec), and ``project_meta_params(meta_params)``, the meta-params returned to their
+    domain (a decay at zero or above) after every meta-step; :class:`OwnNetworksOnly` gives both to a rule that
+    trains only its own networks over unbounded meta-params.
     """
 
     name: str
@@ -32,6 +33,23 @@ class LearnedOptimizer(Protocol):
 
     def opt_fn(self, meta_params: Any, *, total_steps: int | jax.Array | None = None,
                learning_rate: Any = None) -> optax.GradientTransformationExtraArgs: ...
+
+    def serving(self, spec: Any, params: Any) -> LearnedOptimizer: ...
+
+    def project_meta_params(self, meta_params: Any) -> Any: ...
+
+
+class OwnNetworksOnly:
+    """The meta-training hooks of a rule that trains every task itself (it refuses networks it cannot serve when it
+    is built on them) and whose meta-params have no bounds."""
+
+    def serving(self, spec: Any, params: Any) -> LearnedOptimizer:
+        """Returns this rule: it trains every task itself."""
+        return self
+
+    def project_meta_params(self, meta_params: Any) -> Any:
+        """Returns ``meta_params`` unchanged: every value is in the domain."""
+        return meta_params
 
 
 def check_fixed_step(name: str, learning_rate: Any) -> None:

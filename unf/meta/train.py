@@ -77,8 +77,7 @@ def make_step(task: Task, lopt, cfg: MetaTrainConfig, sharding: NamedSharding | 
     """Returns a jitted ``step(key, meta_params, meta_opt_state, pes_state) -> (meta_params, meta_opt_state,
     pes_state, metrics)``, metrics an :class:`~unf.meta.estimators.ESMetrics`; with ``sharding`` the population's pair axis is split across devices."""
     opt = meta_optimizer(cfg)
-    project = getattr(lopt, "project_meta_params", None) if cfg.keep_in_domain else None
-    project = project or (lambda meta_params: meta_params)
+    project = lopt.project_meta_params if cfg.keep_in_domain else (lambda meta_params: meta_params)
 
     def step(key, meta_params, meta_opt_state, state):
         grad, state, metrics = estimators.es_step(key, meta_params, state, task, lopt, cfg.es)
@@ -119,10 +118,9 @@ def place_state(state: MetaTrainState, sharding: NamedSharding | None) -> MetaTr
 
 
 def serving(lopt, task: Task):
-    """Returns the rule that trains ``task``: ``lopt``, or what ``lopt.serving(spec, params)`` names for the task's
-    weight space (a rule without a learned correction serves another architecture through its labels)."""
-    serve = getattr(lopt, "serving", None)
-    return lopt if serve is None else serve(task.spec, jax.eval_shape(task.init, jax.random.key(0)))
+    """Returns the rule that trains ``task``: what ``lopt.serving(spec, params)`` names for the task's weight space
+    (``lopt`` itself, or, for a rule without a learned correction, that rule over another architecture's labels)."""
+    return lopt.serving(task.spec, jax.eval_shape(task.init, jax.random.key(0)))
 
 
 def initial_state(lopt, tasks: Sequence[Task], rules: Sequence, cfg: MetaTrainConfig,
