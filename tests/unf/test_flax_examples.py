@@ -198,8 +198,8 @@ def test_a_linen_conv_kernel_named_logically_is_one_taps_by_in_matrix_once_its_f
     assert traced.leaf_axes == named.leaf_axes and traced.labels == named.labels
     assert dict(zip(traced.leaf_names, traced.fan_in))["['Dense_0']['kernel']"] == (0,)
     wider = nn.unbox(NamedLinenCNN(channels=4).init(jax.random.key(1), x))["params"]
-    with pytest.raises(ValueError, match=r"params must be the tree spec describes.*\['Conv_0'\]\['bias'\]: spec \(8,\), "
-                                         r"params \(4,\)"):
+    with pytest.raises(ValueError, match=r"params must be the tree spec describes.*\['Conv_0'\]\['bias'\]: "
+                                         r"spec \(8,\), params \(4,\)"):
         spec_lib.with_fan_in(named, lambda p, inputs: NamedLinenCNN(channels=4).apply({"params": p}, inputs), wider, x)
     with pytest.raises(TypeError, match="spec must be a WeightSpaceSpec .*got dict"):
         spec_lib.with_fan_in({"Conv_0": None}, lambda p, inputs: model.apply({"params": p}, inputs), params, x)

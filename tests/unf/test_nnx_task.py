@@ -52,7 +52,8 @@ def test_the_task_is_the_models_loss_over_the_params_nnx_optimizer_holds(task):
 def test_a_rule_without_a_correction_meta_trains_on_it(task, tmp_path):
     learned = lopt.EquivariantAdam(tasks.transformer_lm(d_model=8, heads=2, seq=8, batch=2).spec, layer_key="blocks",
                                    base="orthogonal", correction=False)
-    cfg = MetaTrainConfig(steps=2, checkpoint_every=2, seed=0, es=ESConfig(num_particles=2, truncation=2, horizons=(4,)))
+    cfg = MetaTrainConfig(steps=2, checkpoint_every=2, seed=0,
+                          es=ESConfig(num_particles=2, truncation=2, horizons=(4,)))
     state = meta_train(learned, [task], cfg, tmp_path, progress=False)
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state.meta_params))
     assert (tmp_path / "metrics.jsonl").read_text().count("classifier(width=8)") == 2

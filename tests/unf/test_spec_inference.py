@@ -483,7 +483,8 @@ def test_a_class_token_tiled_over_the_batch_keeps_a_vits_stream_one_group():
     assert width.ROLES[role["['MultiHeadDotProductAttention_0']['query']['kernel']"][0]] == "hidden"
     assert max(spec_lib.check_symmetry(apply, params, spec, x, key=KEY).values()) < 1e-4
     # A tensor tiled along an axis longer than one is laid out again: no group crosses it.
-    tiled = spec_lib.infer(lambda p, inputs: inputs @ jnp.tile(p["w"], (1, 2)), {"w": jnp.ones((3, 4))}, jnp.ones((2, 3)))
+    tiled = spec_lib.infer(lambda p, inputs: inputs @ jnp.tile(p["w"], (1, 2)), {"w": jnp.ones((3, 4))},
+                           jnp.ones((2, 3)))
     assert tiled.leaf_axes[0][1] is None
 
 

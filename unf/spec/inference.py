@@ -35,9 +35,10 @@ def _resolve(g: AxisGraph) -> tuple[set, set]:
     """Returns the roots of the classes that are pinned and of those that are unpermuted but grow with the width.
 
     A merge, split or cut fixes positions on both sides. When every class on one side is pinned (a piece one
-    position long counts as pinned), so is the other side (a flattened image's positions, a slice of the position table); otherwise the classes it touches that are
-    not pinned keep the width of the group that feeds them. A class pinned by constants alone (the residual stream
-    a sinusoidal table is added to) is pinned but keeps its width: the constant grows with the model.
+    position long counts as pinned), so is the other side (a flattened image's positions, a slice of the position
+    table); otherwise the classes it touches that are not pinned keep the width of the group that feeds them. A
+    class pinned by constants alone (the residual stream a sinusoidal table is added to) is pinned but keeps its
+    width: the constant grows with the model.
     """
     by_constant = {g.find(n) for n in g.constant if size_of(n) > 1}
     # A piece of one position (``w[0]`` of a fused ``[2, d, f]`` gate) has nothing to permute and no width, so the
