@@ -36,7 +36,7 @@ import optax
 
 from benchmarks import lopt_ladder, report, timing
 from unf import baselines, evaluate, lopt
-from unf.lopt import shipped, width
+from unf.lopt import shipped
 from unf import spec as spec_lib
 from unf.tasks import cnn_digits, lstm_lm, mlp_digits, nnx_gpt_lm, resnet_digits
 
@@ -97,24 +97,17 @@ HIDDEN_SCALES = (1.0, 10**0.5, 10.0)
 OTHER_SCALES = (1.0, 10**0.5, 10.0, 10**1.5)
 
 
-def hidden_leaves(spec: spec_lib.WeightSpaceSpec) -> Any:
-    """Returns a tree like the params of ``spec``: True where the rule treats the leaf as a hidden matrix (two or
-    more width axes within a layer, :mod:`unf.lopt.width`)."""
-    return spec.unflatten([role == width.ROLES.index("hidden")
-                           for role, _ in width.roles(spec, width.stacked_by_labels(spec))])
-
-
 def by_role_grid(rung: lopt_ladder.Rung, opt, tuning_seeds: list[int]) -> tuple[Any, dict]:
     """Returns ``(make_opt, {"hidden,other": held-out loss on tuning_seeds})``: ``make_opt([hidden, other])`` is the
     shipped rule with its hidden matrices' steps and the other tensors' scaled apart, which says whether one global
     scale is all another network needs or the balance between the roles learned on transformers does not carry
     over."""
-    hidden = hidden_leaves(rung.task.spec)
+    hidden = lopt.role_mask(rung.task.spec, "hidden")
 
     def make(hyper):
         def scale(updates, params=None):
             del params
-            return jax.tree.map(lambda u, h: u * jnp.where(h, hyper[0], hyper[1]), updates, hidden)
+            return jax.tree.map(lambda u, h: u * jnp.where(h, hyper[0], hyper[1]), updates, hidden(updates))
 
         return optax.with_extra_args_support(optax.chain(opt, optax.stateless(scale)))
 

@@ -12,6 +12,7 @@ from unf.lopt.factories import equivariant_adam, per_parameter_adam
 from unf.lopt.learned_adam import LearnedAdamState
 from unf.lopt.protocol import LearnedOptimizer
 from unf.lopt.shipped import available, load_pretrained, pretrained
+from unf.lopt.width import role_mask
 
 
 __all__ = [
@@ -35,4 +36,5 @@ __all__ = [
     "orthogonal_start",
     "parameter_features",
     "pretrained",
+    "role_mask",
 ]

@@ -34,9 +34,12 @@ would make it ``hidden``.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+import jax
 
 from hetnet import axes as hetnet_axes
+from unf.lopt import tree_layout
 from unf.spec import Unpermuted, WeightSpaceSpec
 
 ROLES = ("vector", "input", "output", "hidden")
@@ -106,6 +109,40 @@ def roles(spec: WeightSpaceSpec, stacked: Any) -> list[tuple[int, float]]:
         labels, wide, fan_in = _within_layer(labels, wide, fan_in, per_layer)
         out.append(leaf_role(labels, shape[1:] if per_layer else shape, spec.fixed, wide, fan_in))
     return out
+
+
+def role_mask(spec: WeightSpaceSpec, role: str) -> Callable[[Any], Any]:
+    """Returns the mask of ``optax.masked`` that selects the leaves the label-reading rules step as ``role`` (one of
+    :data:`ROLES`), so one role's steps can be scaled alone, as a learning rate is tuned:
+    ``optax.chain(opt, optax.masked(optax.scale(k), unf.lopt.role_mask(spec, "output")))``.
+
+    The mask is a function of the params (or updates) that returns a tree like them, True on that role's leaves: it
+    reads any tree with ``spec``'s leaves (plain dicts, ``nnx.State`` in ``nnx.Optimizer``, ``FrozenDict``, Flax's
+    variable boxes). Leaves whose first axis is labelled ``"layers"`` are stacked layers, as
+    :class:`unf.lopt.LabelRule` reads them."""
+    if not isinstance(spec, WeightSpaceSpec):
+        raise TypeError("spec must be a unf.spec.WeightSpaceSpec (unf.spec.infer, from_flax, mlp, cnn, from_labels), "
+                        f"got {type(spec).__name__}.")
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}, got {role!r}.")
+    index = ROLES.index(role)
+    selected = [found == index for found, _ in roles(spec, stacked_by_labels(spec))]
+
+    # Names as the rules read them (Flax's variable boxes left out), so a boxed spec reads unboxed params and back.
+    names = _leaf_names(spec.unflatten(range(spec.num_leaves)))
+
+    def mask(tree: Any) -> Any:
+        treedef = jax.tree.structure(tree)
+        if treedef != spec.treedef and _leaf_names(tree) != names:
+            raise ValueError(f"role_mask: the tree's leaves {list(_leaf_names(tree))} are not the spec's "
+                             f"{list(names)}; build the spec from these params.")
+        return treedef.unflatten(selected)
+
+    return mask
+
+
+def _leaf_names(tree: Any) -> tuple[str, ...]:
+    return tuple(tree_layout.leaf_name(path) for path, _ in jax.tree_util.tree_leaves_with_path(tree))
 
 
 def matrix_views(spec: WeightSpaceSpec,
