@@ -62,11 +62,11 @@ def networks(large: bool, steps: int | None) -> list[lopt_ladder.Rung]:
 SCALES = (10**-0.5, 1.0, 10**0.5)
 
 
-def learned_row(rung: lopt_ladder.Rung, seeds: list[int], tuning_seeds: list[int]) -> dict:
-    """Returns the shipped optimizer's row on ``rung``, served through the task's spec, as shipped and with its
-    learned schedule scaled by the factor tuned on ``tuning_seeds`` (``row["scaled"]``): every part of the update,
-    decoupled decay included, is proportional to the step size, so ``optax.chain(opt, optax.scale(k))`` is the
-    schedule times ``k``."""
+def learned_row(rung: lopt_ladder.Rung, seeds: list[int], tuning_seeds: list[int], tuned: bool = True) -> dict:
+    """Returns the shipped optimizer's row on ``rung``, served through the task's spec, as shipped and (``tuned``)
+    with its learned schedule scaled by the factor tuned on ``tuning_seeds`` (``row["scaled"]``) and its hidden and
+    other tensors' steps scaled apart (``row["by_role"]``): every part of the update, decoupled decay included, is
+    proportional to the step size, so ``optax.chain(opt, optax.scale(k))`` is the schedule times ``k``."""
     opt = lopt.pretrained("transformer-lm", total_steps=rung.steps, spec=rung.task.spec)
 
     def make(hyper):
@@ -75,6 +75,10 @@ def learned_row(rung: lopt_ladder.Rung, seeds: list[int], tuning_seeds: list[int
     one = jnp.ones((1,), jnp.float32)
     train, valid = evaluate.train_valid_losses(rung.task, make, one, rung.steps, seeds, points=lopt_ladder.POINTS)
     times = timing.optimizer_step_times(rung.task, {"adam": optax.adam(1e-3), "learned": opt}, repeats=10)
+    as_shipped = {**lopt_ladder._stats(valid, train), "step_time_over_adam": times["learned"]["median"]
+                  / times["adam"]["median"]}
+    if not tuned:
+        return as_shipped
     print(f"  [{rung.label}] tuning the learned schedule's scale", flush=True)
     found = baselines.tune("learned-scaled", rung.task, make, rung.steps, tuning_seeds, SCALES, objective="valid")
     scaled_train, scaled_valid = evaluate.train_valid_losses(rung.task, make, jnp.asarray(found.hyper, jnp.float32),
@@ -88,8 +92,7 @@ def learned_row(rung: lopt_ladder.Rung, seeds: list[int], tuning_seeds: list[int
         rung.task, make_by_role, jnp.asarray([float(x) for x in best.split(",")], jnp.float32), rung.steps, seeds,
         points=lopt_ladder.POINTS)
     by_role = {**lopt_ladder._stats(role_valid, role_train), "hyper": best, "grid": grid}
-    return {**lopt_ladder._stats(valid, train), "scaled": scaled, "by_role": by_role,
-            "step_time_over_adam": times["learned"]["median"] / times["adam"]["median"]}
+    return {**as_shipped, "scaled": scaled, "by_role": by_role}
 
 
 # Scales of the hidden matrices' steps and, apart, of every other tensor's (input and output layers, biases).
@@ -183,10 +186,12 @@ def figure(rows: list[dict]):
     for ax, r, name in zip(axes[1:], rows, names):
         # Baselines in one order, so each keeps its colour from panel to panel.
         entries = [*((n, r["baselines"][n]) for n in lopt_ladder.BASELINES if n in r["baselines"]),
-                   ("learned (shipped)", r["learned"]),
-                   (f"learned, scale {r['learned']['scaled']['hyper'][0]:.3g}", r["learned"]["scaled"]),
-                   ("learned, hidden and other scaled ({:.3g}, {:.3g})".format(
-                       *(float(x) for x in r["learned"]["by_role"]["hyper"].split(","))), r["learned"]["by_role"])]
+                   ("learned (shipped)", r["learned"])]
+        if "scaled" in r["learned"]:
+            entries += [(f"learned, scale {r['learned']['scaled']['hyper'][0]:.3g}", r["learned"]["scaled"]),
+                        ("learned, hidden and other scaled ({:.3g}, {:.3g})".format(
+                            *(float(x) for x in r["learned"]["by_role"]["hyper"].split(","))),
+                         r["learned"]["by_role"])]
         for label, entry in entries:
             curve = entry["valid_curve"]
             ax.plot(np.arange(1, len(curve) + 1) * r["steps"] / len(curve), curve, label=label)
@@ -252,7 +257,13 @@ def main(argv=None) -> int:
                         help="evaluate the rule in this export folder (unf-meta-train --recipe ... --no-correction "
                              "writes RUN/export) beside the shipped one, as shipped (nothing tuned), against the "
                              "cached tuned baselines; writes NAME_export.{json,md,png}")
+    parser.add_argument("--as-shipped", action="store_true",
+                        help="the shipped rule alone, nothing of it tuned (no scale or per-role grid), so more "
+                             "evaluation seeds stay affordable; writes NAME_as_shipped.{json,md,png} and shares the "
+                             "baselines' tuning with the full table")
     args = parser.parse_args(argv)
+    if args.as_shipped and args.meta_params is not None:
+        parser.error("--as-shipped and --meta-params: pass one; an export is always evaluated as exported")
     if args.seeds < 1 or args.tuning_seeds < 1:
         parser.error("--seeds and --tuning-seeds must be positive")
     if args.steps is not None and (args.steps < lopt_ladder.POINTS or args.steps % lopt_ladder.POINTS):
@@ -270,7 +281,8 @@ def main(argv=None) -> int:
     digest = lopt_ladder.fingerprint(lopt.load_pretrained("transformer-lm")[1])
     # A network an earlier run finished for the same meta-params and seeds is read back, so a cut run loses nothing;
     # --rerun runs the selected networks again and keeps the others' rows.
-    finished = lopt_ladder.finished_rungs(out / f"{name}.json", digest, seeds, tuning)
+    published = f"{name}_as_shipped" if args.as_shipped else name
+    finished = lopt_ladder.finished_rungs(out / f"{published}.json", digest, seeds, tuning)
     if args.meta_params is not None:
         try:
             learned, meta_params, made = lopt_ladder.load_learned(args.meta_params)
@@ -303,20 +315,20 @@ def main(argv=None) -> int:
         payload = {"device": timing.device_description(), "command": command, "shipped": shipped.info("transformer-lm"),
                    "meta_params_digest": digest, "seeds": seeds, "tuning_seeds": tuning, "rows": rows}
         fig = figure(rows)
-        tables = "\n\n".join([
+        tables = "\n\n".join([lopt_ladder.table(rows)] if args.as_shipped else [
             lopt_ladder.table(rows),
             "With the learned schedule scaled by a factor tuned like the baselines' learning rates "
             "(`optax.chain(opt, optax.scale(k))`; * at the grid's edge):", scaled_table(rows),
             f"With the hidden matrices' steps scaled by one of {_listed(HIDDEN_SCALES)} and every other tensor's by "
             f"one of {_listed(OTHER_SCALES)}, the pair tuned like the baselines (* at the grid's edge):",
             by_role_table(rows)])
-        written = report.write(name, payload, tables, fig, out)
+        written = report.write(published, payload, tables, fig, out)
         fig.clf()
         return written
 
     def finished_row(rung: lopt_ladder.Rung) -> dict | None:
         row = finished.get((rung.label, rung.task.label, rung.steps))
-        return row if row is not None and "by_role" in row["learned"] else None
+        return row if row is not None and (args.as_shipped or "by_role" in row["learned"]) else None
 
     selected = [r for r in chosen if args.only is None or r.value in args.only]
     # A network --only leaves out keeps the row an earlier run finished, so the table stays whole.
@@ -325,13 +337,14 @@ def main(argv=None) -> int:
         print(f"[{rung.label}] {rung.task.label}, {rung.steps} steps", flush=True)
         earlier = None if args.rerun else finished_row(rung)
         if earlier is not None:
-            print(f"  [{rung.label}] read back from {out / f'{name}.json'}", flush=True)
+            print(f"  [{rung.label}] read back from {out / f'{published}.json'}", flush=True)
             done[rung.value] = earlier
         else:
             base = lopt_ladder.tuned_baselines(rung, seeds, tuning, cache)
             out.mkdir(parents=True, exist_ok=True)
             cache_path.write_text(json.dumps(cache, indent=1, default=float) + "\n")
-            done[rung.value] = lopt_ladder.summarise(rung, base, learned_row(rung, seeds, tuning))
+            done[rung.value] = lopt_ladder.summarise(rung, base, learned_row(rung, seeds, tuning,
+                                                                             tuned=not args.as_shipped))
         paths = publish(done)  # after every network, so a run cut short keeps the ones it finished
     print(paths["md"].read_text())
     print("wrote", ", ".join(str(p) for p in paths.values()))

@@ -155,6 +155,34 @@ def test_lopt_networks_reads_back_the_networks_a_run_finished_and_reruns_on_othe
         lopt_networks.main(["--out", str(tmp_path), "--only", "mlp"])
 
 
+def test_lopt_networks_as_shipped_runs_the_rule_untuned_into_its_own_table(tmp_path, monkeypatch, capsys):
+    import json
+    import shutil
+
+    from benchmarks import lopt_ladder, lopt_networks, report
+
+    shutil.copy(report.RESULTS / "lopt_networks_baselines.json", tmp_path / "lopt_networks_baselines.json")
+    committed = json.loads((report.RESULTS / "lopt_networks.json").read_text())
+    asked = []
+
+    def untuned(rung, seeds, tuning, tuned=True):
+        asked.append((rung.value, tuned, seeds))
+        full = next(r for r in committed["rows"] if r["rung"] == rung.label)["learned"]
+        return {k: v for k, v in full.items() if k not in ("scaled", "by_role")}
+
+    monkeypatch.setattr(lopt_networks, "learned_row", untuned)
+    monkeypatch.setattr(lopt_ladder, "tuned_baselines", lambda rung, *args, **kwargs: next(
+        r for r in committed["rows"] if r["rung"] == rung.label)["baselines"])
+    assert lopt_networks.main(["--out", str(tmp_path), "--only", "mlp", "lstm", "--as-shipped", "--seeds", "5"]) == 0
+    assert asked == [("mlp", False, [0, 1, 2, 3, 4]), ("lstm", False, [0, 1, 2, 3, 4])]
+    table = (tmp_path / "lopt_networks_as_shipped.md").read_text()
+    assert "network=mlp" in table and "network=lstm" in table and "scale tuned" not in table
+    assert (tmp_path / "lopt_networks_as_shipped.png").exists() and not (tmp_path / "lopt_networks.json").exists()
+    with pytest.raises(SystemExit):
+        lopt_networks.main(["--as-shipped", "--meta-params", str(tmp_path)])
+    assert "--as-shipped and --meta-params: pass one" in capsys.readouterr().err
+
+
 def test_lopt_networks_tables_put_each_ratio_under_its_own_baseline():
     from benchmarks import lopt_ladder, lopt_networks
 
