@@ -22,7 +22,7 @@ from unf.lopt.learned_adam import (DEFAULT_LR, HIDDEN, ScalarOrSchedule, hidden_
                                    transformation)
 from unf.lopt.meta_params import check_like, check_settings
 from unf.lopt.protocol import OwnNetworksOnly
-from unf.lopt.tree_layout import leaf_name
+from unf.lopt.tree_layout import leaf_names
 from unf.spec import WeightSpaceSpec, analogy
 
 
@@ -182,7 +182,7 @@ class EquivariantAdam:
         if not self.correction:
             analogy.extend_by_analogy(self.spec, params, analogy.HETNET_ANALOGUES)
             return
-        names = [leaf_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+        names = leaf_names(params)
         missing = [n for n in self.spec.leaf_names if n not in names]
         extra = [n for n in names if n not in self.spec.leaf_names]
         if missing or extra:

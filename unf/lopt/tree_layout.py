@@ -19,6 +19,11 @@ def leaf_name(path: tuple) -> str:
     return jax.tree_util.keystr(kept) or "<root>"
 
 
+def leaf_names(tree: Any) -> tuple[str, ...]:
+    """Returns the :func:`leaf_name` of every leaf of ``tree``, in leaf order."""
+    return tuple(leaf_name(path) for path, _ in jax.tree_util.tree_leaves_with_path(tree))
+
+
 def canonical(tree: Any, spec: WeightSpaceSpec | None) -> tuple[Any, Callable[[Any], Any]]:
     """Returns ``tree`` laid out as ``spec``'s plain nested dicts, and the map from a tree of that layout back to
     ``tree``'s own type (``nnx.State``, ``FrozenDict``, variable boxes), where the leaves' names match the spec's;

@@ -129,20 +129,16 @@ def role_mask(spec: WeightSpaceSpec, role: str) -> Callable[[Any], Any]:
     selected = [found == index for found, _ in roles(spec, stacked_by_labels(spec))]
 
     # Names as the rules read them (Flax's variable boxes left out), so a boxed spec reads unboxed params and back.
-    names = _leaf_names(spec.unflatten(range(spec.num_leaves)))
+    names = tree_layout.leaf_names(spec.unflatten(range(spec.num_leaves)))
 
     def mask(tree: Any) -> Any:
         treedef = jax.tree.structure(tree)
-        if treedef != spec.treedef and _leaf_names(tree) != names:
-            raise ValueError(f"role_mask: the tree's leaves {list(_leaf_names(tree))} are not the spec's "
+        if treedef != spec.treedef and tree_layout.leaf_names(tree) != names:
+            raise ValueError(f"role_mask: the tree's leaves {list(tree_layout.leaf_names(tree))} are not the spec's "
                              f"{list(names)}; build the spec from these params.")
         return treedef.unflatten(selected)
 
     return mask
-
-
-def _leaf_names(tree: Any) -> tuple[str, ...]:
-    return tuple(tree_layout.leaf_name(path) for path, _ in jax.tree_util.tree_leaves_with_path(tree))
 
 
 def matrix_views(spec: WeightSpaceSpec,
